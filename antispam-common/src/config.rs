@@ -1,0 +1,26 @@
+//! The single-entry configuration map.
+
+use crate::rate::Rate;
+
+/// Refuse nothing: decide, count and log what would have been refused.
+pub const FLAG_MONITOR: u32 = 1 << 0;
+/// Emit an event for allowed connects too (the connection trail), not only for refusals.
+pub const FLAG_EVENTS_ALLOWED: u32 = 1 << 1;
+
+/// Entry 0 of [`crate::maps::CONFIG`]. Zeroed (no ports, no flags) means "decide nothing".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Policy generation, bumped by the agent at every successful load.
+    pub generation: u32,
+    /// Rate of every UID that no `[[limit]]` or `[[allow]]` rule names.
+    pub default_rate: Rate,
+    /// Rule id reported for decisions under the default rate.
+    pub default_rule_id: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 32);
+
+crate::user_pod!(Config);

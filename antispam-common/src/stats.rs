@@ -1,0 +1,26 @@
+//! Indices of [`crate::maps::STATS`]: what only the kernel side can see go wrong.
+
+/// An event could not be reserved in the ring buffer (the agent is behind): the event is lost.
+pub const RINGBUF_FULL: u32 = 0;
+/// A map insert failed (e.g. a full map); the connect was decided without that state.
+pub const MAP_UPDATE_FAILED: u32 = 1;
+/// The configuration entry was missing: the program allowed the connect.
+pub const CONFIG_MISSING: u32 = 2;
+/// A compare-and-swap on a bucket lost the race too many times; the connect was refused.
+pub const CAS_CONTENDED: u32 = 3;
+/// The egress program could not parse a packet it had to look at.
+pub const PARSE_FAILED: u32 = 4;
+/// Number of entries.
+pub const COUNT: u32 = 8;
+
+/// Metric-friendly names, index-aligned with the constants above.
+pub const NAMES: [&str; COUNT as usize] = [
+    "ringbuf_full",
+    "map_update_failed",
+    "config_missing",
+    "cas_contended",
+    "parse_failed",
+    "unused_5",
+    "unused_6",
+    "unused_7",
+];

@@ -1,0 +1,298 @@
+//! The decision programs: `cgroup/connect4` and `cgroup/connect6`.
+
+use antispam_common::{
+    config::{Config, FLAG_EVENTS_ALLOWED, FLAG_MONITOR},
+    event::*,
+    key::{KeyId, KeyState},
+    net::{self, AF_INET, AF_INET6},
+    rate::{gcra, Rate},
+    rule::{Rule, ACTION_ALLOW, ACTION_BLOCK, ACTION_LIMIT},
+    stats,
+};
+use aya_ebpf::{
+    bindings::{BPF_RB_NO_WAKEUP, bpf_sock_addr},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+    },
+    macros::cgroup_sock_addr,
+    maps::lpm_trie::Key,
+    programs::SockAddrContext,
+};
+use aya_log_ebpf::debug;
+
+use crate::maps::{
+    add, bump, cas, key_state, load, stat, sub, CGROUP_RULES, CONFIG, DECISIONS, DEST_V4, DEST_V6, EVENTS,
+    PORTS, UID_RULES,
+};
+
+/// `connect()` goes on.
+const PASS: i32 = 1;
+/// `connect()` fails with EPERM.
+const REFUSE: i32 = 0;
+const SOCK_STREAM: u32 = 1;
+/// Attempts at a compare-and-swap on one bucket before giving up.
+const CAS_TRIES: u32 = 8;
+
+#[cgroup_sock_addr(connect4)]
+pub fn antispam_connect4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the context pointer the kernel passed to this program.
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    if sa.type_ != SOCK_STREAM {
+        return PASS;
+    }
+    let port = u16::from_be(sa.user_port as u16);
+    let ip4 = sa.user_ip4;
+    let mut addr = [0u8; 16];
+    let b = ip4.to_ne_bytes();
+    addr[0] = b[0];
+    addr[1] = b[1];
+    addr[2] = b[2];
+    addr[3] = b[3];
+    decide(&ctx, port, AF_INET, addr)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn antispam_connect6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the context pointer the kernel passed to this program.
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    if sa.type_ != SOCK_STREAM {
+        return PASS;
+    }
+    let port = u16::from_be(sa.user_port as u16);
+    // The verifier wants each 4-byte word of user_ip6 read on its own.
+    let words = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+    match net::ipv4_mapped(&words) {
+        Some(ip4) => {
+            let mut addr = [0u8; 16];
+            let b = ip4.to_ne_bytes();
+            addr[0] = b[0];
+            addr[1] = b[1];
+            addr[2] = b[2];
+            addr[3] = b[3];
+            decide(&ctx, port, AF_INET, addr)
+        }
+        None => decide(&ctx, port, AF_INET6, net::ip6_bytes(&words)),
+    }
+}
+
+#[inline(always)]
+fn is_smtp(port: u16) -> bool {
+    let (word, bit) = net::port_slot(port);
+    match PORTS.get(word) {
+        Some(w) => *w & bit != 0,
+        None => false,
+    }
+}
+
+struct Decision {
+    verdict: u32,
+    reason: u32,
+    rule_id: u32,
+}
+
+impl Decision {
+    const fn allow(reason: u32, rule_id: u32) -> Decision {
+        Decision { verdict: VERDICT_ALLOWED, reason, rule_id }
+    }
+    const fn deny(reason: u32, rule_id: u32) -> Decision {
+        Decision { verdict: VERDICT_DENIED, reason, rule_id }
+    }
+}
+
+#[inline(always)]
+fn decide(ctx: &SockAddrContext, port: u16, family: u16, addr: [u8; 16]) -> i32 {
+    if !is_smtp(port) {
+        return PASS;
+    }
+    let Some(cfg) = CONFIG.get(0) else {
+        stat(stats::CONFIG_MISSING);
+        return PASS;
+    };
+    let uid_gid = bpf_get_current_uid_gid();
+    let uid = uid_gid as u32;
+    let gid = (uid_gid >> 32) as u32;
+    // SAFETY: helpers without arguments, allowed for this program type.
+    let (cgroup_id, now) = unsafe { (bpf_get_current_cgroup_id(), bpf_ktime_get_ns()) };
+
+    let uid_state = key_state(&KeyId::uid(uid));
+    let cgroup_state = key_state(&KeyId::cgroup(cgroup_id));
+    let mut d = evaluate(cfg, uid, cgroup_id, family, &addr, now, uid_state, cgroup_state);
+    if d.verdict == VERDICT_DENIED && cfg.flags & FLAG_MONITOR != 0 {
+        d.verdict = VERDICT_WOULD_DENY;
+    }
+
+    bump(&DECISIONS, counter_index(d.verdict, d.reason));
+    for state in [uid_state, cgroup_state].into_iter().flatten() {
+        // SAFETY: pointers into live map values returned by the map helpers.
+        let counter = unsafe {
+            match d.verdict {
+                VERDICT_ALLOWED => &raw mut (*state).allowed,
+                VERDICT_DENIED => &raw mut (*state).denied,
+                _ => &raw mut (*state).would_deny,
+            }
+        };
+        add(counter, 1);
+        // SAFETY: as above; a plain store of the last time seen, races only pick one of two
+        // nearly equal times.
+        unsafe { (*state).last_ns = now };
+    }
+
+    if d.verdict != VERDICT_ALLOWED || cfg.flags & FLAG_EVENTS_ALLOWED != 0 {
+        emit(cfg, &d, uid, gid, cgroup_id, family, port, addr, now);
+    }
+    if d.verdict == VERDICT_DENIED {
+        debug!(ctx, "antispam: refused uid {} port {} reason {}", uid, port, d.reason);
+        REFUSE
+    } else {
+        PASS
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn evaluate(
+    cfg: &Config,
+    uid: u32,
+    cgroup_id: u64,
+    family: u16,
+    addr: &[u8; 16],
+    now: u64,
+    uid_state: Option<*mut KeyState>,
+    cgroup_state: Option<*mut KeyState>,
+) -> Decision {
+    // SAFETY: map lookups; the values are plain data that only the agent rewrites whole.
+    let uid_rule: Option<&Rule> = unsafe { UID_RULES.get(&uid) };
+    if let Some(r) = uid_rule {
+        if r.action == ACTION_ALLOW {
+            return Decision::allow(REASON_ALLOW_USER, r.rule_id);
+        }
+    }
+    // SAFETY: as above.
+    let cgroup_rule: Option<&Rule> = unsafe { CGROUP_RULES.get(&cgroup_id) };
+    if let Some(r) = cgroup_rule {
+        if r.action == ACTION_ALLOW {
+            return Decision::allow(REASON_ALLOW_CGROUP, r.rule_id);
+        }
+    }
+    let dest = if family == AF_INET {
+        DEST_V4.get(&Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
+    } else {
+        DEST_V6.get(&Key::new(128, *addr))
+    };
+    if let Some(r) = dest {
+        if r.action == ACTION_ALLOW {
+            return Decision::allow(REASON_ALLOW_DESTINATION, r.rule_id);
+        }
+        if r.action == ACTION_BLOCK {
+            return Decision::deny(REASON_BLOCK_DESTINATION, r.rule_id);
+        }
+    }
+
+    let (uid_rate, uid_rule_id) = match uid_rule {
+        Some(r) if r.action == ACTION_LIMIT => (r.rate, r.rule_id),
+        _ => (cfg.default_rate, cfg.default_rule_id),
+    };
+    let Some(uid_state) = uid_state else {
+        return Decision::deny(REASON_STATE_ERROR, uid_rule_id);
+    };
+    // SAFETY: pointer into a live map value.
+    let uid_tat = unsafe { &raw mut (*uid_state).tat };
+    match take(uid_tat, now, &uid_rate) {
+        Take::Taken => {}
+        Take::Empty => return Decision::deny(REASON_RATE_UID, uid_rule_id),
+        Take::Contended => return Decision::deny(REASON_STATE_ERROR, uid_rule_id),
+    }
+
+    let Some(r) = cgroup_rule else {
+        return Decision::allow(REASON_WITHIN_LIMIT, uid_rule_id);
+    };
+    if r.action != ACTION_LIMIT {
+        return Decision::allow(REASON_WITHIN_LIMIT, uid_rule_id);
+    }
+    // Cgroups below a matched one draw on the matched cgroup's bucket.
+    let bucket_state = if r.bucket == 0 || r.bucket == cgroup_id {
+        cgroup_state
+    } else {
+        key_state(&KeyId::cgroup(r.bucket))
+    };
+    let refused = match bucket_state {
+        // SAFETY: pointer into a live map value.
+        Some(state) => match take(unsafe { &raw mut (*state).tat }, now, &r.rate) {
+            Take::Taken => return Decision::allow(REASON_WITHIN_LIMIT, r.rule_id),
+            Take::Empty => Decision::deny(REASON_RATE_CGROUP, r.rule_id),
+            Take::Contended => Decision::deny(REASON_STATE_ERROR, r.rule_id),
+        },
+        None => Decision::deny(REASON_STATE_ERROR, r.rule_id),
+    };
+    // The UID's token was taken for a connect that is refused after all: give it back.
+    if uid_rate.interval_ns != 0 {
+        sub(uid_tat, uid_rate.interval_ns);
+    }
+    refused
+}
+
+enum Take {
+    Taken,
+    Empty,
+    Contended,
+}
+
+/// Takes one token from the bucket whose TAT is at `tat`, race-free across CPUs.
+#[inline(always)]
+fn take(tat: *mut u64, now: u64, rate: &Rate) -> Take {
+    if rate.interval_ns == 0 {
+        return Take::Taken;
+    }
+    let mut current = load(tat);
+    for _ in 0..CAS_TRIES {
+        let Some(next) = gcra(current, now, rate) else {
+            return Take::Empty;
+        };
+        match cas(tat, current, next) {
+            Ok(_) => return Take::Taken,
+            Err(actual) => current = actual,
+        }
+    }
+    stat(stats::CAS_CONTENDED);
+    Take::Contended
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    cfg: &Config,
+    d: &Decision,
+    uid: u32,
+    gid: u32,
+    cgroup_id: u64,
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+    now: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        stat(stats::RINGBUF_FULL);
+        return;
+    };
+    let comm = bpf_get_current_comm().unwrap_or([0u8; 16]);
+    entry.write(Event {
+        ts_ns: now,
+        cgroup_id,
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        uid,
+        gid,
+        verdict: d.verdict,
+        reason: d.reason,
+        rule_id: d.rule_id,
+        family,
+        dport: port,
+        generation: cfg.generation,
+        daddr: addr,
+        comm,
+    });
+    // Allowed connects never wake the agent (it drains on a short timer); refusals use the
+    // kernel's adaptive wakeup, which only signals when the agent has caught up.
+    let flags = if d.verdict == VERDICT_ALLOWED { BPF_RB_NO_WAKEUP as u64 } else { 0 };
+    entry.submit(flags);
+}

@@ -1,0 +1,40 @@
+//! antispam kernel programs.
+//!
+//! * `cgroup/connect4` and `cgroup/connect6` decide every TCP connect to an SMTP port made by a
+//!   task in the attached cgroup subtree: allow-listed UID, cgroup or destination → allow;
+//!   block-listed destination → refuse; otherwise every rate-limit bucket that applies (the UID's,
+//!   and the cgroup's when a cgroup rule names it) must have room. Returning 0 makes `connect()`
+//!   fail with EPERM at once.
+//! * `cgroup_skb/egress` counts SMTP packets and bytes per UID and cgroup.
+//!
+//! Every decision is counted in a per-CPU array and written to a ring buffer; errors are counted
+//! in a per-CPU stats array, never dropped silently.
+//!
+//! On any target but BPF this crate is an empty binary, so that workspace-wide commands work.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+// The BPF target has no compare-and-swap in core::sync::atomic (`atomic-cas` is false in its
+// target spec) although the instructions exist (BPF_ATOMIC, kernel 5.12+): use the intrinsics.
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+
+#[cfg(target_arch = "bpf")]
+mod connect;
+#[cfg(target_arch = "bpf")]
+mod egress;
+#[cfg(target_arch = "bpf")]
+mod maps;
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

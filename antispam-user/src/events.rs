@@ -1,0 +1,183 @@
+//! Reads decisions from the ring buffer and writes them as JSON lines.
+
+use std::{
+    io::Write,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use antispam_common::event::{self as ev, Event};
+use aya::maps::{MapData, RingBuf};
+use serde::Serialize;
+use tokio::{io::unix::AsyncFd, sync::watch};
+
+use crate::state::Shared;
+
+/// How often the ring buffer is drained when no wakeup came (allowed connects never wake us).
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Which decisions are written to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventFilter {
+    /// Every decision on an SMTP connect: the connection trail.
+    All,
+    /// Refusals, and in monitor mode what would have been refused.
+    Denied,
+}
+
+/// One JSON line.
+#[derive(Serialize)]
+pub struct Record<'a> {
+    pub ts: String,
+    pub uid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub gid: u32,
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    pub dst: String,
+    pub dport: u16,
+    pub family: &'a str,
+    pub verdict: &'a str,
+    pub reason: &'a str,
+    pub would_deny: bool,
+    pub rule: String,
+    pub generation: u32,
+}
+
+/// Converts the kernel's CLOCK_MONOTONIC nanoseconds to wall-clock time.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+            .unwrap_or(0);
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+        Clock { offset_ns: wall - mono }
+    }
+
+    pub fn wall(&self, mono_ns: u64) -> SystemTime {
+        let ns = (mono_ns as i128 + self.offset_ns).max(0) as u128;
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    }
+}
+
+pub fn destination(e: &Event) -> IpAddr {
+    if e.family == antispam_common::net::AF_INET {
+        IpAddr::V4(Ipv4Addr::new(e.daddr[0], e.daddr[1], e.daddr[2], e.daddr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(e.daddr))
+    }
+}
+
+fn comm(e: &Event) -> String {
+    let end = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
+    String::from_utf8_lossy(&e.comm[..end]).into_owned()
+}
+
+pub fn record<'a>(shared: &Shared, clock: &Clock, e: &Event) -> Record<'a> {
+    Record {
+        ts: humantime::format_rfc3339_micros(clock.wall(e.ts_ns)).to_string(),
+        uid: e.uid,
+        user: shared.users.name(e.uid),
+        gid: e.gid,
+        pid: e.pid,
+        comm: comm(e),
+        cgroup: shared.cgroups.label(e.cgroup_id),
+        cgroup_id: e.cgroup_id,
+        dst: destination(e).to_string(),
+        dport: e.dport,
+        family: if e.family == antispam_common::net::AF_INET { "ipv4" } else { "ipv6" },
+        verdict: ev::verdict_name(e.verdict),
+        reason: ev::reason_name(e.reason),
+        would_deny: e.verdict == ev::VERDICT_WOULD_DENY,
+        rule: shared.rule_name(e.rule_id),
+        generation: e.generation,
+    }
+}
+
+/// Drains the ring buffer until `stop` changes, writing one JSON line per kept event to `out`.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    shared: Arc<Shared>,
+    filter: EventFilter,
+    mut out: Box<dyn Write + Send>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let clock = Clock::new();
+    // SAFETY: the ring buffer owns its map fd for its whole life, which the AsyncFd takes over.
+    let mut fd = match unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::error!("cannot poll the event ring buffer: {e}");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            r = fd.readable_mut() => {
+                match r {
+                    Ok(mut guard) => { guard.clear_ready(); }
+                    Err(e) => { log::error!("event ring buffer: {e}"); return; }
+                }
+                false
+            }
+            _ = tick.tick() => false,
+            _ = stop.changed() => true,
+        };
+        drain(fd.get_mut(), &shared, &clock, filter, &mut out);
+        if last {
+            return;
+        }
+    }
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    shared: &Shared,
+    clock: &Clock,
+    filter: EventFilter,
+    out: &mut Box<dyn Write + Send>,
+) {
+    let mut wrote = false;
+    while let Some(item) = ring.next() {
+        shared.counters.events_read.fetch_add(1, Ordering::Relaxed);
+        if item.len() < std::mem::size_of::<Event>() {
+            shared.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        // SAFETY: the kernel wrote an `Event` (a `#[repr(C)]` plain-data type) at the start of
+        // the record, which is at least that long; read_unaligned copes with any alignment.
+        let e: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+        drop(item);
+        if filter == EventFilter::Denied && e.verdict == ev::VERDICT_ALLOWED {
+            continue;
+        }
+        let rec = record(shared, clock, &e);
+        match serde_json::to_writer(&mut *out, &rec) {
+            Ok(()) => {
+                let _ = out.write_all(b"\n");
+                wrote = true;
+            }
+            Err(err) => {
+                shared.counters.log_errors.fetch_add(1, Ordering::Relaxed);
+                log::error!("writing event: {err}");
+            }
+        }
+    }
+    if wrote {
+        if let Err(err) = out.flush() {
+            shared.counters.log_errors.fetch_add(1, Ordering::Relaxed);
+            log::error!("flushing event log: {err}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The agent's HTTP endpoint: `/metrics` for Prometheus, `/status` (JSON) for `antispam status`.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn, Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{metrics, state::Shared, status};
+
+/// Default address: loopback only; expose it wider on purpose with `--metrics-addr`.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9897";
+
+fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(code)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .expect("valid response")
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n"));
+    }
+    let path = req.uri().path().to_string();
+    // Reading the maps is blocking syscalls: keep them off the async workers.
+    let r = tokio::task::spawn_blocking(move || match path.as_str() {
+        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render(&shared)),
+        "/status" => reply(StatusCode::OK, "application/json", status::render(&shared)),
+        "/" => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            "<html><body><h1>antispam</h1><p><a href=\"/metrics\">metrics</a> <a href=\"/status\">status</a></p></body></html>\n",
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /status\n"),
+    })
+    .await;
+    Ok(r.unwrap_or_else(|e| reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n"))))
+}
+
+/// Binds `addr` (fails at once if it cannot) and returns the bound address and the serving task.
+pub async fn serve(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => { log::warn!("metrics accept: {e}"); continue; }
+                },
+                _ = stop.changed() => return,
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(shared.clone(), req));
+                if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                    log::debug!("metrics connection: {e}");
+                }
+            });
+        }
+    });
+    Ok((local, task))
+}

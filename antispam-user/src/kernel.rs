@@ -1,0 +1,213 @@
+//! The kernel side as the agent sees it: load the object, fill the maps, attach the programs.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use antispam_common::{
+    config::Config,
+    key::{KeyId, KeyState},
+    maps as m,
+    rule::{DestRule, Rule},
+};
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    Ebpf, EbpfLoader,
+};
+
+use crate::{compile::Compiled, error::Error};
+
+/// The eBPF object built by build.rs from the antispam-ebpf crate.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/antispam"));
+
+/// The loaded programs (attached while this lives) and the maps the agent writes.
+pub struct Kernel {
+    ebpf: Ebpf,
+    /// Policy maps, written on load and reload.
+    pub rules: RuleMaps,
+    /// Read-only views for metrics and status; taken by the agent's shared state.
+    pub view: Option<KernelView>,
+    /// The ring buffer of decisions; taken by the event reader.
+    pub events: Option<RingBuf<MapData>>,
+    pub attached: Vec<&'static str>,
+    pub cgroup: PathBuf,
+}
+
+pub struct RuleMaps {
+    config: Array<MapData, Config>,
+    ports: Array<MapData, u64>,
+    uid_rules: HashMap<MapData, u32, Rule>,
+    cgroup_rules: HashMap<MapData, u64, Rule>,
+    dest_v4: LpmTrie<MapData, [u8; 4], DestRule>,
+    dest_v6: LpmTrie<MapData, [u8; 16], DestRule>,
+}
+
+/// Maps the agent only reads. aya map handles are plain file descriptors: reading them from
+/// several tasks needs no lock.
+pub struct KernelView {
+    pub keys: HashMap<MapData, KeyId, KeyState>,
+    pub decisions: PerCpuArray<MapData, u64>,
+    pub stats: PerCpuArray<MapData, u64>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(Error::Missing { kind: "map", name })?;
+    T::try_from(map).map_err(Error::map(name))
+}
+
+impl Kernel {
+    /// Loads the programs and creates the maps; nothing is attached yet.
+    pub fn load(kernel_debug: bool) -> Result<Kernel, Error> {
+        // aya-log records are off unless asked for: level 0 disables every log statement.
+        let level: u8 = if kernel_debug { 5 } else { 0 };
+        let mut ebpf = EbpfLoader::new().override_global("AYA_LOG_LEVEL", &level, true).load(OBJECT)?;
+        if kernel_debug {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(logger) => spawn_kernel_logger(logger),
+                Err(e) => log::warn!("kernel debug log unavailable: {e}"),
+            }
+        }
+        let rules = RuleMaps {
+            config: take(&mut ebpf, m::CONFIG)?,
+            ports: take(&mut ebpf, m::PORTS)?,
+            uid_rules: take(&mut ebpf, m::UID_RULES)?,
+            cgroup_rules: take(&mut ebpf, m::CGROUP_RULES)?,
+            dest_v4: take(&mut ebpf, m::DEST_V4)?,
+            dest_v6: take(&mut ebpf, m::DEST_V6)?,
+        };
+        let view = KernelView {
+            keys: take(&mut ebpf, m::KEYS)?,
+            decisions: take(&mut ebpf, m::DECISIONS)?,
+            stats: take(&mut ebpf, m::STATS)?,
+        };
+        let events = Some(take(&mut ebpf, m::EVENTS)?);
+        for name in [m::programs::CONNECT4, m::programs::CONNECT6] {
+            let p: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(Error::Missing { kind: "program", name })?
+                .try_into()
+                .map_err(Error::program(name))?;
+            p.load().map_err(Error::program(name))?;
+        }
+        let name = m::programs::EGRESS;
+        let p: &mut CgroupSkb = ebpf
+            .program_mut(name)
+            .ok_or(Error::Missing { kind: "program", name })?
+            .try_into()
+            .map_err(Error::program(name))?;
+        p.load().map_err(Error::program(name))?;
+        Ok(Kernel { ebpf, rules, view: Some(view), events, attached: Vec::new(), cgroup: PathBuf::new() })
+    }
+
+    /// Attaches the three programs to the cgroup directory `dir` with BPF links. Links always
+    /// run alongside other programs attached there (the kernel refuses BPF_F_ALLOW_MULTI in
+    /// `link_create` with EINVAL: flags must be 0, which aya's `Single` mode passes). They detach
+    /// when `self` is dropped.
+    pub fn attach(&mut self, dir: &Path) -> Result<(), Error> {
+        let file = File::open(dir)
+            .map_err(|source| Error::Io { what: format!("opening cgroup {}", dir.display()), source })?;
+        for name in [m::programs::CONNECT4, m::programs::CONNECT6] {
+            let p: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(Error::Missing { kind: "program", name })?
+                .try_into()
+                .map_err(Error::program(name))?;
+            p.attach(&file, CgroupAttachMode::Single).map_err(Error::program(name))?;
+            self.attached.push(name);
+        }
+        let name = m::programs::EGRESS;
+        let p: &mut CgroupSkb = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(Error::Missing { kind: "program", name })?
+            .try_into()
+            .map_err(Error::program(name))?;
+        p.attach(&file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+            .map_err(Error::program(name))?;
+        self.attached.push(name);
+        self.cgroup = dir.to_path_buf();
+        Ok(())
+    }
+}
+
+impl RuleMaps {
+    /// Makes the maps hold exactly `c`. Entries are written before stale ones are removed and
+    /// the configuration (with the new generation) goes last, so a connect never sees a rule
+    /// set with holes in it.
+    pub fn apply(&mut self, c: &Compiled) -> Result<(), Error> {
+        for (i, word) in c.ports.iter().enumerate() {
+            self.ports.set(i as u32, word, 0).map_err(Error::map(m::PORTS))?;
+        }
+        for (uid, rule) in &c.uid_rules {
+            self.uid_rules.insert(uid, rule, 0).map_err(Error::map(m::UID_RULES))?;
+        }
+        let stale: Vec<u32> = self.uid_rules.keys().filter_map(Result::ok).filter(|k| !c.uid_rules.contains_key(k)).collect();
+        for k in stale {
+            self.uid_rules.remove(&k).map_err(Error::map(m::UID_RULES))?;
+        }
+        for (id, rule) in &c.cgroup_rules {
+            self.cgroup_rules.insert(id, rule, 0).map_err(Error::map(m::CGROUP_RULES))?;
+        }
+        let stale: Vec<u64> = self.cgroup_rules.keys().filter_map(Result::ok).filter(|k| !c.cgroup_rules.contains_key(k)).collect();
+        for k in stale {
+            self.cgroup_rules.remove(&k).map_err(Error::map(m::CGROUP_RULES))?;
+        }
+        sync_trie(&mut self.dest_v4, &c.dest_v4, m::DEST_V4)?;
+        sync_trie(&mut self.dest_v6, &c.dest_v6, m::DEST_V6)?;
+        self.config.set(0, c.config, 0).map_err(Error::map(m::CONFIG))?;
+        Ok(())
+    }
+}
+
+fn sync_trie<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], DestRule>,
+    want: &std::collections::BTreeMap<(u32, [u8; N]), DestRule>,
+    name: &'static str,
+) -> Result<(), Error>
+where
+    [u8; N]: aya::Pod,
+{
+    for ((len, addr), v) in want {
+        trie.insert(&Key::new(*len, *addr), v, 0).map_err(Error::map(name))?;
+    }
+    let present: Vec<Key<[u8; N]>> = trie.keys().filter_map(Result::ok).collect();
+    for key in present {
+        if !want.contains_key(&(key.prefix_len(), key.data())) {
+            trie.remove(&key).map_err(Error::map(name))?;
+        }
+    }
+    Ok(())
+}
+
+impl KernelView {
+    /// The sum over CPUs of entry `i` of a per-CPU counter array.
+    pub fn sum(map: &PerCpuArray<MapData, u64>, i: u32) -> u64 {
+        map.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    /// Every key's state (bounded by the map's capacity).
+    pub fn keys(&self) -> Vec<(KeyId, KeyState)> {
+        self.keys.iter().filter_map(Result::ok).collect()
+    }
+}
+
+fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    tokio::spawn(async move {
+        // SAFETY: the logger owns its ring-buffer fd for its whole life.
+        let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+        let Ok(mut fd) = registered else {
+            return;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else { return };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}

@@ -1,0 +1,24 @@
+//! `antispam`: the agent (`run`) and its command-line tools.
+
+mod cgroupfs;
+mod cli;
+mod compile;
+mod error;
+mod events;
+mod http;
+mod kernel;
+mod metrics;
+mod names;
+mod policy;
+mod state;
+mod status;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    cli::main(args)
+}

@@ -1,0 +1,420 @@
+//! The policy: loading, validation and the checked model the rest of the agent uses.
+//!
+//! Every check happens here, once, before anything touches a map: a policy that loads is one the
+//! kernel side can enforce. Problems carry file, line and column; all of them are reported, not
+//! only the first (except for TOML syntax and structure errors, after which nothing can be read).
+
+mod location;
+mod raw;
+mod values;
+
+use std::{
+    collections::BTreeSet,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use antispam_common::maps::UID_RULES_MAX;
+use ipnet::IpNet;
+use toml::Spanned;
+
+pub use location::{Problem, Problems, Source};
+pub use values::{RateSpec, UidRange};
+
+use raw::{RawPolicy, RawUser};
+
+/// The policy compiled into the binary, used when `run` is given no `--policy`.
+pub const BUILTIN: &str = include_str!("default.toml");
+/// Name of the built-in policy in messages.
+pub const BUILTIN_NAME: &str = "<built-in policy>";
+/// SMTP ports when a policy has no `ports` key.
+pub const DEFAULT_PORTS: [u16; 4] = [25, 465, 587, 2525];
+/// Rate when a policy has no `[default]` table.
+pub const DEFAULT_RATE: &str = "30/minute";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Monitor,
+}
+
+impl Mode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RuleKind {
+    Allow,
+    Limit,
+    Block,
+}
+
+impl RuleKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            RuleKind::Allow => "allow",
+            RuleKind::Limit => "limit",
+            RuleKind::Block => "block",
+        }
+    }
+}
+
+/// One `[[allow]]`, `[[limit]]` or `[[block]]` table, checked.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// 1-based over all rules in file order; 0 is the `[default]` rate. Reported in events.
+    pub id: u32,
+    pub kind: RuleKind,
+    /// 0-based index among the rules of its kind, as in `limit[1]`.
+    pub index: usize,
+    /// Line of the table in the policy file.
+    pub line: usize,
+    pub uids: Vec<UidRange>,
+    pub cgroups: Vec<glob::Pattern>,
+    pub destinations: Vec<IpNet>,
+    pub rate: Option<RateSpec>,
+}
+
+impl Rule {
+    pub fn name(&self) -> String {
+        format!("{}[{}]", self.kind.name(), self.index)
+    }
+}
+
+/// A checked policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The file it came from, or [`BUILTIN_NAME`].
+    pub origin: String,
+    pub mode: Mode,
+    pub ports: BTreeSet<u16>,
+    pub default_rate: RateSpec,
+    pub rules: Vec<Rule>,
+    /// Things that load but probably do not mean what was meant.
+    pub warnings: Vec<Problem>,
+}
+
+impl Policy {
+    /// The policy compiled into the binary.
+    pub fn builtin() -> Policy {
+        parse(BUILTIN_NAME, BUILTIN, None).expect("the built-in policy is valid (unit-tested)")
+    }
+
+    /// Reads and checks a policy file.
+    pub fn load(path: &Path) -> Result<Policy, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem {
+                file: path.display().to_string(),
+                line: 1,
+                column: 1,
+                message: format!("cannot read policy: {e}"),
+            }])
+        })?;
+        parse(&path.display().to_string(), &text, path.parent())
+    }
+
+    /// The name of a rule id as reported in events and metrics.
+    pub fn rule_name(&self, id: u32) -> String {
+        if id == 0 {
+            return "default".into();
+        }
+        self.rules.iter().find(|r| r.id == id).map_or_else(|| format!("rule#{id}"), Rule::name)
+    }
+
+    pub fn count(&self, kind: RuleKind) -> usize {
+        self.rules.iter().filter(|r| r.kind == kind).count()
+    }
+}
+
+impl fmt::Display for Policy {
+    /// The one-line summary `check` prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        write!(
+            f,
+            "{}: ok: mode {}, ports {}, default {}, {} allow, {} limit, {} block rules",
+            self.origin,
+            self.mode.name(),
+            ports.join(","),
+            self.default_rate,
+            self.count(RuleKind::Allow),
+            self.count(RuleKind::Limit),
+            self.count(RuleKind::Block),
+        )
+    }
+}
+
+/// Checks a policy text. `base` is the directory relative `files` paths are resolved against.
+pub fn parse(name: &str, text: &str, base: Option<&Path>) -> Result<Policy, Problems> {
+    let src = Source { name: name.to_string(), text };
+    let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        Problems(vec![src.problem(span, e.message().trim_end().to_string())])
+    })?;
+    let mut c = Checker { src: &src, problems: Vec::new(), warnings: Vec::new(), base };
+    let policy = c.policy(raw);
+    if c.problems.is_empty() {
+        let mut policy = policy;
+        policy.warnings = c.warnings;
+        Ok(policy)
+    } else {
+        c.problems.sort_by_key(|p| (p.file != src.name, p.file.clone(), p.line, p.column));
+        Err(Problems(c.problems))
+    }
+}
+
+struct Checker<'a> {
+    src: &'a Source<'a>,
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+    base: Option<&'a Path>,
+}
+
+impl Checker<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        self.problems.push(self.src.problem(at.span(), message));
+    }
+
+    fn policy(&mut self, raw: RawPolicy) -> Policy {
+        let mode = match &raw.mode {
+            None => Mode::Enforce,
+            Some(m) => match m.get_ref().as_str() {
+                "enforce" => Mode::Enforce,
+                "monitor" => Mode::Monitor,
+                other => {
+                    self.error(m, format!("unknown mode {other:?}: expected \"enforce\" or \"monitor\""));
+                    Mode::Enforce
+                }
+            },
+        };
+
+        let mut ports = BTreeSet::new();
+        match &raw.ports {
+            None => ports.extend(DEFAULT_PORTS),
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    self.error(list, "ports is empty: list at least one SMTP port, e.g. [25, 465, 587]");
+                }
+                for p in list.get_ref() {
+                    match u16::try_from(*p.get_ref()) {
+                        Ok(port) if port != 0 => {
+                            if !ports.insert(port) {
+                                self.error(p, format!("port {port} is listed twice"));
+                            }
+                        }
+                        _ => self.error(p, format!("{} is not a TCP port (1 to 65535)", p.get_ref())),
+                    }
+                }
+            }
+        }
+
+        let default_rate = match &raw.default {
+            None => values::parse_rate(DEFAULT_RATE, None).expect("valid default rate"),
+            Some(d) => {
+                let d = d.get_ref();
+                self.rate(&d.rate, d.burst.as_ref())
+                    .unwrap_or_else(|| values::parse_rate(DEFAULT_RATE, None).expect("valid"))
+            }
+        };
+
+        let mut rules = Vec::new();
+        let mut next_id = 1u32;
+        // Rules are numbered in file order across kinds, so ids read top to bottom.
+        let mut tables: Vec<(usize, RuleKind, usize)> = Vec::new();
+        tables.extend(raw.allow.iter().enumerate().map(|(i, t)| (t.span().start, RuleKind::Allow, i)));
+        tables.extend(raw.limit.iter().enumerate().map(|(i, t)| (t.span().start, RuleKind::Limit, i)));
+        tables.extend(raw.block.iter().enumerate().map(|(i, t)| (t.span().start, RuleKind::Block, i)));
+        tables.sort();
+        let mut uid_entries: u64 = 0;
+        for (start, kind, index) in tables {
+            let mut rule = Rule {
+                id: next_id,
+                kind,
+                index,
+                line: self.src.line(start),
+                uids: Vec::new(),
+                cgroups: Vec::new(),
+                destinations: Vec::new(),
+                rate: None,
+            };
+            next_id += 1;
+            match kind {
+                RuleKind::Allow => {
+                    let t = raw.allow[index].get_ref();
+                    rule.uids = self.users(&t.users, t.skip_unknown_users);
+                    rule.cgroups = self.cgroups(&t.cgroups);
+                    rule.destinations = self.destinations(&t.destinations);
+                    if t.users.is_empty() && t.cgroups.is_empty() && t.destinations.is_empty() {
+                        self.error(&raw.allow[index], "[[allow]] names nothing: give users, cgroups or destinations");
+                    }
+                }
+                RuleKind::Limit => {
+                    let t = raw.limit[index].get_ref();
+                    rule.uids = self.users(&t.users, t.skip_unknown_users);
+                    rule.cgroups = self.cgroups(&t.cgroups);
+                    rule.rate = self.rate(&t.rate, t.burst.as_ref());
+                    if t.users.is_empty() && t.cgroups.is_empty() {
+                        self.error(&raw.limit[index], "[[limit]] names nothing: give users or cgroups");
+                    }
+                }
+                RuleKind::Block => {
+                    let t = raw.block[index].get_ref();
+                    rule.destinations = self.destinations(&t.destinations);
+                    for f in &t.files {
+                        rule.destinations.extend(self.block_file(f));
+                    }
+                    if t.destinations.is_empty() && t.files.is_empty() {
+                        self.error(&raw.block[index], "[[block]] names nothing: give destinations or files");
+                    }
+                }
+            }
+            uid_entries += rule.uids.iter().map(UidRange::len).sum::<u64>();
+            rules.push(rule);
+        }
+        if uid_entries > u64::from(UID_RULES_MAX) {
+            self.problems.push(self.src.problem(
+                0..0,
+                format!(
+                    "the user rules name {uid_entries} UIDs in all; at most {UID_RULES_MAX} can be enforced: narrow the ranges"
+                ),
+            ));
+        }
+        self.shadowed_blocks(&rules);
+
+        Policy {
+            origin: self.src.name.clone(),
+            mode,
+            ports,
+            default_rate,
+            rules,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn rate(&mut self, rate: &Spanned<String>, burst: Option<&Spanned<i64>>) -> Option<RateSpec> {
+        match values::parse_rate(rate.get_ref(), burst.map(|b| *b.get_ref())) {
+            Ok(r) => Some(r),
+            Err(msg) => {
+                // A bad burst is reported at the burst, anything else at the rate.
+                match burst {
+                    Some(b) if msg.starts_with("burst") => self.error(b, msg),
+                    _ => self.error(rate, msg),
+                }
+                None
+            }
+        }
+    }
+
+    fn users(&mut self, users: &[Spanned<RawUser>], skip_unknown: bool) -> Vec<UidRange> {
+        let mut out = Vec::new();
+        for u in users {
+            let parsed = match u.get_ref() {
+                RawUser::Number(n) => values::uid_number(*n).map(|n| values::UserRef::Range(UidRange { first: n, last: n })),
+                RawUser::Text(t) => values::parse_user_text(t),
+            };
+            match parsed {
+                Ok(values::UserRef::Range(r)) => out.push(r),
+                Ok(values::UserRef::Name(name)) => match values::resolve_user(&name) {
+                    Ok(Some(uid)) => out.push(UidRange { first: uid, last: uid }),
+                    Ok(None) if skip_unknown => {}
+                    Ok(None) => self.error(
+                        u,
+                        format!("unknown user {name:?}: no such user on this host (numbers and ranges such as \"1000-1999\" work too; skip_unknown_users = true skips missing names)"),
+                    ),
+                    Err(msg) => self.error(u, msg),
+                },
+                Err(msg) => self.error(u, msg),
+            }
+        }
+        out
+    }
+
+    fn cgroups(&mut self, cgroups: &[Spanned<String>]) -> Vec<glob::Pattern> {
+        let mut out = Vec::new();
+        for c in cgroups {
+            match values::parse_cgroup_pattern(c.get_ref()) {
+                Ok(p) => out.push(p),
+                Err(msg) => self.error(c, msg),
+            }
+        }
+        out
+    }
+
+    fn destinations(&mut self, dests: &[Spanned<String>]) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for d in dests {
+            match values::parse_destination(d.get_ref()) {
+                Ok(net) => out.push(values::unmap(net)),
+                Err(msg) => self.error(d, msg),
+            }
+        }
+        out
+    }
+
+    /// Reads a block-list file: one CIDR or address a line, `#` and `;` comments.
+    fn block_file(&mut self, entry: &Spanned<String>) -> Vec<IpNet> {
+        let mut path = PathBuf::from(entry.get_ref());
+        if path.is_relative() {
+            if let Some(base) = self.base {
+                path = base.join(path);
+            }
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(entry, format!("cannot read block list {}: {e}", path.display()));
+                return Vec::new();
+            }
+        };
+        let file = Source::new(&path, &text);
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            let content = line.split(['#', ';']).next().unwrap_or("");
+            let trimmed = content.trim();
+            if !trimmed.is_empty() {
+                let start = offset + (content.len() - content.trim_start().len());
+                match values::parse_destination(trimmed) {
+                    Ok(net) => out.push(values::unmap(net)),
+                    Err(msg) => self.problems.push(file.problem(start..start, msg)),
+                }
+            }
+            offset += line.len();
+        }
+        out
+    }
+
+    /// A blocked prefix inside an allowed one never takes effect (allow wins): say so.
+    fn shadowed_blocks(&mut self, rules: &[Rule]) {
+        let allowed: Vec<(&IpNet, &Rule)> = rules
+            .iter()
+            .filter(|r| r.kind == RuleKind::Allow)
+            .flat_map(|r| r.destinations.iter().map(move |d| (d, r)))
+            .collect();
+        for rule in rules.iter().filter(|r| r.kind == RuleKind::Block) {
+            for d in &rule.destinations {
+                if let Some((a, ar)) = allowed.iter().find(|(a, _)| a.contains(d)) {
+                    self.warnings.push(Problem {
+                        file: self.src.name.clone(),
+                        line: rule.line,
+                        column: 1,
+                        message: format!(
+                            "{} blocks {d}, but {} on line {} allows {a}, and allow wins: the block has no effect",
+                            rule.name(),
+                            ar.name(),
+                            ar.line
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,81 @@
+//! The policy file as written: serde structures that keep the span of every value a later check
+//! may need to point at. `deny_unknown_fields` turns a typo into an error with a location.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// "enforce" (default) or "monitor".
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    /// Destination ports that are SMTP; default [25, 465, 587, 2525].
+    #[serde(default)]
+    pub ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    /// The rate of every UID no rule names; default "30/minute", burst = count.
+    #[serde(default)]
+    pub default: Option<Spanned<RawDefault>>,
+    #[serde(default)]
+    pub allow: Vec<Spanned<RawAllow>>,
+    #[serde(default)]
+    pub limit: Vec<Spanned<RawLimit>>,
+    #[serde(default)]
+    pub block: Vec<Spanned<RawBlock>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefault {
+    pub rate: Spanned<String>,
+    #[serde(default)]
+    pub burst: Option<Spanned<i64>>,
+}
+
+/// A user: a name, a number, or a range "a-b" of numbers.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUser {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    #[serde(default)]
+    pub users: Vec<Spanned<RawUser>>,
+    #[serde(default)]
+    pub cgroups: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub destinations: Vec<Spanned<String>>,
+    /// Leave out user names that do not exist on this host instead of refusing the policy
+    /// (for shared policies naming MTA users that only some hosts have). Default false.
+    #[serde(default)]
+    pub skip_unknown_users: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    #[serde(default)]
+    pub users: Vec<Spanned<RawUser>>,
+    #[serde(default)]
+    pub cgroups: Vec<Spanned<String>>,
+    pub rate: Spanned<String>,
+    #[serde(default)]
+    pub burst: Option<Spanned<i64>>,
+    /// As for `[[allow]]`.
+    #[serde(default)]
+    pub skip_unknown_users: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlock {
+    #[serde(default)]
+    pub destinations: Vec<Spanned<String>>,
+    /// Files of one CIDR or address a line; `#` and `;` start comments.
+    #[serde(default)]
+    pub files: Vec<Spanned<String>>,
+}

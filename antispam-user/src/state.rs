@@ -1,0 +1,59 @@
+//! What the agent's tasks share: the policy in force, name caches, counters, kernel views.
+
+use std::{
+    sync::{
+        atomic::{AtomicU32, AtomicU64},
+        Arc, RwLock,
+    },
+    time::SystemTime,
+};
+
+use crate::{cgroupfs::CgroupNames, compile::Compiled, kernel::KernelView, names::UserNames, policy::Policy};
+
+/// Agent-side counters (the kernel's are read from its maps).
+#[derive(Default)]
+pub struct Counters {
+    /// Events read from the ring buffer.
+    pub events_read: AtomicU64,
+    /// Ring-buffer records too short to be an event.
+    pub decode_errors: AtomicU64,
+    /// Failures to write the event log.
+    pub log_errors: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_error: AtomicU64,
+}
+
+/// The policy in force and what it compiled to, swapped whole on reload.
+pub struct Enforced {
+    pub policy: Policy,
+    pub compiled: Compiled,
+}
+
+pub struct Shared {
+    pub enforced: RwLock<Arc<Enforced>>,
+    pub generation: AtomicU32,
+    pub cgroups: CgroupNames,
+    pub users: UserNames,
+    pub counters: Counters,
+    pub view: KernelView,
+    pub programs_attached: usize,
+    /// The attach point, relative to the cgroup2 mount.
+    pub attach_cgroup: String,
+    /// At most this many UIDs and this many cgroups get their own metric series.
+    pub metrics_max_keys: usize,
+    pub started: SystemTime,
+}
+
+impl Shared {
+    pub fn enforced(&self) -> Arc<Enforced> {
+        self.enforced.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_enforced(&self, e: Enforced) {
+        *self.enforced.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(e);
+    }
+
+    pub fn rule_name(&self, id: u32) -> String {
+        self.enforced().policy.rule_name(id)
+    }
+}

@@ -1,0 +1,321 @@
+//! The antispam agent as a child process, plus `antispam check`.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{TestCgroup, TestDir};
+
+/// The agent binary: $ANTISPAM_BIN, else <workspace>/target/release/antispam.
+pub fn antispam_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ANTISPAM_BIN") {
+        return PathBuf::from(p);
+    }
+    crate::workspace_root().join("target/release/antispam")
+}
+
+fn require_bin() -> PathBuf {
+    let bin = antispam_bin();
+    if !bin.is_file() {
+        panic!(
+            "antispam binary not found at {} (set ANTISPAM_BIN or build with `cargo build --release -p antispam-user`)",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// Result of `antispam check FILE`.
+#[derive(Debug)]
+pub struct CheckResult {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CheckResult {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs `antispam check FILE` (bounded to 15 s).
+pub fn antispam_check(file: &Path) -> CheckResult {
+    let mut cmd = Command::new(require_bin());
+    cmd.arg("check").arg(file);
+    let out_path = std::env::temp_dir().join(format!(
+        "antispam-test-check-{}-{}",
+        std::process::id(),
+        crate::next_seq()
+    ));
+    let err_path = out_path.with_extension("err");
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("create"))
+        .stderr(File::create(&err_path).expect("create"));
+    let mut child = cmd.spawn().expect("spawn antispam check");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    CheckResult {
+        code: status.and_then(|s| s.code()),
+        stdout,
+        stderr,
+    }
+}
+
+/// Plain blocking HTTP/1.0 GET. Returns (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {head:?}")))?;
+    Ok((code, body.to_string()))
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// A running `antispam run` attached to a test cgroup. SIGTERM (then SIGKILL) on drop.
+pub struct Agent {
+    child: Option<Child>,
+    pub metrics_addr: SocketAddr,
+    pub log_path: PathBuf,
+    pub stderr_path: PathBuf,
+    pub policy_path: PathBuf,
+}
+
+impl Agent {
+    /// `antispam run --policy POLICY --cgroup CG --metrics-addr 127.0.0.1:PORT --log DIR/events-N.jsonl`.
+    pub fn start(policy: &Path, cg: &TestCgroup, dir: &TestDir) -> Agent {
+        Self::start_with(policy, cg, dir, &[])
+    }
+
+    /// Like `start`, with extra arguments after the standard ones.
+    pub fn start_with(policy: &Path, cg: &TestCgroup, dir: &TestDir, extra: &[&str]) -> Agent {
+        let bin = require_bin();
+        let n = crate::next_seq();
+        let log_path = dir.path().join(format!("events-{n}.jsonl"));
+        let stderr_path = dir.path().join(format!("agent-stderr-{n}.log"));
+        let stdout_path = dir.path().join(format!("agent-stdout-{n}.log"));
+        // Retry a couple of times in case the free port got taken between bind and use.
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let metrics_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut cmd = Command::new(&bin);
+            cmd.arg("run")
+                .arg("--policy")
+                .arg(policy)
+                .arg("--cgroup")
+                .arg(cg.path())
+                .arg("--metrics-addr")
+                .arg(metrics_addr.to_string())
+                .arg("--log")
+                .arg(&log_path)
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(File::create(&stdout_path).expect("create stdout file"))
+                .stderr(File::create(&stderr_path).expect("create stderr file"));
+            if std::env::var_os("RUST_LOG").is_none() {
+                cmd.env("RUST_LOG", "info");
+            }
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            let mut agent = Agent {
+                child: Some(child),
+                metrics_addr,
+                log_path: log_path.clone(),
+                stderr_path: stderr_path.clone(),
+                policy_path: policy.to_path_buf(),
+            };
+            let start = Instant::now();
+            let deadline = start + Duration::from_secs(10);
+            loop {
+                if let Ok((200, _)) = http_get(metrics_addr, "/status") {
+                    eprintln!(
+                        "agent ready in {:?} (metrics on {metrics_addr})",
+                        start.elapsed()
+                    );
+                    return agent;
+                }
+                if let Some(st) = agent
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    agent.child = None;
+                    last_err = format!("agent exited early ({st}); stderr:\n{}", agent.stderr());
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    panic!(
+                        "agent not ready (GET /status != 200) within 10 s; stderr:\n{}",
+                        agent.stderr()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !last_err.contains("in use") {
+                break;
+            }
+        }
+        panic!("{last_err}");
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The agent's stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_addr, path).unwrap_or_else(|e| {
+            panic!(
+                "GET {path} from agent failed: {e}; agent stderr:\n{}",
+                self.stderr()
+            )
+        })
+    }
+
+    /// GET /metrics (panics unless 200).
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics");
+        assert_eq!(code, 200, "GET /metrics returned {code}: {body}");
+        body
+    }
+
+    /// GET /status as JSON (panics unless 200 and valid JSON).
+    pub fn status_json(&self) -> serde_json::Value {
+        let (code, body) = self.get("/status");
+        assert_eq!(code, 200, "GET /status returned {code}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+    }
+
+    /// All complete JSON lines of the --log file so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let mut out = Vec::new();
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        for line in complete.lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str(line) {
+                Ok(v) => out.push(v),
+                Err(e) => panic!("event log line is not JSON ({e}): {line}"),
+            }
+        }
+        out
+    }
+
+    /// Waits (up to 2 s) until at least `min` events match `pred`; returns the matching events
+    /// (possibly fewer than `min` if the time ran out: the caller asserts).
+    pub fn wait_events(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        min: usize,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let ev: Vec<_> = self.events().into_iter().filter(|e| pred(e)).collect();
+            if ev.len() >= min || Instant::now() >= deadline {
+                return ev;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGHUP (policy reload).
+    pub fn reload(&self) {
+        let pid = self.pid().expect("agent is running") as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(pid, libc::SIGHUP) };
+        assert_eq!(
+            r,
+            0,
+            "kill(SIGHUP) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Is the agent process still running?
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Stops the agent (SIGTERM, ≤5 s, then SIGKILL) and returns its exit status if it exited.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                eprintln!("WARNING: agent did not exit within 5 s of SIGTERM; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            let err = self.stderr();
+            let tail: Vec<&str> = err.lines().rev().take(40).collect();
+            eprintln!("---- agent stderr (last {} lines) ----", tail.len());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+            eprintln!("---- end agent stderr ----");
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Metrics, the JSON event log and what the client saw agree exactly; /metrics passes promtool.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use antispam_tests::*;
+
+#[test]
+fn metrics_and_log_agree_with_the_client() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("obs");
+    let uid = unique_uid();
+    let policy = fx.policy(
+        r#"mode = "enforce"
+ports = [25]
+
+[default]
+rate = "1/minute"
+burst = 3
+"#,
+    );
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let status = agent.status_json();
+    assert!(
+        status.is_object(),
+        "/status must be a JSON object: {status}"
+    );
+
+    let r = connect_probe_as(
+        &fx.cg,
+        uid,
+        fx.smtp_v4(),
+        7,
+        ProbeOptions {
+            smtp: true,
+            ..Default::default()
+        },
+    );
+    let k = r.iter().filter(|x| x.ok).count();
+    let m_denied = r.iter().filter(|x| x.is_eperm()).count();
+    eprintln!("client saw {k} allowed, {m_denied} EPERM: {r:?}");
+    assert_eq!((k, m_denied), (3, 4), "{r:?}");
+
+    // Event log.
+    let ev = agent.wait_events(by_uid(uid), 7);
+    assert_eq!(ev.len(), 7, "{}", show(&ev));
+    let log_allowed = ev
+        .iter()
+        .filter(|e| ev_str(e, "verdict") == "allowed")
+        .count();
+    let log_denied = ev
+        .iter()
+        .filter(|e| ev_str(e, "verdict") == "denied")
+        .count();
+    assert_eq!((log_allowed, log_denied), (k, m_denied), "{}", show(&ev));
+    for e in &ev {
+        let ts = ev_str(e, "ts");
+        assert!(
+            ts.len() >= 20 && ts.as_bytes()[10] == b'T',
+            "ts must be RFC3339: {e}"
+        );
+        assert_eq!(ev_u64(e, "gid"), Some(uid as u64), "{e}");
+        assert!(ev_u64(e, "pid").unwrap_or(0) > 1, "{e}");
+        assert_eq!(ev_str(e, "comm"), "connect_probe", "{e}");
+        assert_eq!(ev_str(e, "cgroup"), fx.cg.relative(), "{e}");
+        assert_eq!(ev_u64(e, "cgroup_id"), Some(fx.cg.id()), "{e}");
+        assert_eq!(ev_str(e, "dst"), fx.ns.addr_v4().to_string(), "{e}");
+        assert_eq!(ev_u64(e, "dport"), Some(25), "{e}");
+        assert_eq!(ev_str(e, "family"), "ipv4", "{e}");
+        assert_eq!(e["would_deny"].as_bool(), Some(false), "{e}");
+        assert!(e["rule"].is_string(), "{e}");
+        assert!(e["generation"].is_u64(), "{e}");
+        let expect_reason = if ev_str(e, "verdict") == "allowed" {
+            "within_limit"
+        } else {
+            "rate_limit_uid"
+        };
+        assert_eq!(ev_str(e, "reason"), expect_reason, "{e}");
+    }
+    // The pids in the log are all the one probe process.
+    let pids: std::collections::BTreeSet<_> = ev.iter().filter_map(|e| ev_u64(e, "pid")).collect();
+    assert_eq!(
+        pids.len(),
+        1,
+        "one probe process made all connects: {pids:?}"
+    );
+
+    // Metrics.
+    let uid_s = uid.to_string();
+    let cg_rel = fx.cg.relative();
+    let m = wait_metrics(&agent, |m| {
+        metric_sum(m, "antispam_smtp_connections_total", &[]) >= 7.0
+            && metric_sum(m, "antispam_uid_smtp_bytes_total", &[("uid", &uid_s)]) > 0.0
+    });
+    eprintln!("metrics:\n{m}");
+    let total = |labels: &[(&str, &str)]| metric_sum(&m, "antispam_smtp_connections_total", labels);
+    assert_eq!(total(&[("verdict", "allowed")]), k as f64, "allowed total");
+    assert_eq!(
+        total(&[("verdict", "denied")]),
+        m_denied as f64,
+        "denied total"
+    );
+    assert_eq!(
+        total(&[("verdict", "allowed"), ("reason", "within_limit")]),
+        k as f64
+    );
+    assert_eq!(
+        total(&[("verdict", "denied"), ("reason", "rate_limit_uid")]),
+        m_denied as f64
+    );
+    let per_uid = |v: &str| {
+        metric_sum(
+            &m,
+            "antispam_uid_smtp_connections_total",
+            &[("uid", &uid_s), ("verdict", v)],
+        )
+    };
+    assert_eq!(per_uid("allowed"), k as f64, "per-uid allowed");
+    assert_eq!(per_uid("denied"), m_denied as f64, "per-uid denied");
+    let per_cg = |v: &str| {
+        metric_sum(
+            &m,
+            "antispam_cgroup_smtp_connections_total",
+            &[("cgroup", &cg_rel), ("verdict", v)],
+        )
+    };
+    assert_eq!(per_cg("allowed"), k as f64, "per-cgroup allowed");
+    assert_eq!(per_cg("denied"), m_denied as f64, "per-cgroup denied");
+    assert!(
+        metric_sum(&m, "antispam_uid_smtp_bytes_total", &[("uid", &uid_s)]) > 0.0,
+        "per-uid bytes"
+    );
+    assert!(
+        metric_sum(
+            &m,
+            "antispam_cgroup_smtp_bytes_total",
+            &[("cgroup", &cg_rel)]
+        ) > 0.0,
+        "per-cgroup bytes"
+    );
+    assert_eq!(
+        metric_value(&m, "antispam_events_lost_total", &[]),
+        Some(0.0),
+        "events lost"
+    );
+    assert!(
+        metric_value(&m, "antispam_programs_attached", &[]).unwrap_or(0.0) >= 2.0,
+        "programs attached"
+    );
+    assert!(
+        metric_value(&m, "antispam_policy_generation", &[]).is_some(),
+        "policy generation"
+    );
+    assert!(
+        metric_value(&m, "antispam_build_info", &[]).is_some(),
+        "build info"
+    );
+    let generation = metric_value(&m, "antispam_policy_generation", &[]).unwrap();
+    assert!(
+        ev.iter()
+            .all(|e| ev_u64(e, "generation") == Some(generation as u64)),
+        "event generation == metric"
+    );
+
+    // promtool check metrics.
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(m.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("promtool check metrics: {} {text}", out.status);
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {text}"
+    );
+}

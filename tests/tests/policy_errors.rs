@@ -1,0 +1,219 @@
+//! `antispam check` errors point at FILE:LINE:COLUMN; a bad reload keeps the old policy.
+
+use std::path::Path;
+
+use antispam_tests::*;
+
+/// Lines of stderr of the form `FILE:LINE:COLUMN: reason` for `file`: (line, column, reason).
+fn located(stderr: &str, file: &Path) -> Vec<(u32, u32, String)> {
+    let prefix = format!("{}:", file.display());
+    stderr
+        .lines()
+        .filter_map(|l| l.find(&prefix).map(|i| &l[i + prefix.len()..]))
+        .filter_map(|rest| {
+            let mut it = rest.splitn(3, ':');
+            let line = it.next()?.trim().parse().ok()?;
+            let col = it.next()?.trim().parse().ok()?;
+            Some((line, col, it.next().unwrap_or("").trim().to_string()))
+        })
+        .collect()
+}
+
+fn expect_error(dir: &TestDir, name: &str, text: &str, want_line: u32, what: &str) {
+    let file = dir.write(name, text);
+    let r = antispam_check(&file);
+    eprintln!(
+        "check {name}: exit {:?}\n  stderr: {}",
+        r.code,
+        r.stderr.trim()
+    );
+    assert!(
+        !r.success(),
+        "{what}: `antispam check` must fail; stdout: {}",
+        r.stdout
+    );
+    assert!(r.code.is_some(), "{what}: check was killed or crashed");
+    let locs = located(&r.stderr, &file);
+    assert!(
+        locs.iter()
+            .any(|(l, c, reason)| *l == want_line && *c >= 1 && !reason.is_empty()),
+        "{what}: expected `{}:{want_line}:COLUMN: reason` on stderr, got:\n{}",
+        file.display(),
+        r.stderr
+    );
+}
+
+#[test]
+fn check_reports_file_line_column() {
+    if !require_kernel() {
+        return;
+    }
+    let dir = TestDir::new();
+    expect_error(
+        &dir,
+        "bad-rate.toml",
+        "mode = \"enforce\"\nports = [25]\n\n[default]\nrate = \"ten/minute\"\n",
+        5,
+        "malformed rate",
+    );
+    expect_error(
+        &dir,
+        "unknown-key.toml",
+        "mode = \"enforce\"\nports = [25]\n\n[default]\nrate = \"10/minute\"\nburts = 3\n",
+        6,
+        "unknown key",
+    );
+    expect_error(
+        &dir,
+        "unknown-user.toml",
+        "ports = [25]\n\n[[limit]]\nrate = \"1/hour\"\nusers = [\"no-such-user-antispam-test\"]\n",
+        5,
+        "unknown user name",
+    );
+    expect_error(
+        &dir,
+        "bad-cidr.toml",
+        "ports = [25]\n\n[[block]]\ndestinations = [\"192.0.2.0/24\", \"10.0.0.0/33\"]\n",
+        4,
+        "bad CIDR",
+    );
+    expect_error(
+        &dir,
+        "empty-ports.toml",
+        "mode = \"enforce\"\nports = []\n",
+        2,
+        "empty port list",
+    );
+
+    // Two problems: two located lines.
+    let file = dir.write(
+        "two.toml",
+        "ports = [25]\n[default]\nrate = \"5/fortnight\"\n[[block]]\ndestinations = [\"300.1.2.3/8\"]\n",
+    );
+    let r = antispam_check(&file);
+    let lines: Vec<u32> = located(&r.stderr, &file).iter().map(|x| x.0).collect();
+    assert!(
+        !r.success() && lines.contains(&3) && lines.contains(&5),
+        "two problems on lines 3 and 5:\n{}",
+        r.stderr
+    );
+
+    let good = dir.write(
+        "good.toml",
+        "mode = \"enforce\"\nports = [25, 587]\n\n[default]\nrate = \"30/minute\"\nburst = 30\n\n[[allow]]\ndestinations = [\"127.0.0.0/8\", \"::1/128\"]\n\n[[limit]]\nusers = [\"1000-1999\", 0]\nrate = \"10/hour\"\n",
+    );
+    let r = antispam_check(&good);
+    eprintln!(
+        "check good.toml: exit {:?} stdout: {}",
+        r.code,
+        r.stdout.trim()
+    );
+    assert!(
+        r.success(),
+        "a good policy must pass; stderr:\n{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stdout.trim().lines().count(),
+        1,
+        "one summary line on stdout: {:?}",
+        r.stdout
+    );
+}
+
+#[test]
+fn bad_reload_keeps_old_policy_good_reload_applies() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("reload");
+    let (u1, u2) = (unique_uid(), unique_uid());
+    let v1 = "mode = \"enforce\"\nports = [25]\n\n[default]\nrate = \"1/minute\"\nburst = 2\n";
+    let policy = fx.policy(v1);
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let m = agent.metrics();
+    let gen0 =
+        metric_value(&m, "antispam_policy_generation", &[]).expect("antispam_policy_generation");
+
+    let r = connect_probe_as(&fx.cg, u1, fx.smtp_v4(), 3, ProbeOptions::default());
+    assert_eq!(
+        r.iter().map(|x| x.ok).collect::<Vec<_>>(),
+        [true, true, false],
+        "v1 burst 2: {r:?}"
+    );
+
+    // Bad policy: the old one must stay.
+    fx.dir.write(
+        "policy.toml",
+        "mode = \"enforce\"\nports = [25]\n\n[default]\nrate = \"fast\"\nburst = 50\n",
+    );
+    agent.reload();
+    let m = wait_metrics(&agent, |m| {
+        metric_value(m, "antispam_policy_reloads_total", &[("result", "error")]).unwrap_or(0.0)
+            >= 1.0
+    });
+    assert_eq!(
+        metric_value(&m, "antispam_policy_reloads_total", &[("result", "error")]),
+        Some(1.0),
+        "reload error counter; metrics:\n{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "antispam_policy_generation", &[]),
+        Some(gen0),
+        "generation unchanged"
+    );
+    let err = agent.stderr();
+    assert!(
+        err.contains(&format!("{}:5:", policy.display())),
+        "the reload error must name {}:5:COLUMN on stderr; stderr:\n{err}",
+        policy.display()
+    );
+    let r = connect_probe_as(&fx.cg, u1, fx.smtp_v4(), 1, ProbeOptions::default());
+    assert!(
+        r[0].is_eperm(),
+        "old policy (burst 2) must still enforce after a bad reload: {r:?}"
+    );
+    let r = connect_probe_as(&fx.cg, u2, fx.smtp_v4(), 3, ProbeOptions::default());
+    assert_eq!(
+        r.iter().map(|x| x.ok).collect::<Vec<_>>(),
+        [true, true, false],
+        "a fresh uid is limited by the old policy (burst 2), not the bad one (burst 50): {r:?}"
+    );
+
+    // Good policy with a new limit.
+    let u3 = unique_uid();
+    fx.dir.write(
+        "policy.toml",
+        "mode = \"enforce\"\nports = [25]\n\n[default]\nrate = \"1/minute\"\nburst = 4\n",
+    );
+    agent.reload();
+    let m = wait_metrics(&agent, |m| {
+        metric_value(m, "antispam_policy_reloads_total", &[("result", "ok")]).unwrap_or(0.0) >= 1.0
+    });
+    assert_eq!(
+        metric_value(&m, "antispam_policy_reloads_total", &[("result", "ok")]),
+        Some(1.0),
+        "metrics:\n{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "antispam_policy_reloads_total", &[("result", "error")]),
+        Some(1.0),
+        "metrics:\n{m}"
+    );
+    let gen1 = metric_value(&m, "antispam_policy_generation", &[]).unwrap();
+    assert_eq!(gen1, gen0 + 1.0, "generation +1 after a good reload");
+    let r = connect_probe_as(&fx.cg, u3, fx.smtp_v4(), 5, ProbeOptions::default());
+    assert_eq!(
+        r.iter().map(|x| x.ok).collect::<Vec<_>>(),
+        [true, true, true, true, false],
+        "new policy (burst 4) applies: {r:?}"
+    );
+    let ev = agent.wait_events(by_uid(u3), 5);
+    assert_eq!(ev.len(), 5, "{}", show(&ev));
+    assert!(
+        ev.iter()
+            .all(|e| ev_u64(e, "generation") == Some(gen1 as u64)),
+        "events carry the new generation:\n{}",
+        show(&ev)
+    );
+}
