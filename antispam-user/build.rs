@@ -8,7 +8,10 @@ fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../antispam-ebpf");
     let root = root.canonicalize().context("locating antispam-ebpf")?;
     println!("cargo:rerun-if-changed={}", root.join("src").display());
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.toml").display()
+    );
     let common = root.join("../antispam-common/src");
     println!("cargo:rerun-if-changed={}", common.display());
     if which_bpf_linker().is_none() {
@@ -19,12 +22,18 @@ fn main() -> anyhow::Result<()> {
     }
     let root_dir = root.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "antispam-ebpf", root_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "antispam-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Nightly,
     )
 }
 
 fn which_bpf_linker() -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("bpf-linker")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join("bpf-linker"))
+        .find(|p| p.is_file())
 }

@@ -18,10 +18,18 @@ const _: () = assert!(core::mem::size_of::<KeyId>() == 16);
 
 impl KeyId {
     pub const fn uid(uid: u32) -> KeyId {
-        KeyId { kind: KIND_UID, _pad: 0, id: uid as u64 }
+        KeyId {
+            kind: KIND_UID,
+            _pad: 0,
+            id: uid as u64,
+        }
     }
     pub const fn cgroup(id: u64) -> KeyId {
-        KeyId { kind: KIND_CGROUP, _pad: 0, id }
+        KeyId {
+            kind: KIND_CGROUP,
+            _pad: 0,
+            id,
+        }
     }
 }
 

@@ -30,17 +30,19 @@ impl Rate {
             return None;
         }
         match interval_ns.checked_mul(burst - 1) {
-            Some(tolerance_ns) => Some(Rate { interval_ns, tolerance_ns }),
+            Some(tolerance_ns) => Some(Rate {
+                interval_ns,
+                tolerance_ns,
+            }),
             None => None,
         }
     }
 
     /// The number of connects allowed at once on a full bucket.
     pub const fn burst(&self) -> u64 {
-        if self.interval_ns == 0 {
-            0
-        } else {
-            self.tolerance_ns / self.interval_ns + 1
+        match self.tolerance_ns.checked_div(self.interval_ns) {
+            Some(n) => n + 1,
+            None => 0,
         }
     }
 }
@@ -68,7 +70,7 @@ pub const fn available(tat: u64, now: u64, rate: &Rate) -> u64 {
     if rate.interval_ns == 0 {
         return u64::MAX;
     }
-    let ahead = if tat > now { tat - now } else { 0 };
+    let ahead = tat.saturating_sub(now);
     if ahead > rate.tolerance_ns + rate.interval_ns {
         return 0;
     }
@@ -103,8 +105,14 @@ mod tests {
             assert!(run(&rate, &mut tat, t0), "connect {i} of the burst");
         }
         assert!(!run(&rate, &mut tat, t0), "4th connect at once");
-        assert!(!run(&rate, &mut tat, t0 + SEC / 2 - 1), "just before a token is back");
-        assert!(run(&rate, &mut tat, t0 + SEC / 2), "one token after one interval");
+        assert!(
+            !run(&rate, &mut tat, t0 + SEC / 2 - 1),
+            "just before a token is back"
+        );
+        assert!(
+            run(&rate, &mut tat, t0 + SEC / 2),
+            "one token after one interval"
+        );
         assert!(!run(&rate, &mut tat, t0 + SEC / 2));
         // After a long quiet period the bucket is full again, never fuller.
         let later = t0 + 3600 * SEC;
@@ -149,8 +157,14 @@ mod tests {
         assert!(Rate::new(0, SEC, 1).is_none());
         assert!(Rate::new(1, 0, 1).is_none());
         assert!(Rate::new(1, SEC, 0).is_none());
-        assert!(Rate::new(2 * SEC, SEC, 1).is_none(), "finer than a nanosecond");
-        assert!(Rate::new(1, u64::MAX, u64::MAX).is_none(), "tolerance overflows");
+        assert!(
+            Rate::new(2 * SEC, SEC, 1).is_none(),
+            "finer than a nanosecond"
+        );
+        assert!(
+            Rate::new(1, u64::MAX, u64::MAX).is_none(),
+            "tolerance overflows"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use antispam_common::{
     stats,
 };
 use aya_ebpf::{
-    bindings::{BPF_RB_NO_WAKEUP, bpf_sock_addr},
+    bindings::{bpf_sock_addr, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
@@ -22,8 +22,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 
 use crate::maps::{
-    add, bump, cas, key_state, load, stat, sub, CGROUP_RULES, CONFIG, DECISIONS, DEST_V4, DEST_V6, EVENTS,
-    PORTS, UID_RULES,
+    add, bump, cas, key_state, load, stat, sub, CGROUP_RULES, CONFIG, DECISIONS, DEST_V4, DEST_V6,
+    EVENTS, PORTS, UID_RULES,
 };
 
 /// `connect()` goes on.
@@ -61,7 +61,12 @@ pub fn antispam_connect6(ctx: SockAddrContext) -> i32 {
     }
     let port = u16::from_be(sa.user_port as u16);
     // The verifier wants each 4-byte word of user_ip6 read on its own.
-    let words = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+    let words = [
+        sa.user_ip6[0],
+        sa.user_ip6[1],
+        sa.user_ip6[2],
+        sa.user_ip6[3],
+    ];
     match net::ipv4_mapped(&words) {
         Some(ip4) => {
             let mut addr = [0u8; 16];
@@ -93,10 +98,18 @@ struct Decision {
 
 impl Decision {
     const fn allow(reason: u32, rule_id: u32) -> Decision {
-        Decision { verdict: VERDICT_ALLOWED, reason, rule_id }
+        Decision {
+            verdict: VERDICT_ALLOWED,
+            reason,
+            rule_id,
+        }
     }
     const fn deny(reason: u32, rule_id: u32) -> Decision {
-        Decision { verdict: VERDICT_DENIED, reason, rule_id }
+        Decision {
+            verdict: VERDICT_DENIED,
+            reason,
+            rule_id,
+        }
     }
 }
 
@@ -117,7 +130,16 @@ fn decide(ctx: &SockAddrContext, port: u16, family: u16, addr: [u8; 16]) -> i32 
 
     let uid_state = key_state(&KeyId::uid(uid));
     let cgroup_state = key_state(&KeyId::cgroup(cgroup_id));
-    let mut d = evaluate(cfg, uid, cgroup_id, family, &addr, now, uid_state, cgroup_state);
+    let mut d = evaluate(
+        cfg,
+        uid,
+        cgroup_id,
+        family,
+        &addr,
+        now,
+        uid_state,
+        cgroup_state,
+    );
     if d.verdict == VERDICT_DENIED && cfg.flags & FLAG_MONITOR != 0 {
         d.verdict = VERDICT_WOULD_DENY;
     }
@@ -142,7 +164,10 @@ fn decide(ctx: &SockAddrContext, port: u16, family: u16, addr: [u8; 16]) -> i32 
         emit(cfg, &d, uid, gid, cgroup_id, family, port, addr, now);
     }
     if d.verdict == VERDICT_DENIED {
-        debug!(ctx, "antispam: refused uid {} port {} reason {}", uid, port, d.reason);
+        debug!(
+            ctx,
+            "antispam: refused uid {} port {} reason {}", uid, port, d.reason
+        );
         REFUSE
     } else {
         PASS
@@ -162,23 +187,23 @@ fn evaluate(
     cgroup_state: Option<*mut KeyState>,
 ) -> Decision {
     // SAFETY: map lookups; the values are plain data that only the agent rewrites whole.
-    let uid_rule: Option<&Rule> = unsafe { UID_RULES.get(&uid) };
+    let uid_rule: Option<&Rule> = unsafe { UID_RULES.get(uid) };
     if let Some(r) = uid_rule {
         if r.action == ACTION_ALLOW {
             return Decision::allow(REASON_ALLOW_USER, r.rule_id);
         }
     }
     // SAFETY: as above.
-    let cgroup_rule: Option<&Rule> = unsafe { CGROUP_RULES.get(&cgroup_id) };
+    let cgroup_rule: Option<&Rule> = unsafe { CGROUP_RULES.get(cgroup_id) };
     if let Some(r) = cgroup_rule {
         if r.action == ACTION_ALLOW {
             return Decision::allow(REASON_ALLOW_CGROUP, r.rule_id);
         }
     }
     let dest = if family == AF_INET {
-        DEST_V4.get(&Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
+        DEST_V4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
     } else {
-        DEST_V6.get(&Key::new(128, *addr))
+        DEST_V6.get(Key::new(128, *addr))
     };
     if let Some(r) = dest {
         if r.action == ACTION_ALLOW {
@@ -293,6 +318,10 @@ fn emit(
     });
     // Allowed connects never wake the agent (it drains on a short timer); refusals use the
     // kernel's adaptive wakeup, which only signals when the agent has caught up.
-    let flags = if d.verdict == VERDICT_ALLOWED { BPF_RB_NO_WAKEUP as u64 } else { 0 };
+    let flags = if d.verdict == VERDICT_ALLOWED {
+        BPF_RB_NO_WAKEUP as u64
+    } else {
+        0
+    };
     entry.submit(flags);
 }

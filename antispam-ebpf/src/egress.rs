@@ -2,8 +2,7 @@
 
 use antispam_common::{key::KeyId, net, stats};
 use aya_ebpf::{
-    helpers::generated::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext,
-    EbpfContext,
+    helpers::generated::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext, EbpfContext,
 };
 
 use crate::maps::{add, key_state, stat, PORTS};

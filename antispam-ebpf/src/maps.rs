@@ -106,7 +106,11 @@ pub fn key_state(key: &KeyId) -> Option<*mut KeyState> {
     }
     // BPF_NOEXIST: when two CPUs race to create the entry, one insert fails and both then use
     // the entry that won.
-    let _ = KEYS.insert(key, &KeyState::default(), aya_ebpf::bindings::BPF_NOEXIST as u64);
+    let _ = KEYS.insert(
+        key,
+        KeyState::default(),
+        aya_ebpf::bindings::BPF_NOEXIST as u64,
+    );
     match KEYS.get_ptr_mut(key) {
         Some(p) => Some(p),
         None => {

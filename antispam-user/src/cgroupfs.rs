@@ -13,8 +13,10 @@ use crate::error::Error;
 /// The mount point of the cgroup v2 hierarchy, from /proc/self/mountinfo (never assumed: it is
 /// /sys/fs/cgroup on current distros and /sys/fs/cgroup/unified on hybrid layouts).
 pub fn cgroup2_mount() -> Result<PathBuf, Error> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|source| Error::Io { what: "reading /proc/self/mountinfo".into(), source })?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| Error::Io {
+        what: "reading /proc/self/mountinfo".into(),
+        source,
+    })?;
     mount_from_mountinfo(&text).ok_or(Error::NoCgroup2)
 }
 
@@ -72,7 +74,9 @@ pub fn walk(mount: &Path, root: &Path) -> Vec<(String, u64)> {
     while let Some(dir) = stack.pop() {
         let Ok(id) = cgroup_id(&dir) else { continue };
         out.push((relative(mount, &dir), id));
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut children: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -100,7 +104,14 @@ struct NamesInner {
 
 impl CgroupNames {
     pub fn new(mount: PathBuf, root: PathBuf) -> CgroupNames {
-        CgroupNames { mount, root, inner: Mutex::new(NamesInner { by_id: HashMap::new(), last_scan: None }) }
+        CgroupNames {
+            mount,
+            root,
+            inner: Mutex::new(NamesInner {
+                by_id: HashMap::new(),
+                last_scan: None,
+            }),
+        }
     }
 
     /// The path of cgroup `id` relative to the mount, if it exists (or existed recently).
@@ -109,7 +120,10 @@ impl CgroupNames {
         if let Some(n) = inner.by_id.get(&id) {
             return Some(n.clone());
         }
-        if inner.last_scan.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if inner
+            .last_scan
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             return None;
         }
         let tree = walk(&self.mount, &self.root);
@@ -136,10 +150,20 @@ mod tests {
         let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
                       40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
                       41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(mount_from_mountinfo(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        let unified = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(mount_from_mountinfo(unified), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(mount_from_mountinfo("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+        assert_eq!(
+            mount_from_mountinfo(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified =
+            "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            mount_from_mountinfo(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            mount_from_mountinfo("1 2 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
         assert_eq!(unescape("/a\\040b"), "/a b");
     }
 
@@ -147,6 +171,9 @@ mod tests {
     fn relative_paths() {
         let m = Path::new("/sys/fs/cgroup");
         assert_eq!(relative(m, m), "/");
-        assert_eq!(relative(m, Path::new("/sys/fs/cgroup/system.slice/x.scope")), "/system.slice/x.scope");
+        assert_eq!(
+            relative(m, Path::new("/sys/fs/cgroup/system.slice/x.scope")),
+            "/system.slice/x.scope"
+        );
     }
 }

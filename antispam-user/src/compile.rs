@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use antispam_common::{
     config::{Config, FLAG_EVENTS_ALLOWED, FLAG_MONITOR},
-    net::port_slot,
     maps::PORTS_WORDS,
+    net::port_slot,
     rule::{DestRule, Rule as MapRule, ACTION_ALLOW, ACTION_BLOCK, ACTION_LIMIT},
 };
 use ipnet::IpNet;
@@ -13,8 +13,11 @@ use ipnet::IpNet;
 use crate::policy::{Mode, Policy, RuleKind};
 
 /// `*` and `?` stay within one path component; `**` spans any number of them.
-const PATH_MATCH: glob::MatchOptions =
-    glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
+const PATH_MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
 
 /// What every map should hold for one policy.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,7 +46,12 @@ pub struct Options {
 /// cgroup, the later one in the file wins. A cgroup rule covers the cgroups it matches and their
 /// descendants, which draw on the matched cgroup's bucket; a descendant matched by a rule of its
 /// own uses that rule and its own bucket.
-pub fn compile(policy: &Policy, generation: u32, opts: Options, cgroups: &[(String, u64)]) -> Compiled {
+pub fn compile(
+    policy: &Policy,
+    generation: u32,
+    opts: Options,
+    cgroups: &[(String, u64)],
+) -> Compiled {
     let mut c = Compiled::default();
     let mut flags = 0;
     if policy.mode == Mode::Monitor {
@@ -85,7 +93,11 @@ pub fn compile(policy: &Policy, generation: u32, opts: Options, cgroups: &[(Stri
     let mut own: BTreeMap<&str, (MapRule, u64)> = BTreeMap::new();
     for (path, id) in cgroups {
         for rule in ordered.clone() {
-            if rule.cgroups.iter().any(|p| p.matches_with(path, PATH_MATCH)) {
+            if rule
+                .cgroups
+                .iter()
+                .any(|p| p.matches_with(path, PATH_MATCH))
+            {
                 let mut v = map_rule(rule);
                 v.bucket = *id;
                 own.insert(path.as_str(), (v, *id));
@@ -94,12 +106,14 @@ pub fn compile(policy: &Policy, generation: u32, opts: Options, cgroups: &[(Stri
     }
     if !own.is_empty() {
         for (path, id) in cgroups {
-            let found = own.get(path.as_str()).copied().or_else(|| {
-                ancestors(path).find_map(|a| own.get(a).copied())
-            });
+            let found = own
+                .get(path.as_str())
+                .copied()
+                .or_else(|| ancestors(path).find_map(|a| own.get(a).copied()));
             if let Some((v, bucket)) = found {
                 c.cgroup_rules.insert(*id, v);
-                c.cgroup_matches.push((path.clone(), *id, v.rule_id, bucket));
+                c.cgroup_matches
+                    .push((path.clone(), *id, v.rule_id, bucket));
             }
         }
     }
@@ -107,15 +121,24 @@ pub fn compile(policy: &Policy, generation: u32, opts: Options, cgroups: &[(Stri
     // Destinations: allow entries override block entries for the same prefix.
     for kind in [RuleKind::Block, RuleKind::Allow] {
         for rule in policy.rules.iter().filter(|r| r.kind == kind) {
-            let action = if kind == RuleKind::Allow { ACTION_ALLOW } else { ACTION_BLOCK };
-            let v = DestRule { action, rule_id: rule.id };
+            let action = if kind == RuleKind::Allow {
+                ACTION_ALLOW
+            } else {
+                ACTION_BLOCK
+            };
+            let v = DestRule {
+                action,
+                rule_id: rule.id,
+            };
             for net in &rule.destinations {
                 match net {
                     IpNet::V4(n) => {
-                        c.dest_v4.insert((u32::from(n.prefix_len()), n.network().octets()), v);
+                        c.dest_v4
+                            .insert((u32::from(n.prefix_len()), n.network().octets()), v);
                     }
                     IpNet::V6(n) => {
-                        c.dest_v6.insert((u32::from(n.prefix_len()), n.network().octets()), v);
+                        c.dest_v6
+                            .insert((u32::from(n.prefix_len()), n.network().octets()), v);
                     }
                 }
             }
@@ -131,7 +154,8 @@ pub fn compile(policy: &Policy, generation: u32, opts: Options, cgroups: &[(Stri
         .collect();
     c.dest_v4.retain(|(len, a), v| {
         v.action != ACTION_BLOCK
-            || !ipnet::Ipv4Net::new((*a).into(), *len as u8).is_ok_and(|n| allowed4.iter().any(|al| al.contains(&n)))
+            || !ipnet::Ipv4Net::new((*a).into(), *len as u8)
+                .is_ok_and(|n| allowed4.iter().any(|al| al.contains(&n)))
     });
     let allowed6: Vec<ipnet::Ipv6Net> = c
         .dest_v6
@@ -141,14 +165,19 @@ pub fn compile(policy: &Policy, generation: u32, opts: Options, cgroups: &[(Stri
         .collect();
     c.dest_v6.retain(|(len, a), v| {
         v.action != ACTION_BLOCK
-            || !ipnet::Ipv6Net::new((*a).into(), *len as u8).is_ok_and(|n| allowed6.iter().any(|al| al.contains(&n)))
+            || !ipnet::Ipv6Net::new((*a).into(), *len as u8)
+                .is_ok_and(|n| allowed6.iter().any(|al| al.contains(&n)))
     });
     c
 }
 
 fn map_rule(rule: &crate::policy::Rule) -> MapRule {
     match rule.kind {
-        RuleKind::Allow => MapRule { action: ACTION_ALLOW, rule_id: rule.id, ..Default::default() },
+        RuleKind::Allow => MapRule {
+            action: ACTION_ALLOW,
+            rule_id: rule.id,
+            ..Default::default()
+        },
         _ => MapRule {
             action: ACTION_LIMIT,
             rule_id: rule.id,
@@ -179,7 +208,9 @@ mod tests {
     use super::*;
     use crate::policy::parse;
 
-    const OPTS: Options = Options { events_allowed: true };
+    const OPTS: Options = Options {
+        events_allowed: true,
+    };
 
     #[test]
     fn ports_rates_and_precedence() {
@@ -237,10 +268,22 @@ rate = "1/minute"
         let c = compile(&p, 1, OPTS, &tree);
         assert!(!c.cgroup_rules.contains_key(&1));
         assert!(!c.cgroup_rules.contains_key(&6));
-        assert_eq!((c.cgroup_rules[&2].rule_id, c.cgroup_rules[&2].bucket), (1, 2));
-        assert_eq!((c.cgroup_rules[&3].rule_id, c.cgroup_rules[&3].bucket), (1, 2));
-        assert_eq!((c.cgroup_rules[&4].rule_id, c.cgroup_rules[&4].bucket), (2, 4));
-        assert_eq!((c.cgroup_rules[&5].rule_id, c.cgroup_rules[&5].bucket), (2, 4));
+        assert_eq!(
+            (c.cgroup_rules[&2].rule_id, c.cgroup_rules[&2].bucket),
+            (1, 2)
+        );
+        assert_eq!(
+            (c.cgroup_rules[&3].rule_id, c.cgroup_rules[&3].bucket),
+            (1, 2)
+        );
+        assert_eq!(
+            (c.cgroup_rules[&4].rule_id, c.cgroup_rules[&4].bucket),
+            (2, 4)
+        );
+        assert_eq!(
+            (c.cgroup_rules[&5].rule_id, c.cgroup_rules[&5].bucket),
+            (2, 4)
+        );
     }
 
     #[test]
@@ -257,7 +300,11 @@ destinations = ["192.0.0.0/16", "2001:db8::/32"]
         )
         .unwrap();
         let c = compile(&p, 1, OPTS, &[]);
-        let v4: Vec<_> = c.dest_v4.iter().map(|((l, a), v)| (*l, *a, v.action)).collect();
+        let v4: Vec<_> = c
+            .dest_v4
+            .iter()
+            .map(|((l, a), v)| (*l, *a, v.action))
+            .collect();
         assert_eq!(
             v4,
             vec![

@@ -10,7 +10,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("no cgroup v2 hierarchy is mounted (looked for fstype cgroup2 in /proc/self/mountinfo)")]
+    #[error(
+        "no cgroup v2 hierarchy is mounted (looked for fstype cgroup2 in /proc/self/mountinfo)"
+    )]
     NoCgroup2,
     #[error("{path} is not a directory of the cgroup v2 hierarchy mounted at {mount}")]
     NotACgroup { path: PathBuf, mount: PathBuf },
@@ -29,7 +31,10 @@ pub enum Error {
         source: aya::maps::MapError,
     },
     #[error("the eBPF object has no {kind} named {name}")]
-    Missing { kind: &'static str, name: &'static str },
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
     #[error("invalid policy:\n{0}")]
     Policy(#[from] crate::policy::Problems),
 }

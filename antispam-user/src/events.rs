@@ -59,8 +59,13 @@ impl Clock {
         let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
             .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
             .unwrap_or(0);
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
-        Clock { offset_ns: wall - mono }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        Clock {
+            offset_ns: wall - mono,
+        }
     }
 
     pub fn wall(&self, mono_ns: u64) -> SystemTime {
@@ -71,7 +76,9 @@ impl Clock {
 
 pub fn destination(e: &Event) -> IpAddr {
     if e.family == antispam_common::net::AF_INET {
-        IpAddr::V4(Ipv4Addr::new(e.daddr[0], e.daddr[1], e.daddr[2], e.daddr[3]))
+        IpAddr::V4(Ipv4Addr::new(
+            e.daddr[0], e.daddr[1], e.daddr[2], e.daddr[3],
+        ))
     } else {
         IpAddr::V6(Ipv6Addr::from(e.daddr))
     }
@@ -94,7 +101,11 @@ pub fn record<'a>(shared: &Shared, clock: &Clock, e: &Event) -> Record<'a> {
         cgroup_id: e.cgroup_id,
         dst: destination(e).to_string(),
         dport: e.dport,
-        family: if e.family == antispam_common::net::AF_INET { "ipv4" } else { "ipv6" },
+        family: if e.family == antispam_common::net::AF_INET {
+            "ipv4"
+        } else {
+            "ipv6"
+        },
         verdict: ev::verdict_name(e.verdict),
         reason: ev::reason_name(e.reason),
         would_deny: e.verdict == ev::VERDICT_WOULD_DENY,
@@ -113,13 +124,14 @@ pub async fn run(
 ) {
     let clock = Clock::new();
     // SAFETY: the ring buffer owns its map fd for its whole life, which the AsyncFd takes over.
-    let mut fd = match unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) } {
-        Ok(fd) => fd,
-        Err(e) => {
-            log::error!("cannot poll the event ring buffer: {e}");
-            return;
-        }
-    };
+    let mut fd =
+        match unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::error!("cannot poll the event ring buffer: {e}");
+                return;
+            }
+        };
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -152,7 +164,10 @@ fn drain(
     while let Some(item) = ring.next() {
         shared.counters.events_read.fetch_add(1, Ordering::Relaxed);
         if item.len() < std::mem::size_of::<Event>() {
-            shared.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .decode_errors
+                .fetch_add(1, Ordering::Relaxed);
             continue;
         }
         // SAFETY: the kernel wrote an `Event` (a `#[repr(C)]` plain-data type) at the start of

@@ -4,7 +4,9 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{body::Incoming, server::conn::http1, service::service_fn, Method, Request, Response, StatusCode};
+use hyper::{
+    body::Incoming, server::conn::http1, service::service_fn, Method, Request, Response, StatusCode,
+};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
@@ -21,9 +23,16 @@ fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respon
         .expect("valid response")
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n"));
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n",
+        ));
     }
     let path = req.uri().path().to_string();
     // Reading the maps is blocking syscalls: keep them off the async workers.
@@ -38,7 +47,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /status\n"),
     })
     .await;
-    Ok(r.unwrap_or_else(|e| reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n"))))
+    Ok(r.unwrap_or_else(|e| {
+        reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("{e}\n"),
+        )
+    }))
 }
 
 /// Binds `addr` (fails at once if it cannot) and returns the bound address and the serving task.
@@ -61,7 +76,10 @@ pub async fn serve(
             let shared = shared.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle(shared.clone(), req));
-                if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                if let Err(e) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await
+                {
                     log::debug!("metrics connection: {e}");
                 }
             });

@@ -56,7 +56,9 @@ fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(Error::Missing { kind: "map", name })?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(Error::Missing { kind: "map", name })?;
     T::try_from(map).map_err(Error::map(name))
 }
 
@@ -65,7 +67,9 @@ impl Kernel {
     pub fn load(kernel_debug: bool) -> Result<Kernel, Error> {
         // aya-log records are off unless asked for: level 0 disables every log statement.
         let level: u8 = if kernel_debug { 5 } else { 0 };
-        let mut ebpf = EbpfLoader::new().override_global("AYA_LOG_LEVEL", &level, true).load(OBJECT)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &level, true)
+            .load(OBJECT)?;
         if kernel_debug {
             match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(logger) => spawn_kernel_logger(logger),
@@ -89,7 +93,10 @@ impl Kernel {
         for name in [m::programs::CONNECT4, m::programs::CONNECT6] {
             let p: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
-                .ok_or(Error::Missing { kind: "program", name })?
+                .ok_or(Error::Missing {
+                    kind: "program",
+                    name,
+                })?
                 .try_into()
                 .map_err(Error::program(name))?;
             p.load().map_err(Error::program(name))?;
@@ -97,11 +104,21 @@ impl Kernel {
         let name = m::programs::EGRESS;
         let p: &mut CgroupSkb = ebpf
             .program_mut(name)
-            .ok_or(Error::Missing { kind: "program", name })?
+            .ok_or(Error::Missing {
+                kind: "program",
+                name,
+            })?
             .try_into()
             .map_err(Error::program(name))?;
         p.load().map_err(Error::program(name))?;
-        Ok(Kernel { ebpf, rules, view: Some(view), events, attached: Vec::new(), cgroup: PathBuf::new() })
+        Ok(Kernel {
+            ebpf,
+            rules,
+            view: Some(view),
+            events,
+            attached: Vec::new(),
+            cgroup: PathBuf::new(),
+        })
     }
 
     /// Attaches the three programs to the cgroup directory `dir` with BPF links. Links always
@@ -109,23 +126,32 @@ impl Kernel {
     /// `link_create` with EINVAL: flags must be 0, which aya's `Single` mode passes). They detach
     /// when `self` is dropped.
     pub fn attach(&mut self, dir: &Path) -> Result<(), Error> {
-        let file = File::open(dir)
-            .map_err(|source| Error::Io { what: format!("opening cgroup {}", dir.display()), source })?;
+        let file = File::open(dir).map_err(|source| Error::Io {
+            what: format!("opening cgroup {}", dir.display()),
+            source,
+        })?;
         for name in [m::programs::CONNECT4, m::programs::CONNECT6] {
             let p: &mut CgroupSockAddr = self
                 .ebpf
                 .program_mut(name)
-                .ok_or(Error::Missing { kind: "program", name })?
+                .ok_or(Error::Missing {
+                    kind: "program",
+                    name,
+                })?
                 .try_into()
                 .map_err(Error::program(name))?;
-            p.attach(&file, CgroupAttachMode::Single).map_err(Error::program(name))?;
+            p.attach(&file, CgroupAttachMode::Single)
+                .map_err(Error::program(name))?;
             self.attached.push(name);
         }
         let name = m::programs::EGRESS;
         let p: &mut CgroupSkb = self
             .ebpf
             .program_mut(name)
-            .ok_or(Error::Missing { kind: "program", name })?
+            .ok_or(Error::Missing {
+                kind: "program",
+                name,
+            })?
             .try_into()
             .map_err(Error::program(name))?;
         p.attach(&file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
@@ -142,25 +168,47 @@ impl RuleMaps {
     /// set with holes in it.
     pub fn apply(&mut self, c: &Compiled) -> Result<(), Error> {
         for (i, word) in c.ports.iter().enumerate() {
-            self.ports.set(i as u32, word, 0).map_err(Error::map(m::PORTS))?;
+            self.ports
+                .set(i as u32, word, 0)
+                .map_err(Error::map(m::PORTS))?;
         }
         for (uid, rule) in &c.uid_rules {
-            self.uid_rules.insert(uid, rule, 0).map_err(Error::map(m::UID_RULES))?;
+            self.uid_rules
+                .insert(uid, rule, 0)
+                .map_err(Error::map(m::UID_RULES))?;
         }
-        let stale: Vec<u32> = self.uid_rules.keys().filter_map(Result::ok).filter(|k| !c.uid_rules.contains_key(k)).collect();
+        let stale: Vec<u32> = self
+            .uid_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !c.uid_rules.contains_key(k))
+            .collect();
         for k in stale {
-            self.uid_rules.remove(&k).map_err(Error::map(m::UID_RULES))?;
+            self.uid_rules
+                .remove(&k)
+                .map_err(Error::map(m::UID_RULES))?;
         }
         for (id, rule) in &c.cgroup_rules {
-            self.cgroup_rules.insert(id, rule, 0).map_err(Error::map(m::CGROUP_RULES))?;
+            self.cgroup_rules
+                .insert(id, rule, 0)
+                .map_err(Error::map(m::CGROUP_RULES))?;
         }
-        let stale: Vec<u64> = self.cgroup_rules.keys().filter_map(Result::ok).filter(|k| !c.cgroup_rules.contains_key(k)).collect();
+        let stale: Vec<u64> = self
+            .cgroup_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !c.cgroup_rules.contains_key(k))
+            .collect();
         for k in stale {
-            self.cgroup_rules.remove(&k).map_err(Error::map(m::CGROUP_RULES))?;
+            self.cgroup_rules
+                .remove(&k)
+                .map_err(Error::map(m::CGROUP_RULES))?;
         }
         sync_trie(&mut self.dest_v4, &c.dest_v4, m::DEST_V4)?;
         sync_trie(&mut self.dest_v6, &c.dest_v6, m::DEST_V6)?;
-        self.config.set(0, c.config, 0).map_err(Error::map(m::CONFIG))?;
+        self.config
+            .set(0, c.config, 0)
+            .map_err(Error::map(m::CONFIG))?;
         Ok(())
     }
 }
@@ -174,7 +222,8 @@ where
     [u8; N]: aya::Pod,
 {
     for ((len, addr), v) in want {
-        trie.insert(&Key::new(*len, *addr), v, 0).map_err(Error::map(name))?;
+        trie.insert(&Key::new(*len, *addr), v, 0)
+            .map_err(Error::map(name))?;
     }
     let present: Vec<Key<[u8; N]>> = trie.keys().filter_map(Result::ok).collect();
     for key in present {
@@ -200,12 +249,16 @@ impl KernelView {
 fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     tokio::spawn(async move {
         // SAFETY: the logger owns its ring-buffer fd for its whole life.
-        let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
         let Ok(mut fd) = registered else {
             return;
         };
         loop {
-            let Ok(mut guard) = fd.readable_mut().await else { return };
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
             guard.get_inner_mut().flush();
             guard.clear_ready();
         }

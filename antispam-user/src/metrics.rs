@@ -12,9 +12,7 @@ use antispam_common::{
     key::{KeyId, KeyState, KIND_CGROUP, KIND_UID},
     stats,
 };
-use prometheus::{
-    Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::{kernel::KernelView, state::Shared};
 
@@ -48,7 +46,11 @@ pub fn render(shared: &Shared) -> String {
     let would = counter(&reg, "antispam_smtp_would_deny_total",
         "SMTP connects that would have been refused but were allowed because the policy is in monitor mode.",
         &["reason"]);
-    for verdict in [ev::VERDICT_ALLOWED, ev::VERDICT_DENIED, ev::VERDICT_WOULD_DENY] {
+    for verdict in [
+        ev::VERDICT_ALLOWED,
+        ev::VERDICT_DENIED,
+        ev::VERDICT_WOULD_DENY,
+    ] {
         for reason in 1..ev::REASON_LIMIT {
             let n = KernelView::sum(&view.decisions, counter_index(verdict, reason));
             if n == 0 && ev::reason_name(reason) == "unknown" {
@@ -56,54 +58,146 @@ pub fn render(shared: &Shared) -> String {
             }
             // Series that can occur are always present (at 0), so rate() works from the start.
             let possible = match verdict {
-                ev::VERDICT_ALLOWED => matches!(reason, ev::REASON_ALLOW_USER | ev::REASON_ALLOW_CGROUP | ev::REASON_ALLOW_DESTINATION | ev::REASON_WITHIN_LIMIT),
-                _ => matches!(reason, ev::REASON_BLOCK_DESTINATION | ev::REASON_RATE_UID | ev::REASON_RATE_CGROUP | ev::REASON_STATE_ERROR),
+                ev::VERDICT_ALLOWED => matches!(
+                    reason,
+                    ev::REASON_ALLOW_USER
+                        | ev::REASON_ALLOW_CGROUP
+                        | ev::REASON_ALLOW_DESTINATION
+                        | ev::REASON_WITHIN_LIMIT
+                ),
+                _ => matches!(
+                    reason,
+                    ev::REASON_BLOCK_DESTINATION
+                        | ev::REASON_RATE_UID
+                        | ev::REASON_RATE_CGROUP
+                        | ev::REASON_STATE_ERROR
+                ),
             };
             if n == 0 && !possible {
                 continue;
             }
-            conns.with_label_values(&[ev::verdict_name(verdict), ev::reason_name(reason)]).inc_by(n);
+            conns
+                .with_label_values(&[ev::verdict_name(verdict), ev::reason_name(reason)])
+                .inc_by(n);
             if verdict == ev::VERDICT_WOULD_DENY {
-                would.with_label_values(&[ev::reason_name(reason)]).inc_by(n);
+                would
+                    .with_label_values(&[ev::reason_name(reason)])
+                    .inc_by(n);
             }
         }
     }
 
-    let errors = counter(&reg, "antispam_kernel_errors_total",
-        "Problems only the kernel programs can see, by kind (ringbuf_full: events lost).", &["kind"]);
+    let errors = counter(
+        &reg,
+        "antispam_kernel_errors_total",
+        "Problems only the kernel programs can see, by kind (ringbuf_full: events lost).",
+        &["kind"],
+    );
     for (i, name) in stats::NAMES.iter().enumerate() {
         if name.starts_with("unused") {
             continue;
         }
-        errors.with_label_values(&[name]).inc_by(KernelView::sum(&view.stats, i as u32));
+        errors
+            .with_label_values(&[name])
+            .inc_by(KernelView::sum(&view.stats, i as u32));
     }
-    counter(&reg, "antispam_events_lost_total", "Decision events dropped because the ring buffer was full.", &[])
-        .with_label_values(&[] as &[&str])
-        .inc_by(KernelView::sum(&view.stats, stats::RINGBUF_FULL));
+    counter(
+        &reg,
+        "antispam_events_lost_total",
+        "Decision events dropped because the ring buffer was full.",
+        &[],
+    )
+    .with_label_values(&[] as &[&str])
+    .inc_by(KernelView::sum(&view.stats, stats::RINGBUF_FULL));
     let c = &shared.counters;
-    counter(&reg, "antispam_events_read_total", "Decision events read from the ring buffer.", &[])
-        .with_label_values(&[] as &[&str]).inc_by(c.events_read.load(Ordering::Relaxed));
-    counter(&reg, "antispam_event_decode_errors_total", "Ring-buffer records that could not be decoded.", &[])
-        .with_label_values(&[] as &[&str]).inc_by(c.decode_errors.load(Ordering::Relaxed));
-    counter(&reg, "antispam_event_log_errors_total", "Failures to write the event log.", &[])
-        .with_label_values(&[] as &[&str]).inc_by(c.log_errors.load(Ordering::Relaxed));
-    let reloads = counter(&reg, "antispam_policy_reloads_total", "Policy reloads, by result.", &["result"]);
-    reloads.with_label_values(&["ok"]).inc_by(c.reloads_ok.load(Ordering::Relaxed));
-    reloads.with_label_values(&["error"]).inc_by(c.reloads_error.load(Ordering::Relaxed));
+    counter(
+        &reg,
+        "antispam_events_read_total",
+        "Decision events read from the ring buffer.",
+        &[],
+    )
+    .with_label_values(&[] as &[&str])
+    .inc_by(c.events_read.load(Ordering::Relaxed));
+    counter(
+        &reg,
+        "antispam_event_decode_errors_total",
+        "Ring-buffer records that could not be decoded.",
+        &[],
+    )
+    .with_label_values(&[] as &[&str])
+    .inc_by(c.decode_errors.load(Ordering::Relaxed));
+    counter(
+        &reg,
+        "antispam_event_log_errors_total",
+        "Failures to write the event log.",
+        &[],
+    )
+    .with_label_values(&[] as &[&str])
+    .inc_by(c.log_errors.load(Ordering::Relaxed));
+    let reloads = counter(
+        &reg,
+        "antispam_policy_reloads_total",
+        "Policy reloads, by result.",
+        &["result"],
+    );
+    reloads
+        .with_label_values(&["ok"])
+        .inc_by(c.reloads_ok.load(Ordering::Relaxed));
+    reloads
+        .with_label_values(&["error"])
+        .inc_by(c.reloads_error.load(Ordering::Relaxed));
 
-    plain_gauge(&reg, "antispam_policy_generation", "Generation of the policy in force (1 at start, +1 per successful reload).",
-        i64::from(shared.generation.load(Ordering::Relaxed)));
-    plain_gauge(&reg, "antispam_monitor_mode", "1 when the policy is in monitor mode (nothing refused).",
-        i64::from(enforced.policy.mode == crate::policy::Mode::Monitor));
-    plain_gauge(&reg, "antispam_programs_attached", "eBPF programs attached to the cgroup.", shared.programs_attached as i64);
-    let rules = gauge(&reg, "antispam_policy_rules", "Rules in the policy in force, by kind.", &["kind"]);
-    for kind in [crate::policy::RuleKind::Allow, crate::policy::RuleKind::Limit, crate::policy::RuleKind::Block] {
-        rules.with_label_values(&[kind.name()]).set(enforced.policy.count(kind) as i64);
+    plain_gauge(
+        &reg,
+        "antispam_policy_generation",
+        "Generation of the policy in force (1 at start, +1 per successful reload).",
+        i64::from(shared.generation.load(Ordering::Relaxed)),
+    );
+    plain_gauge(
+        &reg,
+        "antispam_monitor_mode",
+        "1 when the policy is in monitor mode (nothing refused).",
+        i64::from(enforced.policy.mode == crate::policy::Mode::Monitor),
+    );
+    plain_gauge(
+        &reg,
+        "antispam_programs_attached",
+        "eBPF programs attached to the cgroup.",
+        shared.programs_attached as i64,
+    );
+    let rules = gauge(
+        &reg,
+        "antispam_policy_rules",
+        "Rules in the policy in force, by kind.",
+        &["kind"],
+    );
+    for kind in [
+        crate::policy::RuleKind::Allow,
+        crate::policy::RuleKind::Limit,
+        crate::policy::RuleKind::Block,
+    ] {
+        rules
+            .with_label_values(&[kind.name()])
+            .set(enforced.policy.count(kind) as i64);
     }
-    gauge(&reg, "antispam_build_info", "Build information; always 1.", &["version"])
-        .with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-    plain_gauge(&reg, "antispam_start_time_seconds", "Unix time the agent started.",
-        shared.started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
+    gauge(
+        &reg,
+        "antispam_build_info",
+        "Build information; always 1.",
+        &["version"],
+    )
+    .with_label_values(&[env!("CARGO_PKG_VERSION")])
+    .set(1);
+    plain_gauge(
+        &reg,
+        "antispam_start_time_seconds",
+        "Unix time the agent started.",
+        shared
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    );
 
     per_key(&reg, shared);
 
@@ -122,20 +216,62 @@ fn activity(s: &KeyState) -> (u64, u64) {
 /// Per-UID and per-cgroup series, bounded to the most active keys.
 fn per_key(reg: &Registry, shared: &Shared) {
     let keys = shared.view.keys();
-    let tracked = gauge(reg, "antispam_tracked_keys", "UIDs and cgroups with live state in the kernel.", &["kind"]);
+    let tracked = gauge(
+        reg,
+        "antispam_tracked_keys",
+        "UIDs and cgroups with live state in the kernel.",
+        &["kind"],
+    );
     for (kind, name) in [(KIND_UID, "uid"), (KIND_CGROUP, "cgroup")] {
-        tracked.with_label_values(&[name]).set(keys.iter().filter(|(k, _)| k.kind == kind).count() as i64);
+        tracked
+            .with_label_values(&[name])
+            .set(keys.iter().filter(|(k, _)| k.kind == kind).count() as i64);
     }
-    let uid_conns = counter(reg, "antispam_uid_smtp_connections_total", "SMTP connects by UID and verdict (verdict would_deny: monitor mode).", &["uid", "user", "verdict"]);
-    let uid_bytes = counter(reg, "antispam_uid_smtp_bytes_total", "SMTP bytes sent by UID (IP packets, headers included).", &["uid", "user"]);
-    let uid_packets = counter(reg, "antispam_uid_smtp_packets_total", "SMTP packets sent by UID.", &["uid", "user"]);
-    let cg_conns = counter(reg, "antispam_cgroup_smtp_connections_total", "SMTP connects by cgroup and verdict.", &["cgroup", "verdict"]);
-    let cg_bytes = counter(reg, "antispam_cgroup_smtp_bytes_total", "SMTP bytes sent by cgroup.", &["cgroup"]);
-    let cg_packets = counter(reg, "antispam_cgroup_smtp_packets_total", "SMTP packets sent by cgroup.", &["cgroup"]);
+    let uid_conns = counter(
+        reg,
+        "antispam_uid_smtp_connections_total",
+        "SMTP connects by UID and verdict (verdict would_deny: monitor mode).",
+        &["uid", "user", "verdict"],
+    );
+    let uid_bytes = counter(
+        reg,
+        "antispam_uid_smtp_bytes_total",
+        "SMTP bytes sent by UID (IP packets, headers included).",
+        &["uid", "user"],
+    );
+    let uid_packets = counter(
+        reg,
+        "antispam_uid_smtp_packets_total",
+        "SMTP packets sent by UID.",
+        &["uid", "user"],
+    );
+    let cg_conns = counter(
+        reg,
+        "antispam_cgroup_smtp_connections_total",
+        "SMTP connects by cgroup and verdict.",
+        &["cgroup", "verdict"],
+    );
+    let cg_bytes = counter(
+        reg,
+        "antispam_cgroup_smtp_bytes_total",
+        "SMTP bytes sent by cgroup.",
+        &["cgroup"],
+    );
+    let cg_packets = counter(
+        reg,
+        "antispam_cgroup_smtp_packets_total",
+        "SMTP packets sent by cgroup.",
+        &["cgroup"],
+    );
 
     for kind in [KIND_UID, KIND_CGROUP] {
-        let mut of_kind: Vec<&(KeyId, KeyState)> = keys.iter().filter(|(k, _)| k.kind == kind).collect();
-        of_kind.sort_by(|a, b| activity(&b.1).cmp(&activity(&a.1)).then(a.0.id.cmp(&b.0.id)));
+        let mut of_kind: Vec<&(KeyId, KeyState)> =
+            keys.iter().filter(|(k, _)| k.kind == kind).collect();
+        of_kind.sort_by(|a, b| {
+            activity(&b.1)
+                .cmp(&activity(&a.1))
+                .then(a.0.id.cmp(&b.0.id))
+        });
         let mut other = KeyState::default();
         for (i, (key, s)) in of_kind.iter().enumerate() {
             if i >= shared.metrics_max_keys {
@@ -152,11 +288,35 @@ fn per_key(reg: &Registry, shared: &Shared) {
             } else {
                 vec![shared.cgroups.label(key.id)]
             };
-            emit(kind, &labels, s, &uid_conns, &uid_bytes, &uid_packets, &cg_conns, &cg_bytes, &cg_packets);
+            emit(
+                kind,
+                &labels,
+                s,
+                &uid_conns,
+                &uid_bytes,
+                &uid_packets,
+                &cg_conns,
+                &cg_bytes,
+                &cg_packets,
+            );
         }
         if of_kind.len() > shared.metrics_max_keys {
-            let labels = if kind == KIND_UID { vec!["other".to_string(), String::new()] } else { vec!["other".to_string()] };
-            emit(kind, &labels, &other, &uid_conns, &uid_bytes, &uid_packets, &cg_conns, &cg_bytes, &cg_packets);
+            let labels = if kind == KIND_UID {
+                vec!["other".to_string(), String::new()]
+            } else {
+                vec!["other".to_string()]
+            };
+            emit(
+                kind,
+                &labels,
+                &other,
+                &uid_conns,
+                &uid_bytes,
+                &uid_packets,
+                &cg_conns,
+                &cg_bytes,
+                &cg_packets,
+            );
         }
     }
 }
@@ -173,10 +333,17 @@ fn emit(
     cg_bytes: &IntCounterVec,
     cg_packets: &IntCounterVec,
 ) {
-    let (conns, bytes, packets) =
-        if kind == KIND_UID { (uid_conns, uid_bytes, uid_packets) } else { (cg_conns, cg_bytes, cg_packets) };
+    let (conns, bytes, packets) = if kind == KIND_UID {
+        (uid_conns, uid_bytes, uid_packets)
+    } else {
+        (cg_conns, cg_bytes, cg_packets)
+    };
     let base: Vec<&str> = labels.iter().map(String::as_str).collect();
-    for (verdict, n) in [("allowed", s.allowed), ("denied", s.denied), ("would_deny", s.would_deny)] {
+    for (verdict, n) in [
+        ("allowed", s.allowed),
+        ("denied", s.denied),
+        ("would_deny", s.would_deny),
+    ] {
         if n > 0 || verdict == "allowed" {
             let mut l = base.clone();
             l.push(verdict);

@@ -8,7 +8,9 @@ use std::{
     time::SystemTime,
 };
 
-use crate::{cgroupfs::CgroupNames, compile::Compiled, kernel::KernelView, names::UserNames, policy::Policy};
+use crate::{
+    cgroupfs::CgroupNames, compile::Compiled, kernel::KernelView, names::UserNames, policy::Policy,
+};
 
 /// Agent-side counters (the kernel's are read from its maps).
 #[derive(Default)]
@@ -46,7 +48,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn enforced(&self) -> Arc<Enforced> {
-        self.enforced.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.enforced
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_enforced(&self, e: Enforced) {

@@ -55,7 +55,9 @@ pub fn value(shared: &Shared) -> Value {
     // Usage per key against the limit that applies to it.
     let now = now_mono_ns();
     let mut keys = shared.view.keys();
-    keys.sort_by(|a, b| (b.1.denied + b.1.would_deny, b.1.allowed).cmp(&(a.1.denied + a.1.would_deny, a.1.allowed)));
+    keys.sort_by(|a, b| {
+        (b.1.denied + b.1.would_deny, b.1.allowed).cmp(&(a.1.denied + a.1.would_deny, a.1.allowed))
+    });
     let c = &enforced.compiled;
     let list: Vec<Value> = keys
         .iter()
@@ -87,7 +89,12 @@ pub fn value(shared: &Shared) -> Value {
         .iter()
         .enumerate()
         .filter(|(_, n)| !n.starts_with("unused"))
-        .map(|(i, n)| (n.to_string(), json!(KernelView::sum(&shared.view.stats, i as u32))))
+        .map(|(i, n)| {
+            (
+                n.to_string(),
+                json!(KernelView::sum(&shared.view.stats, i as u32)),
+            )
+        })
         .collect();
 
     json!({

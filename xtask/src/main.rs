@@ -1,1 +1,89 @@
-fn main() {}
+//! `cargo xtask`: set up a machine, run the agent, run the tests.
+//!
+//! Every command installs what it needs first (idempotently), so a fresh machine needs only
+//! `cargo xtask run` or `cargo xtask test`.
+
+mod setup;
+mod test;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "antispam's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need: Debian packages (swaks, postfix, bpftool,
+    /// prometheus...), the nightly rust-src component and bpf-linker. Idempotent.
+    Setup,
+    /// Build the agent (release) after setup: target/release/antispam.
+    Build,
+    /// Build and run the agent: `cargo xtask run -- --policy FILE --cgroup DIR ...`.
+    Run {
+        /// Arguments for `antispam run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Everything CI runs: format and lint checks, unit tests, then the real-kernel integration
+    /// tests (as root, one at a time; with CI=true they fail instead of skipping).
+    Test {
+        /// Only run integration tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing with its command line if it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    cmd.current_dir(root());
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn build() -> Result<PathBuf> {
+    setup::setup()?;
+    run(cargo().args(["build", "--release", "--package", "antispam-user"]))?;
+    Ok(root().join("target/release/antispam"))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build => build().map(|p| println!("built {}", p.display())),
+        Cmd::Run { args } => {
+            let bin = build()?;
+            let err = Command::new(&bin).arg("run").args(args).exec();
+            Err(err).with_context(|| format!("executing {}", bin.display()))
+        }
+        Cmd::Test { filter, no_lint } => test::test(filter.as_deref(), !no_lint),
+    }
+}

@@ -24,7 +24,11 @@ pub fn main(args: Args) -> ExitCode {
             for p in &problems.0 {
                 eprintln!("{p}");
             }
-            eprintln!("{}: {} problem(s); nothing was changed", args.policy.display(), problems.0.len());
+            eprintln!(
+                "{}: {} problem(s); nothing was changed",
+                args.policy.display(),
+                problems.0.len()
+            );
             ExitCode::FAILURE
         }
     }

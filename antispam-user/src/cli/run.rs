@@ -56,7 +56,11 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("antispam: cannot start the async runtime: {e}");
@@ -93,11 +97,15 @@ fn load_policy(path: Option<&Path>) -> Result<Policy, Error> {
 /// The attach directory, checked to be inside the cgroup v2 mount.
 fn attach_dir(mount: &Path, wanted: Option<&Path>) -> Result<PathBuf, Error> {
     let dir = wanted.unwrap_or(mount);
-    let canon = dir
-        .canonicalize()
-        .map_err(|source| Error::Io { what: format!("cgroup {}", dir.display()), source })?;
+    let canon = dir.canonicalize().map_err(|source| Error::Io {
+        what: format!("cgroup {}", dir.display()),
+        source,
+    })?;
     if !canon.starts_with(mount) || !canon.join("cgroup.procs").exists() {
-        return Err(Error::NotACgroup { path: dir.to_path_buf(), mount: mount.to_path_buf() });
+        return Err(Error::NotACgroup {
+            path: dir.to_path_buf(),
+            mount: mount.to_path_buf(),
+        });
     }
     Ok(canon)
 }
@@ -106,12 +114,28 @@ fn has_cgroup_rules(p: &Policy) -> bool {
     p.rules.iter().any(|r| !r.cgroups.is_empty())
 }
 
-fn compile_for(policy: &Policy, generation: u32, opts: Options, mount: &Path, dir: &Path) -> Compiled {
-    let tree = if has_cgroup_rules(policy) { cgroupfs::walk(mount, dir) } else { Vec::new() };
+fn compile_for(
+    policy: &Policy,
+    generation: u32,
+    opts: Options,
+    mount: &Path,
+    dir: &Path,
+) -> Compiled {
+    let tree = if has_cgroup_rules(policy) {
+        cgroupfs::walk(mount, dir)
+    } else {
+        Vec::new()
+    };
     let c = compile::compile(policy, generation, opts, &tree);
     for rule in policy.rules.iter().filter(|r| !r.cgroups.is_empty()) {
         if !c.cgroup_matches.iter().any(|(_, _, id, _)| *id == rule.id) {
-            log::warn!("{}:{}: {} matches no cgroup under {} yet", policy.origin, rule.line, rule.name(), dir.display());
+            log::warn!(
+                "{}:{}: {} matches no cgroup under {} yet",
+                policy.origin,
+                rule.line,
+                rule.name(),
+                dir.display()
+            );
         }
     }
     c
@@ -127,11 +151,16 @@ async fn run(args: Args) -> Result<(), Error> {
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|source| Error::Io { what: format!("opening event log {}", path.display()), source })?,
+                .map_err(|source| Error::Io {
+                    what: format!("opening event log {}", path.display()),
+                    source,
+                })?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
-    let opts = Options { events_allowed: args.events == EventFilter::All };
+    let opts = Options {
+        events_allowed: args.events == EventFilter::All,
+    };
 
     let mut kernel = Kernel::load(args.kernel_debug)?;
     let generation = 1;
@@ -154,10 +183,19 @@ async fn run(args: Args) -> Result<(), Error> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ring = kernel.events.take().expect("ring buffer taken once");
-    let events_task = tokio::spawn(events::run(ring, shared.clone(), args.events, out, stop_rx.clone()));
+    let events_task = tokio::spawn(events::run(
+        ring,
+        shared.clone(),
+        args.events,
+        out,
+        stop_rx.clone(),
+    ));
     let (addr, http_task) = http::serve(args.metrics_addr, shared.clone(), stop_rx.clone())
         .await
-        .map_err(|source| Error::Io { what: format!("serving metrics on {}", args.metrics_addr), source })?;
+        .map_err(|source| Error::Io {
+            what: format!("serving metrics on {}", args.metrics_addr),
+            source,
+        })?;
     {
         let e = shared.enforced();
         log::info!(
@@ -169,7 +207,10 @@ async fn run(args: Args) -> Result<(), Error> {
         );
     }
 
-    let io = |source| Error::Io { what: "installing signal handlers".into(), source };
+    let io = |source| Error::Io {
+        what: "installing signal handlers".into(),
+        source,
+    };
     let mut term = signal(SignalKind::terminate()).map_err(io)?;
     let mut int = signal(SignalKind::interrupt()).map_err(io)?;
     let mut hup = signal(SignalKind::hangup()).map_err(io)?;
@@ -190,7 +231,14 @@ async fn run(args: Args) -> Result<(), Error> {
 
 /// Re-reads the policy file. A valid policy replaces the old one; an invalid one is refused with
 /// its problems and the old one stays in force.
-fn reload(args: &Args, shared: &Shared, maps: &mut RuleMaps, opts: Options, mount: &Path, dir: &Path) {
+fn reload(
+    args: &Args,
+    shared: &Shared,
+    maps: &mut RuleMaps,
+    opts: Options,
+    mount: &Path,
+    dir: &Path,
+) {
     let Some(path) = &args.policy else {
         log::info!("SIGHUP: running on the built-in policy; nothing to reload");
         return;
@@ -198,7 +246,10 @@ fn reload(args: &Args, shared: &Shared, maps: &mut RuleMaps, opts: Options, moun
     let policy = match load_policy(Some(path)) {
         Ok(p) => p,
         Err(e) => {
-            shared.counters.reloads_error.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .reloads_error
+                .fetch_add(1, Ordering::Relaxed);
             log::error!("SIGHUP: reload refused, the previous policy stays in force: {e}");
             return;
         }
@@ -206,7 +257,10 @@ fn reload(args: &Args, shared: &Shared, maps: &mut RuleMaps, opts: Options, moun
     let generation = shared.generation.load(Ordering::Relaxed) + 1;
     let compiled = compile_for(&policy, generation, opts, mount, dir);
     if let Err(e) = maps.apply(&compiled) {
-        shared.counters.reloads_error.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .reloads_error
+            .fetch_add(1, Ordering::Relaxed);
         log::error!("SIGHUP: applying the new policy failed ({e}); restoring the previous one");
         if let Err(e) = maps.apply(&shared.enforced().compiled) {
             log::error!("restoring the previous policy failed too: {e}");

@@ -20,15 +20,21 @@ pub struct Args {
 }
 
 fn fetch(addr: SocketAddr) -> Result<Value, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map_err(|e| format!("cannot reach the agent at {addr}: {e} (is `antispam run` running? see --addr)"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
+        format!("cannot reach the agent at {addr}: {e} (is `antispam run` running? see --addr)")
+    })?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(s, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut body = String::new();
     s.read_to_string(&mut body).map_err(|e| e.to_string())?;
-    let (head, json) = body.split_once("\r\n\r\n").ok_or("malformed reply from the agent")?;
+    let (head, json) = body
+        .split_once("\r\n\r\n")
+        .ok_or("malformed reply from the agent")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!("the agent answered: {}", head.lines().next().unwrap_or("")));
+        return Err(format!(
+            "the agent answered: {}",
+            head.lines().next().unwrap_or("")
+        ));
     }
     serde_json::from_str(json).map_err(|e| format!("malformed status JSON: {e}"))
 }
@@ -101,10 +107,18 @@ pub fn render(v: &Value) -> String {
             a.iter()
                 .map(|r| {
                     let mut what = Vec::new();
-                    for (k, label) in [("users", "users"), ("cgroups", "cgroups"), ("destinations", "destinations")] {
+                    for (k, label) in [
+                        ("users", "users"),
+                        ("cgroups", "cgroups"),
+                        ("destinations", "destinations"),
+                    ] {
                         if let Some(list) = r[k].as_array().filter(|l| !l.is_empty()) {
                             let shown: Vec<String> = list.iter().take(4).map(s).collect();
-                            let more = if list.len() > 4 { format!(" +{}", list.len() - 4) } else { String::new() };
+                            let more = if list.len() > 4 {
+                                format!(" +{}", list.len() - 4)
+                            } else {
+                                String::new()
+                            };
                             what.push(format!("{label} {}{more}", shown.join(",")));
                         }
                     }
@@ -136,10 +150,28 @@ pub fn render(v: &Value) -> String {
         })
         .unwrap_or_default();
     out.push_str("\nUSAGE (most refused first)\n");
-    out.push_str(&table(&["KIND", "NAME", "RULE", "LIMIT", "AVAILABLE", "ALLOWED", "DENIED", "WOULD_DENY", "BYTES"], &keys));
+    out.push_str(&table(
+        &[
+            "KIND",
+            "NAME",
+            "RULE",
+            "LIMIT",
+            "AVAILABLE",
+            "ALLOWED",
+            "DENIED",
+            "WOULD_DENY",
+            "BYTES",
+        ],
+        &keys,
+    ));
     let errs: Vec<String> = v["kernel_errors"]
         .as_object()
-        .map(|o| o.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0).map(|(k, n)| format!("{k}={n}")).collect())
+        .map(|o| {
+            o.iter()
+                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect()
+        })
         .unwrap_or_default();
     if !errs.is_empty() {
         out.push_str(&format!("\nkernel errors: {}\n", errs.join(" ")));
@@ -162,7 +194,10 @@ mod tests {
         });
         let out = render(&v);
         assert!(out.contains("mode enforce"), "{out}");
-        assert!(out.contains("limit[0]  7     10/hour (burst 10)  users 1000-1999"), "{out}");
+        assert!(
+            out.contains("limit[0]  7     10/hour (burst 10)  users 1000-1999"),
+            "{out}"
+        );
         assert!(out.contains("uid   alice"), "{out}");
         assert!(!out.contains("kernel errors"));
     }

@@ -13,7 +13,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -41,7 +45,10 @@ pub struct Source<'a> {
 
 impl<'a> Source<'a> {
     pub fn new(path: &Path, text: &'a str) -> Source<'a> {
-        Source { name: path.display().to_string(), text }
+        Source {
+            name: path.display().to_string(),
+            text,
+        }
     }
 
     pub fn line_column(&self, offset: usize) -> (usize, usize) {
@@ -55,7 +62,12 @@ impl<'a> Source<'a> {
 
     pub fn problem(&self, span: Range<usize>, message: impl Into<String>) -> Problem {
         let (line, column) = self.line_column(span.start);
-        Problem { file: self.name.clone(), line, column, message: message.into() }
+        Problem {
+            file: self.name.clone(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     /// The 1-based line of a byte offset.
@@ -77,7 +89,10 @@ mod tests {
 
     #[test]
     fn lines_and_columns_are_one_based() {
-        let s = Source { name: "p.toml".into(), text: "a = 1\nbé = 2\n" };
+        let s = Source {
+            name: "p.toml".into(),
+            text: "a = 1\nbé = 2\n",
+        };
         assert_eq!(s.line_column(0), (1, 1));
         assert_eq!(s.line_column(4), (1, 5));
         assert_eq!(s.line_column(6), (2, 1));

@@ -123,7 +123,10 @@ impl Policy {
         if id == 0 {
             return "default".into();
         }
-        self.rules.iter().find(|r| r.id == id).map_or_else(|| format!("rule#{id}"), Rule::name)
+        self.rules
+            .iter()
+            .find(|r| r.id == id)
+            .map_or_else(|| format!("rule#{id}"), Rule::name)
     }
 
     pub fn count(&self, kind: RuleKind) -> usize {
@@ -151,19 +154,28 @@ impl fmt::Display for Policy {
 
 /// Checks a policy text. `base` is the directory relative `files` paths are resolved against.
 pub fn parse(name: &str, text: &str, base: Option<&Path>) -> Result<Policy, Problems> {
-    let src = Source { name: name.to_string(), text };
+    let src = Source {
+        name: name.to_string(),
+        text,
+    };
     let raw: RawPolicy = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         Problems(vec![src.problem(span, e.message().trim_end().to_string())])
     })?;
-    let mut c = Checker { src: &src, problems: Vec::new(), warnings: Vec::new(), base };
+    let mut c = Checker {
+        src: &src,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        base,
+    };
     let policy = c.policy(raw);
     if c.problems.is_empty() {
         let mut policy = policy;
         policy.warnings = c.warnings;
         Ok(policy)
     } else {
-        c.problems.sort_by_key(|p| (p.file != src.name, p.file.clone(), p.line, p.column));
+        c.problems
+            .sort_by_key(|p| (p.file != src.name, p.file.clone(), p.line, p.column));
         Err(Problems(c.problems))
     }
 }
@@ -187,7 +199,10 @@ impl Checker<'_> {
                 "enforce" => Mode::Enforce,
                 "monitor" => Mode::Monitor,
                 other => {
-                    self.error(m, format!("unknown mode {other:?}: expected \"enforce\" or \"monitor\""));
+                    self.error(
+                        m,
+                        format!("unknown mode {other:?}: expected \"enforce\" or \"monitor\""),
+                    );
                     Mode::Enforce
                 }
             },
@@ -198,7 +213,10 @@ impl Checker<'_> {
             None => ports.extend(DEFAULT_PORTS),
             Some(list) => {
                 if list.get_ref().is_empty() {
-                    self.error(list, "ports is empty: list at least one SMTP port, e.g. [25, 465, 587]");
+                    self.error(
+                        list,
+                        "ports is empty: list at least one SMTP port, e.g. [25, 465, 587]",
+                    );
                 }
                 for p in list.get_ref() {
                     match u16::try_from(*p.get_ref()) {
@@ -207,7 +225,9 @@ impl Checker<'_> {
                                 self.error(p, format!("port {port} is listed twice"));
                             }
                         }
-                        _ => self.error(p, format!("{} is not a TCP port (1 to 65535)", p.get_ref())),
+                        _ => {
+                            self.error(p, format!("{} is not a TCP port (1 to 65535)", p.get_ref()))
+                        }
                     }
                 }
             }
@@ -223,17 +243,31 @@ impl Checker<'_> {
         };
 
         let mut rules = Vec::new();
-        let mut next_id = 1u32;
         // Rules are numbered in file order across kinds, so ids read top to bottom.
         let mut tables: Vec<(usize, RuleKind, usize)> = Vec::new();
-        tables.extend(raw.allow.iter().enumerate().map(|(i, t)| (t.span().start, RuleKind::Allow, i)));
-        tables.extend(raw.limit.iter().enumerate().map(|(i, t)| (t.span().start, RuleKind::Limit, i)));
-        tables.extend(raw.block.iter().enumerate().map(|(i, t)| (t.span().start, RuleKind::Block, i)));
+        tables.extend(
+            raw.allow
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.span().start, RuleKind::Allow, i)),
+        );
+        tables.extend(
+            raw.limit
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.span().start, RuleKind::Limit, i)),
+        );
+        tables.extend(
+            raw.block
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.span().start, RuleKind::Block, i)),
+        );
         tables.sort();
         let mut uid_entries: u64 = 0;
-        for (start, kind, index) in tables {
+        for (id, (start, kind, index)) in (1u32..).zip(tables) {
             let mut rule = Rule {
-                id: next_id,
+                id,
                 kind,
                 index,
                 line: self.src.line(start),
@@ -242,7 +276,6 @@ impl Checker<'_> {
                 destinations: Vec::new(),
                 rate: None,
             };
-            next_id += 1;
             match kind {
                 RuleKind::Allow => {
                     let t = raw.allow[index].get_ref();
@@ -250,7 +283,10 @@ impl Checker<'_> {
                     rule.cgroups = self.cgroups(&t.cgroups);
                     rule.destinations = self.destinations(&t.destinations);
                     if t.users.is_empty() && t.cgroups.is_empty() && t.destinations.is_empty() {
-                        self.error(&raw.allow[index], "[[allow]] names nothing: give users, cgroups or destinations");
+                        self.error(
+                            &raw.allow[index],
+                            "[[allow]] names nothing: give users, cgroups or destinations",
+                        );
                     }
                 }
                 RuleKind::Limit => {
@@ -259,7 +295,10 @@ impl Checker<'_> {
                     rule.cgroups = self.cgroups(&t.cgroups);
                     rule.rate = self.rate(&t.rate, t.burst.as_ref());
                     if t.users.is_empty() && t.cgroups.is_empty() {
-                        self.error(&raw.limit[index], "[[limit]] names nothing: give users or cgroups");
+                        self.error(
+                            &raw.limit[index],
+                            "[[limit]] names nothing: give users or cgroups",
+                        );
                     }
                 }
                 RuleKind::Block => {
@@ -269,7 +308,10 @@ impl Checker<'_> {
                         rule.destinations.extend(self.block_file(f));
                     }
                     if t.destinations.is_empty() && t.files.is_empty() {
-                        self.error(&raw.block[index], "[[block]] names nothing: give destinations or files");
+                        self.error(
+                            &raw.block[index],
+                            "[[block]] names nothing: give destinations or files",
+                        );
                     }
                 }
             }
@@ -314,7 +356,8 @@ impl Checker<'_> {
         let mut out = Vec::new();
         for u in users {
             let parsed = match u.get_ref() {
-                RawUser::Number(n) => values::uid_number(*n).map(|n| values::UserRef::Range(UidRange { first: n, last: n })),
+                RawUser::Number(n) => values::uid_number(*n)
+                    .map(|n| values::UserRef::Range(UidRange { first: n, last: n })),
                 RawUser::Text(t) => values::parse_user_text(t),
             };
             match parsed {
@@ -367,7 +410,10 @@ impl Checker<'_> {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                self.error(entry, format!("cannot read block list {}: {e}", path.display()));
+                self.error(
+                    entry,
+                    format!("cannot read block list {}: {e}", path.display()),
+                );
                 return Vec::new();
             }
         };

@@ -1,7 +1,12 @@
 use super::*;
 
 fn errors(text: &str) -> Vec<String> {
-    parse("p.toml", text, None).expect_err("policy should be refused").0.iter().map(|p| p.to_string()).collect()
+    parse("p.toml", text, None)
+        .expect_err("policy should be refused")
+        .0
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
 }
 
 #[test]
@@ -10,7 +15,10 @@ fn builtin_policy_is_valid() {
     assert_eq!(p.mode, Mode::Enforce);
     assert_eq!(p.ports.iter().copied().collect::<Vec<_>>(), DEFAULT_PORTS);
     assert_eq!(p.default_rate.count, 30);
-    assert!(p.rules.iter().any(|r| r.destinations.iter().any(|d| d.to_string() == "127.0.0.0/8")));
+    assert!(p.rules.iter().any(|r| r
+        .destinations
+        .iter()
+        .any(|d| d.to_string() == "127.0.0.0/8")));
 }
 
 #[test]
@@ -43,9 +51,23 @@ destinations = ["192.0.2.0/24", "2001:db8::/32"]
     let names: Vec<_> = p.rules.iter().map(|r| (r.id, r.name(), r.line)).collect();
     assert_eq!(
         names,
-        vec![(1, "allow[0]".into(), 9), (2, "limit[0]".into(), 12), (3, "limit[1]".into(), 16), (4, "block[0]".into(), 20)]
+        vec![
+            (1, "allow[0]".into(), 9),
+            (2, "limit[0]".into(), 12),
+            (3, "limit[1]".into(), 16),
+            (4, "block[0]".into(), 20)
+        ]
     );
-    assert_eq!(p.rules[0].uids, vec![UidRange { first: 0, last: 0 }, UidRange { first: 65534, last: 65534 }]);
+    assert_eq!(
+        p.rules[0].uids,
+        vec![
+            UidRange { first: 0, last: 0 },
+            UidRange {
+                first: 65534,
+                last: 65534
+            }
+        ]
+    );
     assert_eq!(p.rule_name(3), "limit[1]");
     assert_eq!(p.rule_name(0), "default");
     assert!(p.to_string().contains("mode monitor, ports 25,587"));
@@ -72,27 +94,54 @@ rate = "1/second"
 burst = 0
 "#;
     let e = errors(text);
-    let locations: Vec<&str> = e.iter().map(|s| s.splitn(4, ':').take(3).last().unwrap()).collect();
+    let locations: Vec<&str> = e
+        .iter()
+        .map(|s| s.splitn(4, ':').take(3).last().unwrap())
+        .collect();
     assert_eq!(e.len(), 7, "{e:#?}");
-    assert!(e[0].starts_with("p.toml:1:14: 70000 is not a TCP port"), "{e:#?}");
+    assert!(
+        e[0].starts_with("p.toml:1:14: 70000 is not a TCP port"),
+        "{e:#?}"
+    );
     assert!(e[1].starts_with("p.toml:3:8: malformed rate"), "{e:#?}");
-    assert!(e[2].starts_with("p.toml:5:10: unknown user \"no-such-user-antispam\""), "{e:#?}");
-    assert!(e[3].starts_with("p.toml:6:17:") && e[3].contains("did you mean \"192.0.2.0/24\""), "{e:#?}");
-    assert!(e[4].starts_with("p.toml:6:33:") && e[4].contains("not an IP address"), "{e:#?}");
-    assert!(e[5].starts_with("p.toml:8:12:") && e[5].contains("must start with '/'"), "{e:#?} {locations:?}");
-    assert!(e[6].starts_with("p.toml:10:9: burst must be at least 1"), "{e:#?}");
+    assert!(
+        e[2].starts_with("p.toml:5:10: unknown user \"no-such-user-antispam\""),
+        "{e:#?}"
+    );
+    assert!(
+        e[3].starts_with("p.toml:6:17:") && e[3].contains("did you mean \"192.0.2.0/24\""),
+        "{e:#?}"
+    );
+    assert!(
+        e[4].starts_with("p.toml:6:33:") && e[4].contains("not an IP address"),
+        "{e:#?}"
+    );
+    assert!(
+        e[5].starts_with("p.toml:8:12:") && e[5].contains("must start with '/'"),
+        "{e:#?} {locations:?}"
+    );
+    assert!(
+        e[6].starts_with("p.toml:10:9: burst must be at least 1"),
+        "{e:#?}"
+    );
 }
 
 #[test]
 fn bad_burst_is_reported_at_the_burst() {
     let e = errors("[default]\nrate = \"1/second\"\nburst = 0\n");
-    assert!(e[0].starts_with("p.toml:3:9: burst must be at least 1"), "{e:?}");
+    assert!(
+        e[0].starts_with("p.toml:3:9: burst must be at least 1"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn empty_ports_and_bad_mode() {
     let e = errors("mode = \"enforcing\"\nports = []\n");
-    assert!(e[0].starts_with("p.toml:1:8: unknown mode \"enforcing\""), "{e:?}");
+    assert!(
+        e[0].starts_with("p.toml:1:8: unknown mode \"enforcing\""),
+        "{e:?}"
+    );
     assert!(e[1].starts_with("p.toml:2:9: ports is empty"), "{e:?}");
 }
 
@@ -105,14 +154,23 @@ fn syntax_error_is_located() {
 #[test]
 fn empty_rules_are_refused() {
     let e = errors("[[limit]]\nrate = \"1/second\"\n");
-    assert!(e[0].starts_with("p.toml:1:1: [[limit]] names nothing") || e[0].starts_with("p.toml:2:1: [[limit]] names nothing"), "{e:?}");
+    assert!(
+        e[0].starts_with("p.toml:1:1: [[limit]] names nothing")
+            || e[0].starts_with("p.toml:2:1: [[limit]] names nothing"),
+        "{e:?}"
+    );
     let e = errors("[[limit]]\nusers = [1]\n");
     assert!(e[0].contains("missing field `rate`"), "{e:?}");
 }
 
 #[test]
 fn unknown_users_can_be_skipped() {
-    let p = parse("p.toml", "[[allow]]\nusers = [\"no-such-user-antispam\", 7]\nskip_unknown_users = true\n", None).unwrap();
+    let p = parse(
+        "p.toml",
+        "[[allow]]\nusers = [\"no-such-user-antispam\", 7]\nskip_unknown_users = true\n",
+        None,
+    )
+    .unwrap();
     assert_eq!(p.rules[0].uids, vec![UidRange { first: 7, last: 7 }]);
 }
 
@@ -126,18 +184,33 @@ fn huge_ranges_are_refused() {
 fn block_files_are_read_and_located() {
     let dir = std::env::temp_dir().join(format!("antispam-policy-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("bl.txt"), "# spam sources\n192.0.2.0/24 ; TEST-NET-1\n\n  198.51.100.7\nnot-an-address\n").unwrap();
+    std::fs::write(
+        dir.join("bl.txt"),
+        "# spam sources\n192.0.2.0/24 ; TEST-NET-1\n\n  198.51.100.7\nnot-an-address\n",
+    )
+    .unwrap();
     let ok = parse("p.toml", "[[block]]\nfiles = [\"bl.txt\"]\n", Some(&dir));
     let e = ok.expect_err("bad line in the block file");
     assert_eq!(e.0.len(), 1);
     assert_eq!(e.0[0].file, dir.join("bl.txt").display().to_string());
     assert_eq!((e.0[0].line, e.0[0].column), (5, 1));
-    std::fs::write(dir.join("bl.txt"), "192.0.2.0/24\n  198.51.100.7 # one host\n").unwrap();
+    std::fs::write(
+        dir.join("bl.txt"),
+        "192.0.2.0/24\n  198.51.100.7 # one host\n",
+    )
+    .unwrap();
     let p = parse("p.toml", "[[block]]\nfiles = [\"bl.txt\"]\n", Some(&dir)).unwrap();
-    let d: Vec<String> = p.rules[0].destinations.iter().map(ToString::to_string).collect();
+    let d: Vec<String> = p.rules[0]
+        .destinations
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(d, ["192.0.2.0/24", "198.51.100.7/32"]);
     let e = errors("[[block]]\nfiles = [\"/nonexistent/antispam.txt\"]\n");
-    assert!(e[0].starts_with("p.toml:2:10: cannot read block list"), "{e:?}");
+    assert!(
+        e[0].starts_with("p.toml:2:10: cannot read block list"),
+        "{e:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -150,5 +223,7 @@ fn shadowed_blocks_warn() {
     )
     .unwrap();
     assert_eq!(p.warnings.len(), 1);
-    assert!(p.warnings[0].to_string().starts_with("p.toml:3:1: block[0] blocks 192.0.2.0/24"));
+    assert!(p.warnings[0]
+        .to_string()
+        .starts_with("p.toml:3:1: block[0] blocks 192.0.2.0/24"));
 }

@@ -44,7 +44,13 @@ impl Period {
 
 impl std::fmt::Display for RateSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{} (burst {})", self.count, self.period.name(), self.burst)
+        write!(
+            f,
+            "{}/{} (burst {})",
+            self.count,
+            self.period.name(),
+            self.burst
+        )
     }
 }
 
@@ -52,12 +58,15 @@ impl std::fmt::Display for RateSpec {
 /// optional burst (default N).
 pub fn parse_rate(text: &str, burst: Option<i64>) -> Result<RateSpec, String> {
     let expected = "expected \"N/second\", \"N/minute\", \"N/hour\" or \"N/day\"";
-    let (count, unit) =
-        text.split_once('/').ok_or_else(|| format!("malformed rate {text:?}: {expected}"))?;
-    let count: u64 = count
-        .trim()
-        .parse()
-        .map_err(|_| format!("malformed rate {text:?}: {:?} is not a whole number", count.trim()))?;
+    let (count, unit) = text
+        .split_once('/')
+        .ok_or_else(|| format!("malformed rate {text:?}: {expected}"))?;
+    let count: u64 = count.trim().parse().map_err(|_| {
+        format!(
+            "malformed rate {text:?}: {:?} is not a whole number",
+            count.trim()
+        )
+    })?;
     if count == 0 {
         return Err(format!(
             "rate {text:?} allows nothing: use a [[block]] rule to refuse, or a positive count"
@@ -68,7 +77,11 @@ pub fn parse_rate(text: &str, burst: Option<i64>) -> Result<RateSpec, String> {
         "m" | "min" | "minute" | "minutes" => Period::Minute,
         "h" | "hour" | "hours" => Period::Hour,
         "d" | "day" | "days" => Period::Day,
-        other => return Err(format!("malformed rate {text:?}: unknown unit {other:?}, {expected}")),
+        other => {
+            return Err(format!(
+                "malformed rate {text:?}: unknown unit {other:?}, {expected}"
+            ))
+        }
     };
     let burst = match burst {
         None => count,
@@ -77,7 +90,12 @@ pub fn parse_rate(text: &str, burst: Option<i64>) -> Result<RateSpec, String> {
     };
     let gcra = Rate::new(count, period.seconds() * 1_000_000_000, burst)
         .ok_or_else(|| format!("rate {text:?} with burst {burst} is out of range"))?;
-    Ok(RateSpec { count, period, burst, gcra })
+    Ok(RateSpec {
+        count,
+        period,
+        burst,
+        gcra,
+    })
 }
 
 /// An inclusive range of UIDs.
@@ -149,7 +167,9 @@ pub fn parse_destination(text: &str) -> Result<IpNet, String> {
     if let Ok(addr) = t.parse::<IpAddr>() {
         return Ok(IpNet::from(addr));
     }
-    Err(format!("{t:?} is not an IP address or CIDR (e.g. \"192.0.2.0/24\", \"2001:db8::/32\")"))
+    Err(format!(
+        "{t:?} is not an IP address or CIDR (e.g. \"192.0.2.0/24\", \"2001:db8::/32\")"
+    ))
 }
 
 /// The IPv4 network inside an IPv4-mapped IPv6 network (`::ffff:0:0/96` and longer), which the
@@ -191,9 +211,15 @@ mod tests {
         assert_eq!(r.gcra.interval_ns, 2_000_000_000);
         let r = parse_rate(" 10 / hour ", Some(2)).unwrap();
         assert_eq!((r.count, r.burst), (10, 2));
-        assert!(parse_rate("10 per hour", None).unwrap_err().contains("malformed"));
-        assert!(parse_rate("ten/hour", None).unwrap_err().contains("whole number"));
-        assert!(parse_rate("10/fortnight", None).unwrap_err().contains("unknown unit"));
+        assert!(parse_rate("10 per hour", None)
+            .unwrap_err()
+            .contains("malformed"));
+        assert!(parse_rate("ten/hour", None)
+            .unwrap_err()
+            .contains("whole number"));
+        assert!(parse_rate("10/fortnight", None)
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(parse_rate("0/second", None).is_err());
         assert!(parse_rate("1/second", Some(0)).is_err());
         assert!(parse_rate("2000000000/second", None).is_err());
@@ -201,9 +227,20 @@ mod tests {
 
     #[test]
     fn users() {
-        assert!(matches!(parse_user_text("1000-1999"),
-            Ok(UserRef::Range(UidRange { first: 1000, last: 1999 }))));
-        assert!(matches!(parse_user_text("42"), Ok(UserRef::Range(UidRange { first: 42, last: 42 }))));
+        assert!(matches!(
+            parse_user_text("1000-1999"),
+            Ok(UserRef::Range(UidRange {
+                first: 1000,
+                last: 1999
+            }))
+        ));
+        assert!(matches!(
+            parse_user_text("42"),
+            Ok(UserRef::Range(UidRange {
+                first: 42,
+                last: 42
+            }))
+        ));
         assert!(matches!(parse_user_text("www-data"), Ok(UserRef::Name(n)) if n == "www-data"));
         assert!(parse_user_text("20-10").is_err());
         assert!(uid_number(-1).is_err());
@@ -213,10 +250,18 @@ mod tests {
 
     #[test]
     fn destinations() {
-        assert_eq!(parse_destination("192.0.2.0/24").unwrap().to_string(), "192.0.2.0/24");
-        assert_eq!(parse_destination("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+        assert_eq!(
+            parse_destination("192.0.2.0/24").unwrap().to_string(),
+            "192.0.2.0/24"
+        );
+        assert_eq!(
+            parse_destination("192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
         assert_eq!(parse_destination("::1").unwrap().to_string(), "::1/128");
-        assert!(parse_destination("192.0.2.1/24").unwrap_err().contains("192.0.2.0/24"));
+        assert!(parse_destination("192.0.2.1/24")
+            .unwrap_err()
+            .contains("192.0.2.0/24"));
         assert!(parse_destination("192.0.2.0/33").is_err());
         assert!(parse_destination("mail.example.com").is_err());
         let mapped = parse_destination("::ffff:192.0.2.0/120").unwrap();

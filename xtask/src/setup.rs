@@ -1,0 +1,210 @@
+//! Idempotent machine setup: each step checks before it installs.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{cargo, run};
+
+/// Debian packages the build, the agent's tests and their peers need, by the command we use.
+const PACKAGES: &[(&str, &str)] = &[
+    ("swaks", "swaks"),         // SMTP client in the tests
+    ("postfix", "smtp-sink"),   // real SMTP listener (smtp-sink) in the tests
+    ("bpftool", "bpftool"),     // inspecting attachments in tests and by operators
+    ("prometheus", "promtool"), // `promtool check metrics` in the tests
+    ("iproute2", "ip"),         // network namespaces and veth pairs
+    ("util-linux", "setpriv"),  // dropping to a test UID
+    ("curl", "curl"),           // the README's examples
+];
+
+/// bpf-linker release line known to build against the nightly toolchain's LLVM here.
+const BPF_LINKER_VERSION: &str = "0.13";
+
+pub fn setup() -> Result<()> {
+    apt_packages()?;
+    rust_src()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(p, _)| !installed(p))
+        .map(|(p, _)| *p)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !nix_is_root() {
+        bail!(
+            "these Debian packages are missing and installing them needs root: {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!(
+        "xtask setup: installing Debian packages: {}",
+        missing.join(" ")
+    );
+    // Postfix is only here for smtp-sink: do not let it configure itself as a mail server.
+    let mut preseed = Command::new("debconf-set-selections");
+    preseed.stdin(std::process::Stdio::piped());
+    if let Ok(mut child) = preseed.spawn() {
+        use std::io::Write as _;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"postfix postfix/main_mailer_type select No configuration\n");
+        }
+        let _ = child.wait();
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))?;
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn rust_src() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("running rustup (the eBPF programs build with the nightly toolchain)")?;
+    if !out.status.success() {
+        eprintln!("xtask setup: installing the nightly toolchain");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    if !String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        eprintln!("xtask setup: adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+/// Where bpf-linker and the LLVM link farm live: outside the work tree so that a fresh clone
+/// on the same machine reuses them, and never in a temporary directory (bpf-linker keeps an
+/// rpath to the LLVM it was built against).
+fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map_or_else(|| home().join(".cache"), PathBuf::from)
+        .join("antispam")
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map_or_else(|| home().join(".cargo"), PathBuf::from)
+        .join("bin")
+}
+
+fn bpf_linker_works(bin: &Path) -> bool {
+    Command::new(bin).arg("--version").output().is_ok_and(|o| {
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout)
+                .contains(&format!("bpf-linker {BPF_LINKER_VERSION}"))
+    })
+}
+
+/// Builds bpf-linker against the LLVM shared library the nightly toolchain ships (no system
+/// LLVM needed), and links it into cargo's bin directory so plain `cargo build` finds it.
+fn bpf_linker() -> Result<()> {
+    let cache = cache_dir();
+    let bin = cache.join("bpf-linker/bin/bpf-linker");
+    if !bpf_linker_works(&bin) {
+        let sysroot = String::from_utf8(
+            Command::new("rustc")
+                .args(["+nightly", "--print", "sysroot"])
+                .output()
+                .context("rustc +nightly")?
+                .stdout,
+        )?;
+        let lib = Path::new(sysroot.trim()).join("lib");
+        let llvm = std::fs::read_dir(&lib)?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("libLLVM.so."))
+            .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
+        // libLLVM.so.22.1-rust-1.97.0-nightly → 22
+        let major = llvm
+            .trim_start_matches("libLLVM.so.")
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let prefix = cache.join("llvm");
+        let prefix_lib = prefix.join("lib");
+        std::fs::create_dir_all(&prefix_lib)?;
+        for name in ["libLLVM.so".to_string(), llvm.clone()] {
+            let link = prefix_lib.join(name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(lib.join(&llvm), &link)?;
+        }
+        eprintln!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} from the nightly toolchain (about 75 s)");
+        run(cargo()
+            .env("LLVM_PREFIX", &prefix)
+            .args(["install", "bpf-linker", "--locked", "--no-default-features"])
+            .args(["--version", &format!("~{BPF_LINKER_VERSION}")])
+            .args(["--features", &format!("llvm-{major}")])
+            .arg("--root")
+            .arg(cache.join("bpf-linker")))?;
+        if !bpf_linker_works(&bin) {
+            bail!(
+                "bpf-linker was built but {} --version does not work",
+                bin.display()
+            );
+        }
+    }
+    let link = cargo_bin_dir().join("bpf-linker");
+    let ours = std::fs::read_link(&link).is_ok_and(|target| target == bin);
+    let exists = link.symlink_metadata().is_ok();
+    // A working bpf-linker of the same release that someone installed there is kept.
+    let keep = ours || (exists && bpf_linker_works(&link));
+    if !keep {
+        if exists {
+            std::fs::remove_file(&link)?;
+        }
+        std::fs::create_dir_all(cargo_bin_dir())?;
+        std::os::unix::fs::symlink(&bin, &link)?;
+    }
+    // Children (cargo build → build.rs → aya-build) find it on PATH from here on.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    if !dirs.contains(&cargo_bin_dir()) {
+        dirs.insert(0, cargo_bin_dir());
+        // SAFETY: single-threaded at this point; no other thread reads the environment.
+        unsafe { std::env::set_var("PATH", std::env::join_paths(dirs)?) };
+    }
+    Ok(())
+}
