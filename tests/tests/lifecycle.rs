@@ -1,0 +1,139 @@
+//! The agent's life: it attaches exactly its three programs to the cgroup it was given, and a
+//! SIGTERM leaves nothing behind in the kernel (links, programs), with enforcement ending.
+
+use antispam_tests::*;
+
+/// Names of the programs attached directly to `cg`, from `bpftool cgroup show`.
+fn attached(cg: &TestCgroup) -> Vec<String> {
+    let out = run_ok(
+        "bpftool",
+        &["cgroup", "show", &cg.path().display().to_string()],
+    );
+    out.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect()
+}
+
+fn loaded_antispam_programs() -> usize {
+    run_ok("bpftool", &["prog", "show"])
+        .lines()
+        .filter(|l| l.contains("name antispam_"))
+        .count()
+}
+
+#[test]
+fn sigterm_detaches_everything_and_ends_enforcement() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("lifecycle");
+    let uid = unique_uid();
+    let policy = fx.policy("ports = [25]\n[default]\nrate = \"1/hour\"\nburst = 1\n");
+    let before = loaded_antispam_programs();
+    let mut agent = Agent::start(&policy, &fx.cg, &fx.dir);
+
+    let mut names = attached(&fx.cg);
+    names.sort();
+    assert_eq!(
+        names,
+        ["antispam_connect4", "antispam_connect6", "antispam_egress"],
+        "attached to the test cgroup"
+    );
+    assert_eq!(loaded_antispam_programs(), before + 3);
+
+    let server = fx.smtp_v4();
+    assert!(
+        tcp_probe_once(&fx.cg, uid, server).ok,
+        "first connect within the burst"
+    );
+    assert!(
+        tcp_probe_once(&fx.cg, uid, server).is_eperm(),
+        "second connect over 1/hour"
+    );
+
+    let status = agent.stop().expect("agent exits on SIGTERM");
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(
+        agent.stderr().contains("programs detached"),
+        "stderr:\n{}",
+        agent.stderr()
+    );
+    assert!(
+        attached(&fx.cg).is_empty(),
+        "nothing attached after SIGTERM: {:?}",
+        attached(&fx.cg)
+    );
+    assert_eq!(
+        loaded_antispam_programs(),
+        before,
+        "programs unloaded after SIGTERM"
+    );
+    assert!(
+        tcp_probe_once(&fx.cg, uid, server).ok,
+        "no enforcement once the agent is gone"
+    );
+}
+
+#[test]
+fn refuses_to_start_on_a_bad_policy_or_a_non_cgroup() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("lifecycle");
+    let bad = fx.policy("ports = [25]\n[default]\nrate = \"lots\"\n");
+    let bin = std::env::var("ANTISPAM_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target/release/antispam"));
+    let cg = fx.cg.path().display().to_string();
+    let out = std::process::Command::new(&bin)
+        .args([
+            "run",
+            "--policy",
+            &bad.display().to_string(),
+            "--cgroup",
+            &cg,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run antispam");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "bad policy: exit 2; stderr:\n{err}"
+    );
+    assert!(
+        err.contains(&format!("{}:3:8: malformed rate", bad.display())),
+        "stderr:\n{err}"
+    );
+    assert!(
+        attached(&fx.cg).is_empty(),
+        "nothing attached after a refused start"
+    );
+
+    let good = fx.policy("ports = [25]\n");
+    let out = std::process::Command::new(&bin)
+        .args([
+            "run",
+            "--policy",
+            &good.display().to_string(),
+            "--cgroup",
+            "/tmp",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run antispam");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "not a cgroup: exit 2; stderr:\n{err}"
+    );
+    assert!(
+        err.contains("is not a directory of the cgroup v2 hierarchy"),
+        "stderr:\n{err}"
+    );
+}
