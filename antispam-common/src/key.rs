@@ -4,6 +4,12 @@
 pub const KIND_UID: u32 = 1;
 /// A cgroup bucket: `id` is the cgroup v2 id (the inode number of its directory).
 pub const KIND_CGROUP: u32 = 2;
+/// The one bucket all cgroups of a `shared = true` rule draw on: `id` is the rule id.
+pub const KIND_SHARED: u32 = 3;
+
+/// Flag in [`crate::rule::Rule::bucket`]: the bucket is the shared bucket of the rule whose id
+/// is in the low bits, not a cgroup's. Cgroup ids are inode numbers, far below 2^63.
+pub const BUCKET_SHARED: u64 = 1 << 63;
 
 /// Key of [`crate::maps::KEYS`].
 #[repr(C)]
@@ -30,6 +36,36 @@ impl KeyId {
             _pad: 0,
             id,
         }
+    }
+    pub const fn shared(rule_id: u32) -> KeyId {
+        KeyId {
+            kind: KIND_SHARED,
+            _pad: 0,
+            id: rule_id as u64,
+        }
+    }
+    /// The key of the bucket a cgroup rule's `bucket` field names.
+    pub const fn bucket(bucket: u64) -> KeyId {
+        if bucket & BUCKET_SHARED != 0 {
+            KeyId {
+                kind: KIND_SHARED,
+                _pad: 0,
+                id: bucket & !BUCKET_SHARED,
+            }
+        } else {
+            KeyId::cgroup(bucket)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_keys() {
+        assert_eq!(KeyId::bucket(42), KeyId::cgroup(42));
+        assert_eq!(KeyId::bucket(BUCKET_SHARED | 7), KeyId::shared(7));
     }
 }
 

@@ -22,8 +22,9 @@ pub struct Rule {
     pub rule_id: u32,
     /// The rate for `ACTION_LIMIT`.
     pub rate: Rate,
-    /// For cgroup rules: the cgroup id whose bucket this cgroup draws on (itself, or the
-    /// matched ancestor for cgroups below it). Unused (0) for UID rules.
+    /// For cgroup rules: the bucket this cgroup draws on: a cgroup id (itself, or the matched
+    /// ancestor for cgroups below it), or `BUCKET_SHARED | rule_id` for a `shared = true` rule
+    /// (see [`crate::key::KeyId::bucket`]). Unused (0) for UID rules.
     pub bucket: u64,
 }
 const _: () = assert!(core::mem::size_of::<Rule>() == 32);

@@ -235,11 +235,12 @@ fn evaluate(
     if r.action != ACTION_LIMIT {
         return Decision::allow(REASON_WITHIN_LIMIT, uid_rule_id);
     }
-    // Cgroups below a matched one draw on the matched cgroup's bucket.
+    // Cgroups below a matched one draw on the matched cgroup's bucket; the cgroups of a shared
+    // rule on the rule's bucket.
     let bucket_state = if r.bucket == 0 || r.bucket == cgroup_id {
         cgroup_state
     } else {
-        key_state(&KeyId::cgroup(r.bucket))
+        key_state(&KeyId::bucket(r.bucket))
     };
     let refused = match bucket_state {
         // SAFETY: pointer into a live map value.

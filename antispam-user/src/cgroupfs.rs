@@ -127,12 +127,22 @@ impl CgroupNames {
             return None;
         }
         let tree = walk(&self.mount, &self.root);
-        if tree.len() < 200_000 {
+        if inner.by_id.len() + tree.len() >= 200_000 {
             inner.by_id.clear();
         }
         inner.by_id.extend(tree.into_iter().map(|(p, id)| (id, p)));
         inner.last_scan = Some(Instant::now());
         inner.by_id.get(&id).cloned()
+    }
+
+    /// Records a cgroup's path (the watcher calls this as cgroups appear). Names of cgroups that
+    /// are gone are kept (bounded), so late events still name them.
+    pub fn insert(&self, id: u64, path: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.by_id.len() >= 200_000 {
+            inner.by_id.clear();
+        }
+        inner.by_id.insert(id, path.to_string());
     }
 
     /// The name, or the id in brackets when the cgroup is gone.

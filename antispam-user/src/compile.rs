@@ -12,24 +12,14 @@ use ipnet::IpNet;
 
 use crate::policy::{Mode, Policy, RuleKind};
 
-/// `*` and `?` stay within one path component; `**` spans any number of them.
-const PATH_MATCH: glob::MatchOptions = glob::MatchOptions {
-    case_sensitive: true,
-    require_literal_separator: true,
-    require_literal_leading_dot: false,
-};
-
 /// What every map should hold for one policy.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Compiled {
     pub config: Config,
     pub ports: Vec<u64>,
     pub uid_rules: BTreeMap<u32, MapRule>,
-    pub cgroup_rules: BTreeMap<u64, MapRule>,
     pub dest_v4: BTreeMap<(u32, [u8; 4]), DestRule>,
     pub dest_v6: BTreeMap<(u32, [u8; 16]), DestRule>,
-    /// Which cgroups a rule covers: (path relative to the mount, id, rule id, bucket id).
-    pub cgroup_matches: Vec<(String, u64, u32, u64)>,
 }
 
 /// Options that are not part of the policy.
@@ -39,19 +29,12 @@ pub struct Options {
     pub events_allowed: bool,
 }
 
-/// Compiles `policy` for the cgroups under the attach point, `cgroups` being (path relative to
-/// the mount, id) with parents before children.
+/// Compiles everything of `policy` but its cgroup rules (see [`crate::assign`]).
 ///
-/// Precedence: `[[allow]]` wins over `[[limit]]`; among `[[limit]]` rules naming the same UID or
-/// cgroup, the later one in the file wins. A cgroup rule covers the cgroups it matches and their
-/// descendants, which draw on the matched cgroup's bucket; a descendant matched by a rule of its
-/// own uses that rule and its own bucket.
-pub fn compile(
-    policy: &Policy,
-    generation: u32,
-    opts: Options,
-    cgroups: &[(String, u64)],
-) -> Compiled {
+/// Precedence: `[[allow]]` wins over `[[limit]]`; among `[[limit]]` rules naming the same UID,
+/// the later one in the file wins; among destinations the longest prefix wins, except that a
+/// blocked prefix inside an allowed one is dropped (allow wins).
+pub fn compile(policy: &Policy, generation: u32, opts: Options) -> Compiled {
     let mut c = Compiled::default();
     let mut flags = 0;
     if policy.mode == Mode::Monitor {
@@ -85,35 +68,6 @@ pub fn compile(
         for range in &rule.uids {
             for uid in range.first..=range.last {
                 c.uid_rules.insert(uid, value);
-            }
-        }
-    }
-
-    // Cgroups: each one takes the rule of the nearest matched ancestor (or itself).
-    let mut own: BTreeMap<&str, (MapRule, u64)> = BTreeMap::new();
-    for (path, id) in cgroups {
-        for rule in ordered.clone() {
-            if rule
-                .cgroups
-                .iter()
-                .any(|p| p.matches_with(path, PATH_MATCH))
-            {
-                let mut v = map_rule(rule);
-                v.bucket = *id;
-                own.insert(path.as_str(), (v, *id));
-            }
-        }
-    }
-    if !own.is_empty() {
-        for (path, id) in cgroups {
-            let found = own
-                .get(path.as_str())
-                .copied()
-                .or_else(|| ancestors(path).find_map(|a| own.get(a).copied()));
-            if let Some((v, bucket)) = found {
-                c.cgroup_rules.insert(*id, v);
-                c.cgroup_matches
-                    .push((path.clone(), *id, v.rule_id, bucket));
             }
         }
     }
@@ -187,22 +141,6 @@ fn map_rule(rule: &crate::policy::Rule) -> MapRule {
     }
 }
 
-/// "/a/b/c" → "/a/b", "/a", "/".
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    let mut cur = path;
-    std::iter::from_fn(move || {
-        if cur == "/" || cur.is_empty() {
-            return None;
-        }
-        cur = match cur.rfind('/') {
-            Some(0) => "/",
-            Some(i) => &cur[..i],
-            None => "",
-        };
-        Some(cur)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,7 +168,7 @@ users = [1002]
             None,
         )
         .unwrap();
-        let c = compile(&p, 7, OPTS, &[]);
+        let c = compile(&p, 7, OPTS);
         assert_eq!(c.config.generation, 7);
         assert_eq!(c.config.flags, FLAG_EVENTS_ALLOWED);
         assert_eq!(c.ports[0], 1 << 25);
@@ -240,50 +178,6 @@ users = [1002]
         assert_eq!(c.uid_rules[&1000].rate.interval_ns, 360_000_000_000);
         assert_eq!(c.uid_rules[&1001].rule_id, 2, "the later limit wins");
         assert_eq!(c.uid_rules[&1002].action, ACTION_ALLOW, "allow wins");
-    }
-
-    #[test]
-    fn cgroups_inherit_from_the_nearest_match() {
-        let p = parse(
-            "p.toml",
-            r#"
-[[limit]]
-cgroups = ["/kubepods.slice"]
-rate = "10/minute"
-[[limit]]
-cgroups = ["/kubepods.slice/pod-*"]
-rate = "1/minute"
-"#,
-            None,
-        )
-        .unwrap();
-        let tree = vec![
-            ("/".to_string(), 1),
-            ("/kubepods.slice".to_string(), 2),
-            ("/kubepods.slice/other".to_string(), 3),
-            ("/kubepods.slice/pod-a".to_string(), 4),
-            ("/kubepods.slice/pod-a/c1".to_string(), 5),
-            ("/system.slice".to_string(), 6),
-        ];
-        let c = compile(&p, 1, OPTS, &tree);
-        assert!(!c.cgroup_rules.contains_key(&1));
-        assert!(!c.cgroup_rules.contains_key(&6));
-        assert_eq!(
-            (c.cgroup_rules[&2].rule_id, c.cgroup_rules[&2].bucket),
-            (1, 2)
-        );
-        assert_eq!(
-            (c.cgroup_rules[&3].rule_id, c.cgroup_rules[&3].bucket),
-            (1, 2)
-        );
-        assert_eq!(
-            (c.cgroup_rules[&4].rule_id, c.cgroup_rules[&4].bucket),
-            (2, 4)
-        );
-        assert_eq!(
-            (c.cgroup_rules[&5].rule_id, c.cgroup_rules[&5].bucket),
-            (2, 4)
-        );
     }
 
     #[test]
@@ -299,7 +193,7 @@ destinations = ["192.0.0.0/16", "2001:db8::/32"]
             None,
         )
         .unwrap();
-        let c = compile(&p, 1, OPTS, &[]);
+        let c = compile(&p, 1, OPTS);
         let v4: Vec<_> = c
             .dest_v4
             .iter()
@@ -315,11 +209,5 @@ destinations = ["192.0.0.0/16", "2001:db8::/32"]
         );
         assert_eq!(c.dest_v6.len(), 1);
         assert_eq!(c.dest_v6.values().next().unwrap().action, ACTION_ALLOW);
-    }
-
-    #[test]
-    fn ancestors_walk_up() {
-        assert_eq!(ancestors("/a/b/c").collect::<Vec<_>>(), ["/a/b", "/a", "/"]);
-        assert_eq!(ancestors("/").count(), 0);
     }
 }

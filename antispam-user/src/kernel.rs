@@ -17,7 +17,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 
-use crate::{compile::Compiled, error::Error};
+use crate::{assign::Assignments, compile::Compiled, error::Error};
 
 /// The eBPF object built by build.rs from the antispam-ebpf crate.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/antispam"));
@@ -31,6 +31,9 @@ pub struct Kernel {
     pub view: Option<KernelView>,
     /// The ring buffer of decisions; taken by the event reader.
     pub events: Option<RingBuf<MapData>>,
+    /// A second, writable handle on the per-key state map, to drop the state of cgroups that
+    /// are gone.
+    pub keys_writer: HashMap<MapData, KeyId, KeyState>,
     pub attached: Vec<&'static str>,
     pub cgroup: PathBuf,
 }
@@ -84,8 +87,15 @@ impl Kernel {
             dest_v4: take(&mut ebpf, m::DEST_V4)?,
             dest_v6: take(&mut ebpf, m::DEST_V6)?,
         };
+        let keys: HashMap<MapData, KeyId, KeyState> = take(&mut ebpf, m::KEYS)?;
+        let keys_writer = {
+            use aya::maps::IterableMap as _;
+            let id = keys.map().info().map_err(Error::map(m::KEYS))?.id();
+            let data = MapData::from_id(id).map_err(Error::map(m::KEYS))?;
+            HashMap::try_from(aya::maps::Map::LruHashMap(data)).map_err(Error::map(m::KEYS))?
+        };
         let view = KernelView {
-            keys: take(&mut ebpf, m::KEYS)?,
+            keys,
             decisions: take(&mut ebpf, m::DECISIONS)?,
             stats: take(&mut ebpf, m::STATS)?,
         };
@@ -116,6 +126,7 @@ impl Kernel {
             rules,
             view: Some(view),
             events,
+            keys_writer,
             attached: Vec::new(),
             cgroup: PathBuf::new(),
         })
@@ -163,6 +174,40 @@ impl Kernel {
 }
 
 impl RuleMaps {
+    /// Makes the cgroup rules map hold exactly `a`.
+    pub fn apply_cgroups(&mut self, a: &Assignments) -> Result<(), Error> {
+        for (id, x) in a {
+            self.set_cgroup(*id, &x.rule)?;
+        }
+        let stale: Vec<u64> = self
+            .cgroup_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !a.contains_key(k))
+            .collect();
+        for k in stale {
+            self.remove_cgroup(k)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_cgroup(&mut self, id: u64, rule: &Rule) -> Result<(), Error> {
+        self.cgroup_rules
+            .insert(id, rule, 0)
+            .map_err(Error::map(m::CGROUP_RULES))
+    }
+
+    /// Removes a cgroup's rule; a cgroup that had none is not an error.
+    pub fn remove_cgroup(&mut self, id: u64) -> Result<(), Error> {
+        match self.cgroup_rules.remove(&id) {
+            Err(e) if !missing(&e) => Err(Error::Map {
+                name: m::CGROUP_RULES,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Makes the maps hold exactly `c`. Entries are written before stale ones are removed and
     /// the configuration (with the new generation) goes last, so a connect never sees a rule
     /// set with holes in it.
@@ -188,28 +233,23 @@ impl RuleMaps {
                 .remove(&k)
                 .map_err(Error::map(m::UID_RULES))?;
         }
-        for (id, rule) in &c.cgroup_rules {
-            self.cgroup_rules
-                .insert(id, rule, 0)
-                .map_err(Error::map(m::CGROUP_RULES))?;
-        }
-        let stale: Vec<u64> = self
-            .cgroup_rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !c.cgroup_rules.contains_key(k))
-            .collect();
-        for k in stale {
-            self.cgroup_rules
-                .remove(&k)
-                .map_err(Error::map(m::CGROUP_RULES))?;
-        }
         sync_trie(&mut self.dest_v4, &c.dest_v4, m::DEST_V4)?;
         sync_trie(&mut self.dest_v6, &c.dest_v6, m::DEST_V6)?;
         self.config
             .set(0, c.config, 0)
             .map_err(Error::map(m::CONFIG))?;
         Ok(())
+    }
+}
+
+/// Is this the error of deleting or reading a key that is not there?
+pub fn missing(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(aya::sys::SyscallError { io_error, .. }) => {
+            io_error.raw_os_error() == Some(libc::ENOENT)
+        }
+        _ => false,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `antispam`: the agent (`run`) and its command-line tools.
 
+mod assign;
 mod cgroupfs;
 mod cli;
 mod compile;
@@ -12,6 +13,7 @@ mod names;
 mod policy;
 mod state;
 mod status;
+mod watch;
 
 use clap::Parser;
 

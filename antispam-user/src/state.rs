@@ -3,13 +3,14 @@
 use std::{
     sync::{
         atomic::{AtomicU32, AtomicU64},
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
     },
     time::SystemTime,
 };
 
 use crate::{
-    cgroupfs::CgroupNames, compile::Compiled, kernel::KernelView, names::UserNames, policy::Policy,
+    assign::Assignments, cgroupfs::CgroupNames, compile::Compiled, kernel::KernelView,
+    names::UserNames, policy::Policy,
 };
 
 /// Agent-side counters (the kernel's are read from its maps).
@@ -23,6 +24,15 @@ pub struct Counters {
     pub log_errors: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_error: AtomicU64,
+    /// Cgroups that appeared / went away under the attach point since the start.
+    pub cgroups_created: AtomicU64,
+    pub cgroups_removed: AtomicU64,
+    /// Failures to update the maps for a cgroup change.
+    pub cgroup_update_errors: AtomicU64,
+    /// Cgroup directories that could not be watched.
+    pub cgroup_watch_errors: AtomicU64,
+    /// Cgroups under the attach point (gauge).
+    pub cgroups_known: AtomicU64,
 }
 
 /// The policy in force and what it compiled to, swapped whole on reload.
@@ -33,6 +43,8 @@ pub struct Enforced {
 
 pub struct Shared {
     pub enforced: RwLock<Arc<Enforced>>,
+    /// Which cgroup rule covers which cgroup, kept in step with the cgroup tree.
+    pub assignments: Mutex<Assignments>,
     pub generation: AtomicU32,
     pub cgroups: CgroupNames,
     pub users: UserNames,
@@ -56,6 +68,10 @@ impl Shared {
 
     pub fn set_enforced(&self, e: Enforced) {
         *self.enforced.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(e);
+    }
+
+    pub fn assignments(&self) -> std::sync::MutexGuard<'_, Assignments> {
+        self.assignments.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn rule_name(&self, id: u32) -> String {

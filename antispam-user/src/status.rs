@@ -2,9 +2,12 @@
 
 use std::sync::atomic::Ordering;
 
+use std::collections::HashMap;
+
 use antispam_common::{
-    key::{KIND_CGROUP, KIND_UID},
+    key::{KeyId, KeyState, BUCKET_SHARED, KIND_CGROUP, KIND_SHARED, KIND_UID},
     rate::available,
+    rule::{Rule as MapRule, ACTION_ALLOW, ACTION_LIMIT},
     stats,
 };
 use serde_json::{json, Value};
@@ -43,43 +46,111 @@ pub fn value(shared: &Shared) -> Value {
             })
         })
         .collect();
-    let matches: Vec<Value> = enforced
-        .compiled
-        .cgroup_matches
+    let assignments = shared.assignments().clone();
+    let bucket_name = |bucket: u64| {
+        if bucket & BUCKET_SHARED != 0 {
+            format!("{} (shared)", p.rule_name((bucket & !BUCKET_SHARED) as u32))
+        } else {
+            shared.cgroups.label(bucket)
+        }
+    };
+    let matches: Vec<Value> = assignments
         .iter()
-        .map(|(path, id, rule, bucket)| {
-            json!({"cgroup": path, "id": id, "rule": p.rule_name(*rule), "bucket": shared.cgroups.label(*bucket)})
+        .take(MAX_KEYS)
+        .map(|(id, a)| {
+            json!({
+                "cgroup": a.path, "id": id, "rule": p.rule_name(a.rule.rule_id),
+                "bucket": if a.rule.action == ACTION_ALLOW { "-".to_string() } else { bucket_name(a.rule.bucket) },
+            })
         })
         .collect();
 
     // Usage per key against the limit that applies to it.
     let now = now_mono_ns();
     let mut keys = shared.view.keys();
+    let by_key: HashMap<KeyId, KeyState> = keys.iter().copied().collect();
     keys.sort_by(|a, b| {
         (b.1.denied + b.1.would_deny, b.1.allowed).cmp(&(a.1.denied + a.1.would_deny, a.1.allowed))
     });
     let c = &enforced.compiled;
+    // The tokens left in a bucket: a cgroup may draw on an ancestor's or a shared bucket.
+    let tokens = |bucket: KeyId, rate: &antispam_common::rate::Rate| {
+        let tat = by_key.get(&bucket).map_or(0, |s| s.tat);
+        available(tat, now, rate)
+    };
     let list: Vec<Value> = keys
         .iter()
         .take(MAX_KEYS)
         .map(|(k, s)| {
-            let (kind, name, rule) = if k.kind == KIND_UID {
-                let uid = k.id as u32;
-                let rule = c.uid_rules.get(&uid).copied();
-                ("uid", shared.users.label(uid), rule)
-            } else {
-                let rule = c.cgroup_rules.get(&k.id).copied();
-                ("cgroup", shared.cgroups.label(k.id), rule)
+            let (kind, name, rule, bucket) = match k.kind {
+                KIND_UID => {
+                    let uid = k.id as u32;
+                    (
+                        "uid",
+                        shared.users.label(uid),
+                        c.uid_rules.get(&uid).copied(),
+                        *k,
+                    )
+                }
+                KIND_SHARED => {
+                    let id = k.id as u32;
+                    let rule = p
+                        .rules
+                        .iter()
+                        .find(|r| r.id == id)
+                        .and_then(|r| r.rate)
+                        .map(|r| MapRule {
+                            action: ACTION_LIMIT,
+                            rule_id: id,
+                            rate: r.gcra,
+                            bucket: BUCKET_SHARED | k.id,
+                        });
+                    ("shared", format!("{} (shared)", p.rule_name(id)), rule, *k)
+                }
+                _ => {
+                    let rule = assignments.get(&k.id).map(|a| a.rule);
+                    let bucket = rule.map_or(*k, |r| {
+                        if r.bucket == 0 {
+                            *k
+                        } else {
+                            KeyId::bucket(r.bucket)
+                        }
+                    });
+                    ("cgroup", shared.cgroups.label(k.id), rule, bucket)
+                }
             };
             let (rule_name, limit, avail) = match rule {
-                Some(r) if r.action == antispam_common::rule::ACTION_ALLOW => (p.rule_name(r.rule_id), "unlimited".to_string(), None),
-                Some(r) => (p.rule_name(r.rule_id), describe(&r.rate), Some(available(s.tat, now, &r.rate))),
-                None if k.kind == KIND_UID => ("default".into(), p.default_rate.to_string(), Some(available(s.tat, now, &p.default_rate.gcra))),
+                Some(r) if r.action == ACTION_ALLOW => {
+                    (p.rule_name(r.rule_id), "unlimited".to_string(), None)
+                }
+                Some(r) => (
+                    p.rule_name(r.rule_id),
+                    describe(&r.rate),
+                    Some(tokens(bucket, &r.rate)),
+                ),
+                None if k.kind == KIND_UID => (
+                    "default".into(),
+                    p.default_rate.to_string(),
+                    Some(tokens(bucket, &p.default_rate.gcra)),
+                ),
                 None => ("-".into(), "no cgroup limit".into(), None),
+            };
+            let bucket_label = if bucket == *k || kind != "cgroup" {
+                None
+            } else {
+                Some(bucket_name(
+                    bucket.id
+                        | if bucket.kind == KIND_SHARED {
+                            BUCKET_SHARED
+                        } else {
+                            0
+                        },
+                ))
             };
             json!({
                 "kind": kind, "id": k.id, "name": name, "rule": rule_name, "limit": limit,
-                "available": avail, "allowed": s.allowed, "denied": s.denied, "would_deny": s.would_deny,
+                "available": avail, "bucket": bucket_label,
+                "allowed": s.allowed, "denied": s.denied, "would_deny": s.would_deny,
                 "packets": s.packets, "bytes": s.bytes,
             })
         })
@@ -111,10 +182,13 @@ pub fn value(shared: &Shared) -> Value {
             "allow": p.count(RuleKind::Allow), "limit": p.count(RuleKind::Limit), "block": p.count(RuleKind::Block),
         },
         "cgroup_rules": matches,
+        "cgroups_covered": assignments.len(),
+        "cgroups_followed": shared.counters.cgroups_known.load(Ordering::Relaxed),
         "keys": list,
         "tracked": {
             "uids": keys.iter().filter(|(k, _)| k.kind == KIND_UID).count(),
             "cgroups": keys.iter().filter(|(k, _)| k.kind == KIND_CGROUP).count(),
+            "shared": keys.iter().filter(|(k, _)| k.kind == KIND_SHARED).count(),
         },
         "kernel_errors": kernel_errors,
         "events_read": shared.counters.events_read.load(Ordering::Relaxed),

@@ -6,25 +6,29 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::{atomic::Ordering, Arc, RwLock},
+    sync::{atomic::Ordering, Arc, Mutex, RwLock},
     time::SystemTime,
 };
 
+use antispam_common::key::{KeyId, KeyState};
+use aya::maps::{HashMap, MapData};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::watch,
 };
 
 use crate::{
+    assign::{self, ancestors},
     cgroupfs::{self, CgroupNames},
-    compile::{self, Compiled, Options},
+    compile::{self, Options},
     error::Error,
     events::{self, EventFilter},
     http,
-    kernel::{Kernel, RuleMaps},
+    kernel::{missing, Kernel, RuleMaps},
     names::UserNames,
     policy::Policy,
     state::{Counters, Enforced, Shared},
+    watch::{CgroupWatcher, Change},
 };
 
 #[derive(clap::Args)]
@@ -110,27 +114,13 @@ fn attach_dir(mount: &Path, wanted: Option<&Path>) -> Result<PathBuf, Error> {
     Ok(canon)
 }
 
-fn has_cgroup_rules(p: &Policy) -> bool {
-    p.rules.iter().any(|r| !r.cgroups.is_empty())
-}
-
-fn compile_for(
-    policy: &Policy,
-    generation: u32,
-    opts: Options,
-    mount: &Path,
-    dir: &Path,
-) -> Compiled {
-    let tree = if has_cgroup_rules(policy) {
-        cgroupfs::walk(mount, dir)
-    } else {
-        Vec::new()
-    };
-    let c = compile::compile(policy, generation, opts, &tree);
+/// Assigns cgroup rules over the whole tree and warns about rules that cover nothing yet.
+fn assign_all(policy: &Policy, watcher: &CgroupWatcher, dir: &Path) -> assign::Assignments {
+    let a = assign::assign_tree(policy, &watcher.tree());
     for rule in policy.rules.iter().filter(|r| !r.cgroups.is_empty()) {
-        if !c.cgroup_matches.iter().any(|(_, _, id, _)| *id == rule.id) {
-            log::warn!(
-                "{}:{}: {} matches no cgroup under {} yet",
+        if !a.values().any(|x| x.rule.rule_id == rule.id) {
+            log::info!(
+                "{}:{}: {} matches no cgroup under {} yet; it applies as soon as one appears",
                 policy.origin,
                 rule.line,
                 rule.name(),
@@ -138,7 +128,18 @@ fn compile_for(
             );
         }
     }
-    c
+    a
+}
+
+/// What the main loop owns and changes: the rule maps, the watcher, the state map handle.
+struct Control<'a> {
+    args: &'a Args,
+    shared: &'a Shared,
+    maps: &'a mut RuleMaps,
+    keys: &'a mut HashMap<MapData, KeyId, KeyState>,
+    watcher: Option<&'a mut CgroupWatcher>,
+    opts: Options,
+    dir: &'a Path,
 }
 
 async fn run(args: Args) -> Result<(), Error> {
@@ -163,15 +164,37 @@ async fn run(args: Args) -> Result<(), Error> {
     };
 
     let mut kernel = Kernel::load(args.kernel_debug)?;
+    // Watch before the first assignment, so no cgroup created meanwhile is missed.
+    let mut watcher = match CgroupWatcher::new(&mount, &dir) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::error!("cannot follow the cgroup tree with inotify ({e}): cgroup rules apply to cgroups that exist at start and reload only");
+            None
+        }
+    };
     let generation = 1;
-    let compiled = compile_for(&policy, generation, opts, &mount, &dir);
+    let compiled = compile::compile(&policy, generation, opts);
+    let tree = watcher
+        .as_ref()
+        .map(CgroupWatcher::tree)
+        .unwrap_or_else(|| cgroupfs::walk(&mount, &dir));
+    let assignments = match &watcher {
+        Some(w) => assign_all(&policy, w, &dir),
+        None => assign::assign_tree(&policy, &tree),
+    };
     kernel.rules.apply(&compiled)?;
+    kernel.rules.apply_cgroups(&assignments)?;
     kernel.attach(&dir)?;
 
+    let names = CgroupNames::new(mount.clone(), dir.clone());
+    for (path, id) in &tree {
+        names.insert(*id, path);
+    }
     let shared = Arc::new(Shared {
         enforced: RwLock::new(Arc::new(Enforced { policy, compiled })),
+        assignments: Mutex::new(assignments),
         generation: generation.into(),
-        cgroups: CgroupNames::new(mount.clone(), dir.clone()),
+        cgroups: names,
         users: UserNames::default(),
         counters: Counters::default(),
         view: kernel.view.take().expect("view taken once"),
@@ -180,6 +203,16 @@ async fn run(args: Args) -> Result<(), Error> {
         metrics_max_keys: args.metrics_max_keys,
         started: SystemTime::now(),
     });
+    shared
+        .counters
+        .cgroups_known
+        .store(tree.len() as u64, Ordering::Relaxed);
+    if let Some(w) = &watcher {
+        shared
+            .counters
+            .cgroup_watch_errors
+            .store(w.watch_errors, Ordering::Relaxed);
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ring = kernel.events.take().expect("ring buffer taken once");
@@ -199,11 +232,12 @@ async fn run(args: Args) -> Result<(), Error> {
     {
         let e = shared.enforced();
         log::info!(
-            "enforcing {} (mode {}, generation {generation}) on cgroup {} with {} programs; metrics and status on http://{addr}/",
+            "enforcing {} (mode {}, generation {generation}) on cgroup {} with {} programs; {} cgroups followed; metrics and status on http://{addr}/",
             e.policy.origin,
             e.policy.mode.name(),
             dir.display(),
-            kernel.attached.len()
+            kernel.attached.len(),
+            tree.len(),
         );
     }
 
@@ -214,13 +248,41 @@ async fn run(args: Args) -> Result<(), Error> {
     let mut term = signal(SignalKind::terminate()).map_err(io)?;
     let mut int = signal(SignalKind::interrupt()).map_err(io)?;
     let mut hup = signal(SignalKind::hangup()).map_err(io)?;
+    let Kernel {
+        rules: ref mut maps,
+        keys_writer: ref mut keys,
+        ..
+    } = kernel;
+    let mut ctl = Control {
+        args: &args,
+        shared: &shared,
+        maps,
+        keys,
+        watcher: watcher.as_mut(),
+        opts,
+        dir: &dir,
+    };
     loop {
+        let changes = async {
+            match ctl.watcher.as_deref_mut() {
+                Some(w) => w.next().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = term.recv() => { log::info!("SIGTERM: detaching and exiting"); break; }
             _ = int.recv() => { log::info!("SIGINT: detaching and exiting"); break; }
-            _ = hup.recv() => reload(&args, &shared, &mut kernel.rules, opts, &mount, &dir),
+            _ = hup.recv() => ctl.reload(),
+            c = changes => match c {
+                Some(c) => ctl.cgroups_changed(c),
+                None => {
+                    log::error!("stopped following the cgroup tree; new cgroups are covered at the next reload");
+                    ctl.watcher = None;
+                }
+            },
         }
     }
+    drop(ctl);
     let _ = stop_tx.send(true);
     let _ = events_task.await;
     let _ = http_task.await;
@@ -229,46 +291,117 @@ async fn run(args: Args) -> Result<(), Error> {
     Ok(())
 }
 
-/// Re-reads the policy file. A valid policy replaces the old one; an invalid one is refused with
-/// its problems and the old one stays in force.
-fn reload(
-    args: &Args,
-    shared: &Shared,
-    maps: &mut RuleMaps,
-    opts: Options,
-    mount: &Path,
-    dir: &Path,
-) {
-    let Some(path) = &args.policy else {
-        log::info!("SIGHUP: running on the built-in policy; nothing to reload");
-        return;
-    };
-    let policy = match load_policy(Some(path)) {
-        Ok(p) => p,
-        Err(e) => {
+impl Control<'_> {
+    /// Re-reads the policy file. A valid policy replaces the old one; an invalid one is refused
+    /// with its problems and the old one stays in force.
+    fn reload(&mut self) {
+        let shared = self.shared;
+        let Some(path) = &self.args.policy else {
+            log::info!("SIGHUP: running on the built-in policy; nothing to reload");
+            return;
+        };
+        let policy = match load_policy(Some(path)) {
+            Ok(p) => p,
+            Err(e) => {
+                shared
+                    .counters
+                    .reloads_error
+                    .fetch_add(1, Ordering::Relaxed);
+                log::error!("SIGHUP: reload refused, the previous policy stays in force: {e}");
+                return;
+            }
+        };
+        let generation = shared.generation.load(Ordering::Relaxed) + 1;
+        let compiled = compile::compile(&policy, generation, self.opts);
+        let assignments = match self.watcher.as_deref() {
+            Some(w) => assign_all(&policy, w, self.dir),
+            None => {
+                let mount = cgroupfs::cgroup2_mount().unwrap_or_default();
+                assign::assign_tree(&policy, &cgroupfs::walk(&mount, self.dir))
+            }
+        };
+        let applied = self
+            .maps
+            .apply(&compiled)
+            .and_then(|()| self.maps.apply_cgroups(&assignments));
+        if let Err(e) = applied {
             shared
                 .counters
                 .reloads_error
                 .fetch_add(1, Ordering::Relaxed);
-            log::error!("SIGHUP: reload refused, the previous policy stays in force: {e}");
+            log::error!("SIGHUP: applying the new policy failed ({e}); restoring the previous one");
+            let restored = self
+                .maps
+                .apply(&shared.enforced().compiled)
+                .and_then(|()| self.maps.apply_cgroups(&shared.assignments()));
+            if let Err(e) = restored {
+                log::error!("restoring the previous policy failed too: {e}");
+            }
             return;
         }
-    };
-    let generation = shared.generation.load(Ordering::Relaxed) + 1;
-    let compiled = compile_for(&policy, generation, opts, mount, dir);
-    if let Err(e) = maps.apply(&compiled) {
-        shared
-            .counters
-            .reloads_error
-            .fetch_add(1, Ordering::Relaxed);
-        log::error!("SIGHUP: applying the new policy failed ({e}); restoring the previous one");
-        if let Err(e) = maps.apply(&shared.enforced().compiled) {
-            log::error!("restoring the previous policy failed too: {e}");
-        }
-        return;
+        shared.generation.store(generation, Ordering::Relaxed);
+        log::info!("SIGHUP: {policy} (generation {generation})");
+        *shared.assignments() = assignments;
+        shared.set_enforced(Enforced { policy, compiled });
+        shared.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
     }
-    shared.generation.store(generation, Ordering::Relaxed);
-    log::info!("SIGHUP: {policy} (generation {generation})");
-    shared.set_enforced(Enforced { policy, compiled });
-    shared.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
+
+    /// Covers new cgroups and forgets removed ones, in the maps and in the agent's state.
+    fn cgroups_changed(&mut self, changes: Vec<Change>) {
+        let shared = self.shared;
+        let enforced = shared.enforced();
+        let c = &shared.counters;
+        let mut assignments = shared.assignments();
+        for change in changes {
+            let result = match change {
+                Change::Created { path, id } => {
+                    c.cgroups_created.fetch_add(1, Ordering::Relaxed);
+                    shared.cgroups.insert(id, &path);
+                    let watcher = self.watcher.as_deref();
+                    let inherited = ancestors(&path).find_map(|a| {
+                        let aid = watcher.and_then(|w| w.id_of(a))?;
+                        assignments.get(&aid).map(|x| x.rule)
+                    });
+                    match assign::assign(&enforced.policy, &path, id, inherited) {
+                        Some(rule) => {
+                            log::debug!(
+                                "cgroup {path} appeared: {}",
+                                enforced.policy.rule_name(rule.rule_id)
+                            );
+                            assignments.insert(id, assign::Assignment { path, rule });
+                            self.maps.set_cgroup(id, &rule)
+                        }
+                        None => Ok(()),
+                    }
+                }
+                Change::Removed { path, id } => {
+                    c.cgroups_removed.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("cgroup {path} is gone");
+                    let had_rule = assignments.remove(&id).is_some();
+                    let r = if had_rule {
+                        self.maps.remove_cgroup(id)
+                    } else {
+                        Ok(())
+                    };
+                    // Its counters and bucket go too: nothing is left behind for a gone cgroup.
+                    match self.keys.remove(&KeyId::cgroup(id)) {
+                        Err(e) if !missing(&e) => {
+                            log::warn!("dropping the state of cgroup {path}: {e}")
+                        }
+                        _ => {}
+                    }
+                    r
+                }
+            };
+            if let Err(e) = result {
+                c.cgroup_update_errors.fetch_add(1, Ordering::Relaxed);
+                log::error!("updating the cgroup rules: {e}");
+            }
+        }
+        if let Some(w) = self.watcher.as_deref() {
+            c.cgroups_known.store(w.len() as u64, Ordering::Relaxed);
+            c.cgroup_watch_errors
+                .store(w.watch_errors, Ordering::Relaxed);
+        }
+    }
 }

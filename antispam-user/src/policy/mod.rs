@@ -78,6 +78,8 @@ pub struct Rule {
     pub cgroups: Vec<glob::Pattern>,
     pub destinations: Vec<IpNet>,
     pub rate: Option<RateSpec>,
+    /// `[[limit]]` only: the cgroups it covers share one budget.
+    pub shared: bool,
 }
 
 impl Rule {
@@ -275,6 +277,7 @@ impl Checker<'_> {
                 cgroups: Vec::new(),
                 destinations: Vec::new(),
                 rate: None,
+                shared: false,
             };
             match kind {
                 RuleKind::Allow => {
@@ -299,6 +302,12 @@ impl Checker<'_> {
                             &raw.limit[index],
                             "[[limit]] names nothing: give users or cgroups",
                         );
+                    }
+                    if let Some(shared) = &t.shared {
+                        rule.shared = *shared.get_ref();
+                        if rule.shared && t.cgroups.is_empty() {
+                            self.error(shared, "shared = true pools the budget of the cgroups a rule names, and this rule names none");
+                        }
                     }
                 }
                 RuleKind::Block => {

@@ -68,6 +68,9 @@ pub struct RawLimit {
     /// As for `[[allow]]`.
     #[serde(default)]
     pub skip_unknown_users: bool,
+    /// All cgroups this rule covers draw on one common budget instead of one each.
+    #[serde(default)]
+    pub shared: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -227,3 +227,19 @@ fn shadowed_blocks_warn() {
         .to_string()
         .starts_with("p.toml:3:1: block[0] blocks 192.0.2.0/24"));
 }
+
+#[test]
+fn shared_needs_cgroups() {
+    let e = errors("[[limit]]\nusers = [1]\nrate = \"1/second\"\nshared = true\n");
+    assert!(
+        e[0].starts_with("p.toml:4:10: shared = true pools"),
+        "{e:?}"
+    );
+    let p = parse(
+        "p.toml",
+        "[[limit]]\ncgroups = [\"/a/*\"]\nrate = \"1/second\"\nshared = true\n",
+        None,
+    )
+    .unwrap();
+    assert!(p.rules[0].shared);
+}
