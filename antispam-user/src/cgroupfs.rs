@@ -99,8 +99,13 @@ pub struct CgroupNames {
 
 struct NamesInner {
     by_id: HashMap<u64, String>,
+    /// Cgroups that are gone, oldest first: their names are kept a while for late events.
+    gone: std::collections::VecDeque<u64>,
     last_scan: Option<Instant>,
 }
+
+/// How many names of gone cgroups are remembered.
+const GONE_KEPT: usize = 4096;
 
 impl CgroupNames {
     pub fn new(mount: PathBuf, root: PathBuf) -> CgroupNames {
@@ -109,6 +114,7 @@ impl CgroupNames {
             root,
             inner: Mutex::new(NamesInner {
                 by_id: HashMap::new(),
+                gone: std::collections::VecDeque::new(),
                 last_scan: None,
             }),
         }
@@ -143,6 +149,18 @@ impl CgroupNames {
             inner.by_id.clear();
         }
         inner.by_id.insert(id, path.to_string());
+    }
+
+    /// Notes that a cgroup is gone: its name stays for the next GONE_KEPT removals, so events
+    /// still in flight name it, and then goes, so churn does not grow the agent's memory.
+    pub fn remove(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.gone.push_back(id);
+        while inner.gone.len() > GONE_KEPT {
+            if let Some(old) = inner.gone.pop_front() {
+                inner.by_id.remove(&old);
+            }
+        }
     }
 
     /// The name, or the id in brackets when the cgroup is gone.

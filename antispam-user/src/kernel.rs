@@ -12,7 +12,9 @@ use antispam_common::{
     rule::{DestRule, Rule},
 };
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::Key, Array, HashMap, IterableMap as _, LpmTrie, MapData, PerCpuArray, RingBuf,
+    },
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
     Ebpf, EbpfLoader,
 };
@@ -51,8 +53,24 @@ pub struct RuleMaps {
 /// several tasks needs no lock.
 pub struct KernelView {
     pub keys: HashMap<MapData, KeyId, KeyState>,
+    pub cgroup_rules: HashMap<MapData, u64, Rule>,
     pub decisions: PerCpuArray<MapData, u64>,
     pub stats: PerCpuArray<MapData, u64>,
+}
+
+/// A second handle on a map, from a duplicate of its fd (re-opening it by id instead would need
+/// CAP_SYS_ADMIN for BPF_MAP_GET_FD_BY_ID).
+fn dup(map: &MapData, name: &'static str) -> Result<MapData, Error> {
+    use std::os::fd::AsFd as _;
+    let fd = map
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| Error::Io {
+            what: format!("duplicating the {name} map fd"),
+            source,
+        })?;
+    MapData::from_fd(fd).map_err(Error::map(name))
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
@@ -88,14 +106,16 @@ impl Kernel {
             dest_v6: take(&mut ebpf, m::DEST_V6)?,
         };
         let keys: HashMap<MapData, KeyId, KeyState> = take(&mut ebpf, m::KEYS)?;
-        let keys_writer = {
-            use aya::maps::IterableMap as _;
-            let id = keys.map().info().map_err(Error::map(m::KEYS))?.id();
-            let data = MapData::from_id(id).map_err(Error::map(m::KEYS))?;
-            HashMap::try_from(aya::maps::Map::LruHashMap(data)).map_err(Error::map(m::KEYS))?
-        };
+        let keys_writer = HashMap::try_from(aya::maps::Map::LruHashMap(dup(keys.map(), m::KEYS)?))
+            .map_err(Error::map(m::KEYS))?;
+        let cgroup_rules_reader = HashMap::try_from(aya::maps::Map::HashMap(dup(
+            rules.cgroup_rules.map(),
+            m::CGROUP_RULES,
+        )?))
+        .map_err(Error::map(m::CGROUP_RULES))?;
         let view = KernelView {
             keys,
+            cgroup_rules: cgroup_rules_reader,
             decisions: take(&mut ebpf, m::DECISIONS)?,
             stats: take(&mut ebpf, m::STATS)?,
         };

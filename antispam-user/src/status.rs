@@ -191,6 +191,10 @@ pub fn value(shared: &Shared) -> Value {
             "shared": keys.iter().filter(|(k, _)| k.kind == KIND_SHARED).count(),
         },
         "kernel_errors": kernel_errors,
+        "kernel_maps": {
+            "cgroup_rules": shared.view.cgroup_rules.keys().filter_map(Result::ok).count(),
+            "keys": keys.len(),
+        },
         "events_read": shared.counters.events_read.load(Ordering::Relaxed),
         "reloads": {
             "ok": shared.counters.reloads_ok.load(Ordering::Relaxed),

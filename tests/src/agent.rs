@@ -123,6 +123,18 @@ impl Agent {
 
     /// Like `start`, with extra arguments after the standard ones.
     pub fn start_with(policy: &Path, cg: &TestCgroup, dir: &TestDir, extra: &[&str]) -> Agent {
+        Self::start_via(&[], policy, cg, dir, extra)
+    }
+
+    /// Like `start_with`, run through a wrapper command (e.g. `setpriv --bounding-set=...`):
+    /// `wrapper[0] wrapper[1..] antispam run ...`.
+    pub fn start_via(
+        wrapper: &[&str],
+        policy: &Path,
+        cg: &TestCgroup,
+        dir: &TestDir,
+        extra: &[&str],
+    ) -> Agent {
         let bin = require_bin();
         let n = crate::next_seq();
         let log_path = dir.path().join(format!("events-{n}.jsonl"));
@@ -133,7 +145,14 @@ impl Agent {
         for _ in 0..3 {
             let port = free_port();
             let metrics_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let mut cmd = Command::new(&bin);
+            let mut cmd = match wrapper.split_first() {
+                Some((first, rest)) => {
+                    let mut c = Command::new(first);
+                    c.args(rest).arg(&bin);
+                    c
+                }
+                None => Command::new(&bin),
+            };
             cmd.arg("run")
                 .arg("--policy")
                 .arg(policy)

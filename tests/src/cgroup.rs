@@ -59,6 +59,8 @@ pub struct TestCgroup {
     path: PathBuf,
     mount: PathBuf,
     run_dir: Option<PathBuf>,
+    /// False for a borrowed handle (see `adopt`), which removes nothing on drop.
+    owned: bool,
 }
 
 impl TestCgroup {
@@ -83,6 +85,7 @@ impl TestCgroup {
             path,
             mount,
             run_dir: Some(run_dir),
+            owned: true,
         }
     }
 
@@ -97,6 +100,18 @@ impl TestCgroup {
             path,
             mount: self.mount.clone(),
             run_dir: None,
+            owned: true,
+        }
+    }
+
+    /// A handle on a test cgroup another guard owns (e.g. to use it from another thread): it
+    /// removes nothing when dropped.
+    pub fn adopt(path: &Path) -> TestCgroup {
+        TestCgroup {
+            path: path.to_path_buf(),
+            mount: cgroup2_mount(),
+            run_dir: None,
+            owned: false,
         }
     }
 
@@ -211,6 +226,9 @@ fn remove_subtree(dir: &Path) {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         remove_subtree(&self.path);
         if let Some(run_dir) = &self.run_dir {
             remove_subtree(run_dir);

@@ -376,6 +376,7 @@ impl Control<'_> {
                 }
                 Change::Removed { path, id } => {
                     c.cgroups_removed.fetch_add(1, Ordering::Relaxed);
+                    shared.cgroups.remove(id);
                     log::debug!("cgroup {path} is gone");
                     let had_rule = assignments.remove(&id).is_some();
                     let r = if had_rule {
