@@ -21,8 +21,10 @@ pub fn test(filter: Option<&str>, lint: bool) -> Result<()> {
         step("rustfmt --check", &mut times, || {
             run(cargo().args(["fmt", "--all", "--check"]))
         })?;
+        // Every step uses the release profile: the eBPF object (built by antispam-user's build
+        // script with -Z build-std) is then built once, not once per profile.
         step("clippy (host crates)", &mut times, || {
-            run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+            run(cargo().args(["clippy", "--release", "--all-targets", "--", "-D", "warnings"]))
         })?;
         step("clippy (eBPF crate, BPF target)", &mut times, || {
             run(Command::new("cargo").args([
@@ -60,7 +62,7 @@ pub fn test(filter: Option<&str>, lint: bool) -> Result<()> {
         &mut times,
         || {
             let mut cmd = cargo();
-            cmd.args(["test", "--package", "antispam-tests", "--"])
+            cmd.args(["test", "--release", "--package", "antispam-tests", "--"])
                 .arg("--test-threads=1")
                 .env("ANTISPAM_BIN", root().join("target/release/antispam"));
             if let Some(f) = filter {
