@@ -39,14 +39,12 @@ pub fn has_cgroup_rules(policy: &Policy) -> bool {
 
 /// The rule that matches `path` itself, with the bucket it draws on.
 pub fn own_rule(policy: &Policy, path: &str, id: u64) -> Option<MapRule> {
-    let ordered = policy
+    let mut ordered = policy
         .rules
         .iter()
         .filter(|r| r.kind == RuleKind::Limit)
         .chain(policy.rules.iter().filter(|r| r.kind == RuleKind::Allow));
-    let rule = ordered
-        .filter(|r| r.cgroups.iter().any(|p| p.matches_with(path, PATH_MATCH)))
-        .last()?;
+    let rule = ordered.rfind(|r| r.cgroups.iter().any(|p| p.matches_with(path, PATH_MATCH)))?;
     Some(match rule.kind {
         RuleKind::Allow => MapRule {
             action: ACTION_ALLOW,

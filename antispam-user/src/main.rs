@@ -1,6 +1,7 @@
 //! `antispam`: the agent (`run`) and its command-line tools.
 
 mod assign;
+mod audit;
 mod cgroupfs;
 mod cli;
 mod compile;

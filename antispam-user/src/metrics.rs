@@ -134,6 +134,66 @@ pub fn render(shared: &Shared) -> String {
     )
     .with_label_values(&[] as &[&str])
     .inc_by(c.log_errors.load(Ordering::Relaxed));
+    counter(
+        &reg,
+        "antispam_audit_records_written_total",
+        "Audit records written (fsync'd) since the agent started.",
+        &[],
+    )
+    .with_label_values(&[] as &[&str])
+    .inc_by(c.audit_written.load(Ordering::Relaxed));
+    counter(
+        &reg,
+        "antispam_audit_write_failures_total",
+        "Audit records that could not be written.",
+        &[],
+    )
+    .with_label_values(&[] as &[&str])
+    .inc_by(c.audit_failures.load(Ordering::Relaxed));
+    plain_gauge(
+        &reg,
+        "antispam_audit_head_sequence",
+        "Sequence number of the last record in the audit chain.",
+        c.audit_head.load(Ordering::Relaxed) as i64,
+    );
+    plain_gauge(
+        &reg,
+        "antispam_cgroups_followed",
+        "Cgroups under the attach point that the agent follows.",
+        c.cgroups_known.load(Ordering::Relaxed) as i64,
+    );
+    plain_gauge(
+        &reg,
+        "antispam_cgroups_covered",
+        "Cgroups a cgroup rule covers.",
+        shared.assignments().len() as i64,
+    );
+    let changes = counter(
+        &reg,
+        "antispam_cgroup_changes_total",
+        "Cgroups that appeared or went away under the attach point.",
+        &["change"],
+    );
+    changes
+        .with_label_values(&["created"])
+        .inc_by(c.cgroups_created.load(Ordering::Relaxed));
+    changes
+        .with_label_values(&["removed"])
+        .inc_by(c.cgroups_removed.load(Ordering::Relaxed));
+    counter(
+        &reg,
+        "antispam_cgroup_update_errors_total",
+        "Failures to update the kernel maps for a cgroup change.",
+        &[],
+    )
+    .with_label_values(&[] as &[&str])
+    .inc_by(c.cgroup_update_errors.load(Ordering::Relaxed));
+    plain_gauge(
+        &reg,
+        "antispam_cgroup_watch_errors",
+        "Cgroup directories that could not be watched (fs.inotify.max_user_watches?).",
+        c.cgroup_watch_errors.load(Ordering::Relaxed) as i64,
+    );
     let reloads = counter(
         &reg,
         "antispam_policy_reloads_total",

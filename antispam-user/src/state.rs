@@ -33,6 +33,11 @@ pub struct Counters {
     pub cgroup_watch_errors: AtomicU64,
     /// Cgroups under the attach point (gauge).
     pub cgroups_known: AtomicU64,
+    /// Audit records written since the start, failures to write one, sequence number of the
+    /// last record in the chain.
+    pub audit_written: AtomicU64,
+    pub audit_failures: AtomicU64,
+    pub audit_head: AtomicU64,
 }
 
 /// The policy in force and what it compiled to, swapped whole on reload.
@@ -53,6 +58,8 @@ pub struct Shared {
     pub programs_attached: usize,
     /// The attach point, relative to the cgroup2 mount.
     pub attach_cgroup: String,
+    /// The audit log's path.
+    pub audit_path: std::path::PathBuf,
     /// At most this many UIDs and this many cgroups get their own metric series.
     pub metrics_max_keys: usize,
     pub started: SystemTime,

@@ -191,6 +191,12 @@ pub fn value(shared: &Shared) -> Value {
             "shared": keys.iter().filter(|(k, _)| k.kind == KIND_SHARED).count(),
         },
         "kernel_errors": kernel_errors,
+        "audit": {
+            "path": shared.audit_path.display().to_string(),
+            "head_sequence": shared.counters.audit_head.load(Ordering::Relaxed),
+            "written": shared.counters.audit_written.load(Ordering::Relaxed),
+            "failures": shared.counters.audit_failures.load(Ordering::Relaxed),
+        },
         "kernel_maps": {
             "cgroup_rules": shared.view.cgroup_rules.keys().filter_map(Result::ok).count(),
             "keys": keys.len(),

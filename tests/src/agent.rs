@@ -113,6 +113,8 @@ pub struct Agent {
     pub log_path: PathBuf,
     pub stderr_path: PathBuf,
     pub policy_path: PathBuf,
+    /// The agent's audit log (in the test's temp dir, never the system default).
+    pub audit_path: PathBuf,
 }
 
 impl Agent {
@@ -139,6 +141,7 @@ impl Agent {
         let n = crate::next_seq();
         let log_path = dir.path().join(format!("events-{n}.jsonl"));
         let stderr_path = dir.path().join(format!("agent-stderr-{n}.log"));
+        let audit_path = dir.path().join(format!("audit-{n}.jsonl"));
         let stdout_path = dir.path().join(format!("agent-stdout-{n}.log"));
         // Retry a couple of times in case the free port got taken between bind and use.
         let mut last_err = String::new();
@@ -162,6 +165,8 @@ impl Agent {
                 .arg(metrics_addr.to_string())
                 .arg("--log")
                 .arg(&log_path)
+                .arg("--audit-log")
+                .arg(&audit_path)
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(File::create(&stdout_path).expect("create stdout file"))
@@ -178,6 +183,7 @@ impl Agent {
                 log_path: log_path.clone(),
                 stderr_path: stderr_path.clone(),
                 policy_path: policy.to_path_buf(),
+                audit_path: audit_path.clone(),
             };
             let start = Instant::now();
             let deadline = start + Duration::from_secs(10);

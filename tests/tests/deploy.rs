@@ -79,6 +79,8 @@ fn systemd_unit_capabilities_are_enough_and_each_is_needed() {
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
+            .arg("--audit-log")
+            .arg(fx.dir.path().join("audit-caps.jsonl"))
             .output()
             .expect("run antispam");
         let err = String::from_utf8_lossy(&out.stderr);

@@ -104,6 +104,8 @@ fn refuses_to_start_on_a_bad_policy_or_a_non_cgroup() {
             "--metrics-addr",
             "127.0.0.1:0",
         ])
+        .arg("--audit-log")
+        .arg(fx.dir.path().join("audit-refused.jsonl"))
         .output()
         .expect("run antispam");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -132,6 +134,8 @@ fn refuses_to_start_on_a_bad_policy_or_a_non_cgroup() {
             "--metrics-addr",
             "127.0.0.1:0",
         ])
+        .arg("--audit-log")
+        .arg(fx.dir.path().join("audit-refused.jsonl"))
         .output()
         .expect("run antispam");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -1,7 +1,8 @@
 //! Command-line interface: one module per subcommand.
 
+mod audit;
 mod check;
-mod run;
+pub mod run;
 mod status;
 
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ enum Command {
     Check(check::Args),
     /// Show what the running agent enforces now.
     Status(status::Args),
+    /// Work with the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::Command),
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -32,5 +36,6 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Check(a) => check::main(a),
         Command::Status(a) => status::main(a),
+        Command::Audit(c) => audit::main(c),
     }
 }

@@ -19,6 +19,7 @@ use tokio::{
 
 use crate::{
     assign::{self, ancestors},
+    audit::{sha256_hex, AuditLog},
     cgroupfs::{self, CgroupNames},
     compile::{self, Options},
     error::Error,
@@ -30,6 +31,9 @@ use crate::{
     state::{Counters, Enforced, Shared},
     watch::{CgroupWatcher, Change},
 };
+
+/// Where the audit log lives unless --audit-log says otherwise.
+pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/antispam/audit.jsonl";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -57,6 +61,10 @@ pub struct Args {
     /// Forward the kernel programs' debug log (aya-log) to standard error.
     #[arg(long)]
     kernel_debug: bool,
+    /// The tamper-evident audit log (hash chain, fsync'd): agent start and stop, every policy
+    /// load and reload. The agent refuses to run if it cannot write it.
+    #[arg(long, default_value = DEFAULT_AUDIT_LOG)]
+    audit_log: PathBuf,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -138,8 +146,21 @@ struct Control<'a> {
     maps: &'a mut RuleMaps,
     keys: &'a mut HashMap<MapData, KeyId, KeyState>,
     watcher: Option<&'a mut CgroupWatcher>,
+    audit: &'a mut AuditLog,
     opts: Options,
     dir: &'a Path,
+}
+
+/// Appends to the audit log and keeps the audit metrics in step. A failure is logged and
+/// counted (the agent keeps enforcing: refusing mail because a disk is full would be worse).
+fn audit_record(audit: &mut AuditLog, shared: &Shared, event: &str, details: serde_json::Value) {
+    if let Err(e) = audit.append(event, details) {
+        log::error!("{e}");
+    }
+    let c = &shared.counters;
+    c.audit_written.store(audit.written, Ordering::Relaxed);
+    c.audit_failures.store(audit.failures, Ordering::Relaxed);
+    c.audit_head.store(audit.head().0, Ordering::Relaxed);
 }
 
 async fn run(args: Args) -> Result<(), Error> {
@@ -162,6 +183,7 @@ async fn run(args: Args) -> Result<(), Error> {
     let opts = Options {
         events_allowed: args.events == EventFilter::All,
     };
+    let mut audit = AuditLog::open(&args.audit_log).map_err(Error::Audit)?;
 
     let mut kernel = Kernel::load(args.kernel_debug)?;
     // Watch before the first assignment, so no cgroup created meanwhile is missed.
@@ -200,6 +222,7 @@ async fn run(args: Args) -> Result<(), Error> {
         view: kernel.view.take().expect("view taken once"),
         programs_attached: kernel.attached.len(),
         attach_cgroup: cgroupfs::relative(&mount, &dir),
+        audit_path: audit.path().to_path_buf(),
         metrics_max_keys: args.metrics_max_keys,
         started: SystemTime::now(),
     });
@@ -212,6 +235,24 @@ async fn run(args: Args) -> Result<(), Error> {
             .counters
             .cgroup_watch_errors
             .store(w.watch_errors, Ordering::Relaxed);
+    }
+
+    {
+        let e = shared.enforced();
+        audit_record(
+            &mut audit,
+            &shared,
+            "agent_start",
+            serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "cgroup": shared.attach_cgroup,
+                "policy": e.policy.origin,
+                "policy_sha256": e.policy.sha256,
+                "mode": e.policy.mode.name(),
+                "generation": generation,
+            }),
+        );
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -259,9 +300,11 @@ async fn run(args: Args) -> Result<(), Error> {
         maps,
         keys,
         watcher: watcher.as_mut(),
+        audit: &mut audit,
         opts,
         dir: &dir,
     };
+    let stop_reason;
     loop {
         let changes = async {
             match ctl.watcher.as_deref_mut() {
@@ -270,8 +313,8 @@ async fn run(args: Args) -> Result<(), Error> {
             }
         };
         tokio::select! {
-            _ = term.recv() => { log::info!("SIGTERM: detaching and exiting"); break; }
-            _ = int.recv() => { log::info!("SIGINT: detaching and exiting"); break; }
+            _ = term.recv() => { log::info!("SIGTERM: detaching and exiting"); stop_reason = "SIGTERM"; break; }
+            _ = int.recv() => { log::info!("SIGINT: detaching and exiting"); stop_reason = "SIGINT"; break; }
             _ = hup.recv() => ctl.reload(),
             c = changes => match c {
                 Some(c) => ctl.cgroups_changed(c),
@@ -282,12 +325,17 @@ async fn run(args: Args) -> Result<(), Error> {
             },
         }
     }
-    drop(ctl);
     let _ = stop_tx.send(true);
     let _ = events_task.await;
     let _ = http_task.await;
     drop(kernel);
     log::info!("programs detached; nothing of antispam is left attached");
+    audit_record(
+        &mut audit,
+        &shared,
+        "agent_stop",
+        serde_json::json!({"reason": stop_reason, "generation": shared.generation.load(Ordering::Relaxed)}),
+    );
     Ok(())
 }
 
@@ -300,6 +348,7 @@ impl Control<'_> {
             log::info!("SIGHUP: running on the built-in policy; nothing to reload");
             return;
         };
+        let previous = shared.enforced().policy.sha256.clone();
         let policy = match load_policy(Some(path)) {
             Ok(p) => p,
             Err(e) => {
@@ -308,6 +357,24 @@ impl Control<'_> {
                     .reloads_error
                     .fetch_add(1, Ordering::Relaxed);
                 log::error!("SIGHUP: reload refused, the previous policy stays in force: {e}");
+                let problems: Vec<String> = match &e {
+                    Error::Policy(p) => p.0.iter().map(ToString::to_string).collect(),
+                    other => vec![other.to_string()],
+                };
+                let refused = std::fs::read(path)
+                    .map(|b| sha256_hex(&b))
+                    .unwrap_or_default();
+                audit_record(
+                    self.audit,
+                    shared,
+                    "policy_reload_refused",
+                    serde_json::json!({
+                        "policy": path.display().to_string(),
+                        "policy_sha256": refused,
+                        "in_force_sha256": previous,
+                        "problems": problems,
+                    }),
+                );
                 return;
             }
         };
@@ -341,6 +408,18 @@ impl Control<'_> {
         }
         shared.generation.store(generation, Ordering::Relaxed);
         log::info!("SIGHUP: {policy} (generation {generation})");
+        audit_record(
+            self.audit,
+            shared,
+            "policy_reload",
+            serde_json::json!({
+                "policy": policy.origin,
+                "policy_sha256": policy.sha256,
+                "previous_sha256": previous,
+                "mode": policy.mode.name(),
+                "generation": generation,
+            }),
+        );
         *shared.assignments() = assignments;
         shared.set_enforced(Enforced { policy, compiled });
         shared.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);

@@ -99,6 +99,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Things that load but probably do not mean what was meant.
     pub warnings: Vec<Problem>,
+    /// SHA-256 of the policy text, hex: recorded in the audit log at every load.
+    pub sha256: String,
 }
 
 impl Policy {
@@ -344,6 +346,7 @@ impl Checker<'_> {
             default_rate,
             rules,
             warnings: Vec::new(),
+            sha256: crate::audit::sha256_hex(self.src.text.as_bytes()),
         }
     }
 

@@ -1,0 +1,307 @@
+//! The audit log: an append-only, fsync'd hash chain of JSON lines.
+//!
+//! Each record carries its sequence number, the hash of the record before it, and its own hash
+//! over both and its content: `hash = sha256(prev_hash || canonical JSON of the record without
+//! "hash")`. Editing a record breaks its hash; removing or reordering records breaks the sequence
+//! and the link to the previous hash. `antispam audit verify` walks the chain and says where.
+//! Removing records from the *end* leaves a valid shorter chain: compare the head (sequence and
+//! hash, in `antispam_audit_head_sequence` and the status) with a copy kept elsewhere.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+/// The `prev` of the first record of a chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// The hash of a record: over the previous hash and the record without its "hash" field, in
+/// serde_json's canonical (sorted-key, compact) form.
+fn record_hash(prev: &str, record: &Map<String, Value>) -> String {
+    let mut content = record.clone();
+    content.remove("hash");
+    let mut data = prev.as_bytes().to_vec();
+    data.extend_from_slice(Value::Object(content).to_string().as_bytes());
+    sha256_hex(&data)
+}
+
+/// An open audit log, appending to the chain.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    seq: u64,
+    head: String,
+    /// Records written since the agent started, and failures to write one.
+    pub written: u64,
+    pub failures: u64,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log and finds the head of its chain. A log whose last line cannot
+    /// be read as a record is refused: appending to it would hide the damage.
+    pub fn open(path: &Path) -> Result<AuditLog, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        let (seq, head) = match File::open(path) {
+            Ok(f) => {
+                let mut last = None;
+                for line in BufReader::new(f).lines() {
+                    let line = line.map_err(|e| format!("reading {}: {e}", path.display()))?;
+                    if !line.trim().is_empty() {
+                        last = Some(line);
+                    }
+                }
+                match last {
+                    None => (0, GENESIS.to_string()),
+                    Some(l) => {
+                        let v: Value = serde_json::from_str(&l)
+                            .map_err(|e| format!("{}: the last record is not JSON ({e}); run `antispam audit verify`", path.display()))?;
+                        let seq = v["seq"].as_u64().ok_or_else(|| {
+                            format!("{}: the last record has no seq", path.display())
+                        })?;
+                        let hash = v["hash"].as_str().ok_or_else(|| {
+                            format!("{}: the last record has no hash", path.display())
+                        })?;
+                        (seq, hash.to_string())
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, GENESIS.to_string()),
+            Err(e) => return Err(format!("opening {}: {e}", path.display())),
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("opening {} for appending: {e}", path.display()))?;
+        Ok(AuditLog {
+            path: path.to_path_buf(),
+            file,
+            seq,
+            head,
+            written: 0,
+            failures: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// (sequence number, hash) of the last record.
+    pub fn head(&self) -> (u64, &str) {
+        (self.seq, &self.head)
+    }
+
+    /// Appends one record and fsyncs it. `details` must be a JSON object.
+    pub fn append(&mut self, event: &str, details: Value) -> Result<u64, String> {
+        let mut rec = Map::new();
+        rec.insert("seq".into(), json!(self.seq + 1));
+        rec.insert(
+            "ts".into(),
+            json!(humantime::format_rfc3339_micros(SystemTime::now()).to_string()),
+        );
+        rec.insert("event".into(), json!(event));
+        rec.insert("details".into(), details);
+        rec.insert("prev".into(), json!(self.head));
+        let hash = record_hash(&self.head, &rec);
+        rec.insert("hash".into(), json!(hash));
+        let mut line = Value::Object(rec).to_string();
+        line.push('\n');
+        let r = self
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.sync_data());
+        match r {
+            Ok(()) => {
+                self.seq += 1;
+                self.head = hash;
+                self.written += 1;
+                Ok(self.seq)
+            }
+            Err(e) => {
+                self.failures += 1;
+                Err(format!(
+                    "writing the audit log {}: {e}",
+                    self.path.display()
+                ))
+            }
+        }
+    }
+}
+
+/// The result of verifying a chain.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub records: u64,
+    pub head: String,
+    pub first_ts: Option<String>,
+    pub last_ts: Option<String>,
+}
+
+/// A place where the chain is broken: 1-based line and what is wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Broken {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Walks the chain in `text`; stops at the first break.
+pub fn verify(text: &str) -> Result<Verified, Broken> {
+    let mut prev = GENESIS.to_string();
+    let mut expected_seq = 1u64;
+    let mut first_ts = None;
+    let mut last_ts = None;
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let broken = |reason: String| Broken {
+            line: line_no,
+            reason,
+        };
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| broken(format!("not a JSON record: {e}")))?;
+        let Value::Object(rec) = v else {
+            return Err(broken("not a JSON object".into()));
+        };
+        let seq = rec
+            .get("seq")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| broken("no seq".into()))?;
+        let rec_prev = rec
+            .get("prev")
+            .and_then(Value::as_str)
+            .ok_or_else(|| broken("no prev".into()))?;
+        let hash = rec
+            .get("hash")
+            .and_then(Value::as_str)
+            .ok_or_else(|| broken("no hash".into()))?;
+        if record_hash(rec_prev, &rec) != hash {
+            return Err(broken(format!(
+                "record {seq} was altered: its hash does not match its content"
+            )));
+        }
+        if seq != expected_seq {
+            return Err(broken(if seq > expected_seq {
+                format!(
+                    "record {seq} follows record {}: records {expected_seq} to {} were removed",
+                    expected_seq - 1,
+                    seq - 1
+                )
+            } else {
+                format!(
+                    "record {seq} appears after record {}: records were reordered or duplicated",
+                    expected_seq - 1
+                )
+            }));
+        }
+        if rec_prev != prev {
+            return Err(broken(format!(
+                "record {seq} does not follow the record before it (its prev hash differs): records were removed or reordered"
+            )));
+        }
+        let ts = rec.get("ts").and_then(Value::as_str).map(str::to_string);
+        if first_ts.is_none() {
+            first_ts = ts.clone();
+        }
+        last_ts = ts;
+        prev = hash.to_string();
+        expected_seq += 1;
+    }
+    Ok(Verified {
+        records: expected_seq - 1,
+        head: prev,
+        first_ts,
+        last_ts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: usize) -> (PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("antispam-audit-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let mut log = AuditLog::open(&path).unwrap();
+        for i in 0..n {
+            log.append("test", json!({"i": i})).unwrap();
+        }
+        // Reopening continues the same chain.
+        let mut log = AuditLog::open(&path).unwrap();
+        assert_eq!(log.head().0, n as u64);
+        log.append("reopened", json!({})).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        (dir, text)
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let (dir, text) = chain(5);
+        let v = verify(&text).unwrap();
+        assert_eq!(v.records, 6);
+        assert_eq!(v.head.len(), 64);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn edits_removals_and_reorders_are_found() {
+        let (dir, text) = chain(5);
+        let lines: Vec<&str> = text.lines().collect();
+
+        let edited = text.replace("\"i\":2", "\"i\":7");
+        assert_eq!(verify(&edited).unwrap_err().line, 3);
+        assert!(verify(&edited)
+            .unwrap_err()
+            .reason
+            .contains("record 3 was altered"));
+
+        let mut removed = lines.clone();
+        removed.remove(2);
+        let e = verify(&removed.join("\n")).unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.reason.contains("records 3 to 3 were removed"), "{e:?}");
+
+        let mut reordered = lines.clone();
+        reordered.swap(1, 2);
+        let e = verify(&reordered.join("\n")).unwrap_err();
+        assert_eq!(e.line, 2);
+
+        // Renumbering a removal away still breaks the link to the previous hash.
+        let forged = lines[3].replace("\"seq\":4", "\"seq\":3");
+        let e = verify(&[lines[0], lines[1], &forged].join("\n")).unwrap_err();
+        assert_eq!(e.line, 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_tail_is_refused_on_open() {
+        let (dir, _) = chain(1);
+        let path = dir.join("audit.jsonl");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{not json\n").unwrap();
+        assert!(AuditLog::open(&path)
+            .unwrap_err()
+            .contains("the last record is not JSON"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
