@@ -6,6 +6,10 @@ use crate::rate::Rate;
 pub const FLAG_MONITOR: u32 = 1 << 0;
 /// Emit an event for allowed connects too (the connection trail), not only for refusals.
 pub const FLAG_EVENTS_ALLOWED: u32 = 1 << 1;
+/// Refuse every SMTP connect except from allow-listed UIDs (outbreak containment).
+pub const FLAG_KILL_SWITCH: u32 = 1 << 2;
+/// The suspension map has entries: only then do the programs look there.
+pub const FLAG_SUSPENSIONS: u32 = 1 << 3;
 
 /// Entry 0 of [`crate::maps::CONFIG`]. Zeroed (no ports, no flags) means "decide nothing".
 #[repr(C)]

@@ -25,6 +25,10 @@ pub const REASON_RATE_CGROUP: u32 = 6;
 pub const REASON_ALLOW_CGROUP: u32 = 7;
 /// The rate-limit state could not be updated (map full, contention): refused, counted in stats.
 pub const REASON_STATE_ERROR: u32 = 8;
+/// The UID or cgroup is suspended.
+pub const REASON_SUSPENDED: u32 = 9;
+/// The kill switch is on and the UID is not allow-listed.
+pub const REASON_KILL_SWITCH: u32 = 10;
 /// One past the largest reason code.
 pub const REASON_LIMIT: u32 = 16;
 
@@ -56,6 +60,8 @@ pub const fn reason_name(reason: u32) -> &'static str {
         REASON_RATE_UID => "rate_limit_uid",
         REASON_RATE_CGROUP => "rate_limit_cgroup",
         REASON_STATE_ERROR => "state_error",
+        REASON_SUSPENDED => "suspended",
+        REASON_KILL_SWITCH => "kill_switch",
         _ => "unknown",
     }
 }

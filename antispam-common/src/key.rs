@@ -91,4 +91,29 @@ pub struct KeyState {
 }
 const _: () = assert!(core::mem::size_of::<KeyState>() == 56);
 
-crate::user_pod!(KeyId, KeyState);
+/// A suspension set by hand (`antispam suspend`).
+pub const SUSPEND_MANUAL: u32 = 1;
+/// A suspension set by the strikes policy.
+pub const SUSPEND_STRIKES: u32 = 2;
+
+/// Value of [`crate::maps::SUSPENDED`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Suspension {
+    /// End of the suspension, `bpf_ktime_get_ns` clock; 0: until lifted.
+    pub until_ns: u64,
+    /// `SUSPEND_*`.
+    pub kind: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Suspension>() == 16);
+
+impl Suspension {
+    /// Is it in force at `now`?
+    #[inline(always)]
+    pub const fn active(&self, now: u64) -> bool {
+        self.until_ns == 0 || now < self.until_ns
+    }
+}
+
+crate::user_pod!(KeyId, KeyState, Suspension);

@@ -24,6 +24,10 @@ pub const DEST_MAX: u32 = 262_144;
 pub const KEYS: &str = "AS_KEYS";
 /// Capacity of [`KEYS`]; least recently used keys are evicted past it.
 pub const KEYS_MAX: u32 = 262_144;
+/// `HashMap<KeyId, Suspension>`: suspended UIDs and cgroups.
+pub const SUSPENDED: &str = "AS_SUSPENDED";
+/// Capacity of [`SUSPENDED`].
+pub const SUSPENDED_MAX: u32 = 65_536;
 /// `PerCpuArray<u64>` of decision counters, indexed by [`crate::event::counter_index`].
 pub const DECISIONS: &str = "AS_DECISIONS";
 /// `PerCpuArray<u64>` of kernel-side error and health counters, indexed by [`crate::stats`].

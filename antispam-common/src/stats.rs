@@ -10,6 +10,9 @@ pub const CONFIG_MISSING: u32 = 2;
 pub const CAS_CONTENDED: u32 = 3;
 /// The egress program could not parse a packet it had to look at.
 pub const PARSE_FAILED: u32 = 4;
+/// An SMTP packet of a suspended UID or cgroup was dropped (a session open before the
+/// suspension).
+pub const SUSPENDED_DROPS: u32 = 6;
 /// Number of entries.
 pub const COUNT: u32 = 8;
 
@@ -21,6 +24,6 @@ pub const NAMES: [&str; COUNT as usize] = [
     "cas_contended",
     "parse_failed",
     "unused_5",
-    "unused_6",
+    "suspended_packets_dropped",
     "unused_7",
 ];

@@ -4,7 +4,7 @@ use core::intrinsics::{atomic_cxchg, atomic_xadd, atomic_xsub, AtomicOrdering::R
 
 use antispam_common::{
     config::Config,
-    key::{KeyId, KeyState},
+    key::{KeyId, KeyState, Suspension},
     maps as m,
     rule::{DestRule, Rule},
     stats,
@@ -39,6 +39,10 @@ pub static DEST_V6: LpmTrie<[u8; 16], DestRule> =
 
 #[map(name = "AS_KEYS")]
 pub static KEYS: LruHashMap<KeyId, KeyState> = LruHashMap::with_max_entries(m::KEYS_MAX, 0);
+
+#[map(name = "AS_SUSPENDED")]
+pub static SUSPENDED: HashMap<KeyId, Suspension> =
+    HashMap::with_max_entries(m::SUSPENDED_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_DECISIONS")]
 pub static DECISIONS: PerCpuArray<u64> =

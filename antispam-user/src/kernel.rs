@@ -7,7 +7,7 @@ use std::{
 
 use antispam_common::{
     config::Config,
-    key::{KeyId, KeyState},
+    key::{KeyId, KeyState, Suspension},
     maps as m,
     rule::{DestRule, Rule},
 };
@@ -47,6 +47,11 @@ pub struct RuleMaps {
     cgroup_rules: HashMap<MapData, u64, Rule>,
     dest_v4: LpmTrie<MapData, [u8; 4], DestRule>,
     dest_v6: LpmTrie<MapData, [u8; 16], DestRule>,
+    suspended: HashMap<MapData, KeyId, Suspension>,
+    /// The configuration of the policy in force, before the runtime flags are added.
+    policy_config: Config,
+    /// Flags set at run time, not by the policy: FLAG_KILL_SWITCH, FLAG_SUSPENSIONS.
+    runtime_flags: u32,
 }
 
 /// Maps the agent only reads. aya map handles are plain file descriptors: reading them from
@@ -104,6 +109,9 @@ impl Kernel {
             cgroup_rules: take(&mut ebpf, m::CGROUP_RULES)?,
             dest_v4: take(&mut ebpf, m::DEST_V4)?,
             dest_v6: take(&mut ebpf, m::DEST_V6)?,
+            suspended: take(&mut ebpf, m::SUSPENDED)?,
+            policy_config: Config::default(),
+            runtime_flags: 0,
         };
         let keys: HashMap<MapData, KeyId, KeyState> = take(&mut ebpf, m::KEYS)?;
         let keys_writer = HashMap::try_from(aya::maps::Map::LruHashMap(dup(keys.map(), m::KEYS)?))
@@ -194,11 +202,52 @@ impl Kernel {
 }
 
 impl RuleMaps {
+    /// Writes the configuration: the policy's, with the runtime flags.
+    fn write_config(&mut self) -> Result<(), Error> {
+        let mut c = self.policy_config;
+        c.flags |= self.runtime_flags;
+        self.config.set(0, c, 0).map_err(Error::map(m::CONFIG))
+    }
+
+    /// Sets or clears a runtime flag (kill switch, suspensions present).
+    pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<(), Error> {
+        let before = self.runtime_flags;
+        if on {
+            self.runtime_flags |= flag;
+        } else {
+            self.runtime_flags &= !flag;
+        }
+        if before == self.runtime_flags {
+            return Ok(());
+        }
+        self.write_config()
+    }
+
+    /// Suspends `key` (the entry is written before the flag that makes the programs look).
+    pub fn suspend(&mut self, key: KeyId, s: Suspension) -> Result<(), Error> {
+        self.suspended
+            .insert(key, s, 0)
+            .map_err(Error::map(m::SUSPENDED))?;
+        self.set_flag(antispam_common::config::FLAG_SUSPENSIONS, true)
+    }
+
+    /// Lifts the suspension of `key`; when none are left, the programs stop looking.
+    pub fn unsuspend(&mut self, key: KeyId) -> Result<(), Error> {
+        match self.suspended.remove(&key) {
+            Err(e) if !missing(&e) => {
+                return Err(Error::Map {
+                    name: m::SUSPENDED,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        let any = self.suspended.keys().next().is_some();
+        self.set_flag(antispam_common::config::FLAG_SUSPENSIONS, any)
+    }
+
     /// Makes the cgroup rules map hold exactly `a`.
     pub fn apply_cgroups(&mut self, a: &Assignments) -> Result<(), Error> {
-        for (id, x) in a {
-            self.set_cgroup(*id, &x.rule)?;
-        }
         let stale: Vec<u64> = self
             .cgroup_rules
             .keys()
@@ -207,6 +256,9 @@ impl RuleMaps {
             .collect();
         for k in stale {
             self.remove_cgroup(k)?;
+        }
+        for (id, x) in a {
+            self.set_cgroup(*id, &x.rule)?;
         }
         Ok(())
     }
@@ -228,20 +280,17 @@ impl RuleMaps {
         }
     }
 
-    /// Makes the maps hold exactly `c`. Entries are written before stale ones are removed and
-    /// the configuration (with the new generation) goes last, so a connect never sees a rule
-    /// set with holes in it.
+    /// Makes the maps hold exactly `c`. Entries the new policy drops are removed first (so a
+    /// policy replacing most entries still fits), kept entries are overwritten in place (never
+    /// missing), and the configuration with the new generation goes last.
     pub fn apply(&mut self, c: &Compiled) -> Result<(), Error> {
         for (i, word) in c.ports.iter().enumerate() {
             self.ports
                 .set(i as u32, word, 0)
                 .map_err(Error::map(m::PORTS))?;
         }
-        for (uid, rule) in &c.uid_rules {
-            self.uid_rules
-                .insert(uid, rule, 0)
-                .map_err(Error::map(m::UID_RULES))?;
-        }
+        // Entries the new policy drops go first, so a policy that replaces most entries fits
+        // in the map; entries it keeps are overwritten in place and are never missing.
         let stale: Vec<u32> = self
             .uid_rules
             .keys()
@@ -253,12 +302,15 @@ impl RuleMaps {
                 .remove(&k)
                 .map_err(Error::map(m::UID_RULES))?;
         }
+        for (uid, rule) in &c.uid_rules {
+            self.uid_rules
+                .insert(uid, rule, 0)
+                .map_err(Error::map(m::UID_RULES))?;
+        }
         sync_trie(&mut self.dest_v4, &c.dest_v4, m::DEST_V4)?;
         sync_trie(&mut self.dest_v6, &c.dest_v6, m::DEST_V6)?;
-        self.config
-            .set(0, c.config, 0)
-            .map_err(Error::map(m::CONFIG))?;
-        Ok(())
+        self.policy_config = c.config;
+        self.write_config()
     }
 }
 
@@ -281,15 +333,15 @@ fn sync_trie<const N: usize>(
 where
     [u8; N]: aya::Pod,
 {
-    for ((len, addr), v) in want {
-        trie.insert(&Key::new(*len, *addr), v, 0)
-            .map_err(Error::map(name))?;
-    }
     let present: Vec<Key<[u8; N]>> = trie.keys().filter_map(Result::ok).collect();
     for key in present {
         if !want.contains_key(&(key.prefix_len(), key.data())) {
             trie.remove(&key).map_err(Error::map(name))?;
         }
+    }
+    for ((len, addr), v) in want {
+        trie.insert(&Key::new(*len, *addr), v, 0)
+            .map_err(Error::map(name))?;
     }
     Ok(())
 }

@@ -194,6 +194,29 @@ pub fn render(shared: &Shared) -> String {
         "Cgroup directories that could not be watched (fs.inotify.max_user_watches?).",
         c.cgroup_watch_errors.load(Ordering::Relaxed) as i64,
     );
+    {
+        let ops = shared.operations();
+        plain_gauge(
+            &reg,
+            "antispam_suspensions_active",
+            "UIDs and cgroups suspended now.",
+            ops.suspensions.len() as i64,
+        );
+        counter(
+            &reg,
+            "antispam_suspensions_total",
+            "Suspensions set, by trigger.",
+            &["trigger"],
+        )
+        .with_label_values(&["manual"])
+        .inc_by(ops.suspensions_total);
+        plain_gauge(
+            &reg,
+            "antispam_kill_switch",
+            "1 while the kill switch is on.",
+            i64::from(ops.kill_switch.is_some()),
+        );
+    }
     let reloads = counter(
         &reg,
         "antispam_policy_reloads_total",

@@ -60,6 +60,8 @@ pub struct Shared {
     pub attach_cgroup: String,
     /// The audit log's path.
     pub audit_path: std::path::PathBuf,
+    /// Suspensions and the kill switch, as operators set them.
+    pub operations: Mutex<crate::ops::Operations>,
     /// At most this many UIDs and this many cgroups get their own metric series.
     pub metrics_max_keys: usize,
     pub started: SystemTime,
@@ -79,6 +81,10 @@ impl Shared {
 
     pub fn assignments(&self) -> std::sync::MutexGuard<'_, Assignments> {
         self.assignments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn operations(&self) -> std::sync::MutexGuard<'_, crate::ops::Operations> {
+        self.operations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn rule_name(&self, id: u32) -> String {

@@ -156,6 +156,25 @@ pub fn value(shared: &Shared) -> Value {
         })
         .collect();
 
+    let (suspensions, kill_switch) = {
+        let ops = shared.operations();
+        let t = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        let list: Vec<Value> = ops
+            .suspensions
+            .iter()
+            .map(|(target, e)| {
+                json!({
+                    "target": target.to_string(), "reason": e.reason, "by": e.by,
+                    "since": t(e.since), "until": e.until.map(t),
+                })
+            })
+            .collect();
+        let ks = match &ops.kill_switch {
+            Some(k) => json!({"on": true, "reason": k.reason, "by": k.by, "since": t(k.since)}),
+            None => json!({"on": false}),
+        };
+        (list, ks)
+    };
     let kernel_errors: serde_json::Map<String, Value> = stats::NAMES
         .iter()
         .enumerate()
@@ -191,6 +210,8 @@ pub fn value(shared: &Shared) -> Value {
             "shared": keys.iter().filter(|(k, _)| k.kind == KIND_SHARED).count(),
         },
         "kernel_errors": kernel_errors,
+        "suspensions": suspensions,
+        "kill_switch": kill_switch,
         "audit": {
             "path": shared.audit_path.display().to_string(),
             "head_sequence": shared.counters.audit_head.load(Ordering::Relaxed),

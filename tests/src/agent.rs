@@ -115,6 +115,8 @@ pub struct Agent {
     pub policy_path: PathBuf,
     /// The agent's audit log (in the test's temp dir, never the system default).
     pub audit_path: PathBuf,
+    /// The agent's control socket (in the test's temp dir).
+    pub control_path: PathBuf,
 }
 
 impl Agent {
@@ -142,6 +144,7 @@ impl Agent {
         let log_path = dir.path().join(format!("events-{n}.jsonl"));
         let stderr_path = dir.path().join(format!("agent-stderr-{n}.log"));
         let audit_path = dir.path().join(format!("audit-{n}.jsonl"));
+        let control_path = dir.path().join(format!("control-{n}.sock"));
         let stdout_path = dir.path().join(format!("agent-stdout-{n}.log"));
         // Retry a couple of times in case the free port got taken between bind and use.
         let mut last_err = String::new();
@@ -167,6 +170,8 @@ impl Agent {
                 .arg(&log_path)
                 .arg("--audit-log")
                 .arg(&audit_path)
+                .arg("--control-socket")
+                .arg(&control_path)
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(File::create(&stdout_path).expect("create stdout file"))
@@ -184,6 +189,7 @@ impl Agent {
                 stderr_path: stderr_path.clone(),
                 policy_path: policy.to_path_buf(),
                 audit_path: audit_path.clone(),
+                control_path: control_path.clone(),
             };
             let start = Instant::now();
             let deadline = start + Duration::from_secs(10);

@@ -217,3 +217,46 @@ fn bad_reload_keeps_old_policy_good_reload_applies() {
         show(&ev)
     );
 }
+
+#[test]
+fn reload_replacing_100k_uids_fits() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("bigreload");
+    let policy =
+        fx.policy("ports = [25]\n[[limit]]\nusers = [\"100000-199999\"]\nrate = \"1/hour\"\n");
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    // 100,000 other UIDs: more than the map holds together with the old ones.
+    std::fs::write(
+        &policy,
+        "ports = [25]\n[[limit]]\nusers = [\"300000-399999\"]\nrate = \"1/hour\"\n",
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    agent.reload();
+    let m = wait_metrics(&agent, |m| {
+        metric_value(m, "antispam_policy_generation", &[]) == Some(2.0)
+    });
+    eprintln!("reload of 100,000 UIDs applied in {:?}", t.elapsed());
+    assert_eq!(
+        metric_value(&m, "antispam_policy_generation", &[]),
+        Some(2.0),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(
+        metric_value(&m, "antispam_policy_reloads_total", &[("result", "error")]),
+        Some(0.0)
+    );
+    let server = fx.smtp_v4();
+    assert!(tcp_probe_once(&fx.cg, 300_000, server).ok);
+    assert!(
+        tcp_probe_once(&fx.cg, 300_000, server).is_eperm(),
+        "the new rule applies"
+    );
+    assert!(
+        tcp_probe_once(&fx.cg, 100_000, server).ok && tcp_probe_once(&fx.cg, 100_000, server).ok,
+        "the old one is gone"
+    );
+}

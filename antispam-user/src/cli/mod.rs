@@ -2,8 +2,11 @@
 
 mod audit;
 mod check;
+mod kill_switch;
 pub mod run;
 mod status;
+pub mod suspend;
+mod unsuspend;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,12 @@ enum Command {
     Check(check::Args),
     /// Show what the running agent enforces now.
     Status(status::Args),
+    /// Suspend a UID or a cgroup: its SMTP connects are refused and its open SMTP sessions stop.
+    Suspend(suspend::Args),
+    /// Lift a suspension.
+    Unsuspend(unsuspend::Args),
+    /// Refuse all SMTP except from allow-listed UIDs (outbreak containment), or end that.
+    KillSwitch(kill_switch::Args),
     /// Work with the tamper-evident audit log.
     #[command(subcommand)]
     Audit(audit::Command),
@@ -37,5 +46,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check(a) => check::main(a),
         Command::Status(a) => status::main(a),
         Command::Audit(c) => audit::main(c),
+        Command::Suspend(a) => suspend::main(a),
+        Command::Unsuspend(a) => unsuspend::main(a),
+        Command::KillSwitch(a) => kill_switch::main(a),
     }
 }

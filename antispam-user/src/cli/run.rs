@@ -65,6 +65,12 @@ pub struct Args {
     /// load and reload. The agent refuses to run if it cannot write it.
     #[arg(long, default_value = DEFAULT_AUDIT_LOG)]
     audit_log: PathBuf,
+    /// The control socket operators' commands (suspend, kill-switch…) reach the agent on.
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+    /// Members of this group (and root) may operate the agent over the control socket.
+    #[arg(long, default_value = crate::control::DEFAULT_GROUP)]
+    operators_group: String,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -140,12 +146,12 @@ fn assign_all(policy: &Policy, watcher: &CgroupWatcher, dir: &Path) -> assign::A
 }
 
 /// What the main loop owns and changes: the rule maps, the watcher, the state map handle.
-struct Control<'a> {
+pub struct Control<'a> {
     args: &'a Args,
-    shared: &'a Shared,
-    maps: &'a mut RuleMaps,
+    pub shared: &'a Shared,
+    pub maps: &'a mut RuleMaps,
     keys: &'a mut HashMap<MapData, KeyId, KeyState>,
-    watcher: Option<&'a mut CgroupWatcher>,
+    pub watcher: Option<&'a mut CgroupWatcher>,
     audit: &'a mut AuditLog,
     opts: Options,
     dir: &'a Path,
@@ -184,6 +190,21 @@ async fn run(args: Args) -> Result<(), Error> {
         events_allowed: args.events == EventFilter::All,
     };
     let mut audit = AuditLog::open(&args.audit_log).map_err(Error::Audit)?;
+    let operators_gid = match nix::unistd::Group::from_name(&args.operators_group) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => {
+            log::warn!(
+                "operators group {:?} does not exist: only root may use the control socket",
+                args.operators_group
+            );
+            None
+        }
+    };
+    let control_listener =
+        crate::control::bind(&args.control_socket, operators_gid).map_err(|source| Error::Io {
+            what: format!("control socket {}", args.control_socket.display()),
+            source,
+        })?;
 
     let mut kernel = Kernel::load(args.kernel_debug)?;
     // Watch before the first assignment, so no cgroup created meanwhile is missed.
@@ -223,6 +244,7 @@ async fn run(args: Args) -> Result<(), Error> {
         programs_attached: kernel.attached.len(),
         attach_cgroup: cgroupfs::relative(&mount, &dir),
         audit_path: audit.path().to_path_buf(),
+        operations: Mutex::new(crate::ops::Operations::default()),
         metrics_max_keys: args.metrics_max_keys,
         started: SystemTime::now(),
     });
@@ -256,6 +278,14 @@ async fn run(args: Args) -> Result<(), Error> {
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(16);
+    let control_task = tokio::spawn(crate::control::serve(
+        control_listener,
+        operators_gid,
+        control_tx,
+        stop_rx.clone(),
+    ));
+    let mut expiry = tokio::time::interval(std::time::Duration::from_secs(1));
     let ring = kernel.events.take().expect("ring buffer taken once");
     let events_task = tokio::spawn(events::run(
         ring,
@@ -316,6 +346,8 @@ async fn run(args: Args) -> Result<(), Error> {
             _ = term.recv() => { log::info!("SIGTERM: detaching and exiting"); stop_reason = "SIGTERM"; break; }
             _ = int.recv() => { log::info!("SIGINT: detaching and exiting"); stop_reason = "SIGINT"; break; }
             _ = hup.recv() => ctl.reload(),
+            Some(msg) = control_rx.recv() => ctl.handle(msg),
+            _ = expiry.tick() => ctl.expire(),
             c = changes => match c {
                 Some(c) => ctl.cgroups_changed(c),
                 None => {
@@ -326,6 +358,8 @@ async fn run(args: Args) -> Result<(), Error> {
         }
     }
     let _ = stop_tx.send(true);
+    let _ = control_task.await;
+    let _ = std::fs::remove_file(&args.control_socket);
     let _ = events_task.await;
     let _ = http_task.await;
     drop(kernel);
@@ -340,6 +374,11 @@ async fn run(args: Args) -> Result<(), Error> {
 }
 
 impl Control<'_> {
+    /// Appends to the audit log.
+    pub fn audit(&mut self, event: &str, details: serde_json::Value) {
+        audit_record(self.audit, self.shared, event, details);
+    }
+
     /// Re-reads the policy file. A valid policy replaces the old one; an invalid one is refused
     /// with its problems and the old one stays in force.
     fn reload(&mut self) {
@@ -431,7 +470,11 @@ impl Control<'_> {
         let enforced = shared.enforced();
         let c = &shared.counters;
         let mut assignments = shared.assignments();
+        let mut created = Vec::new();
         for change in changes {
+            if let Change::Created { path, id } = &change {
+                created.push((path.clone(), *id));
+            }
             let result = match change {
                 Change::Created { path, id } => {
                     c.cgroups_created.fetch_add(1, Ordering::Relaxed);
@@ -447,7 +490,13 @@ impl Control<'_> {
                                 "cgroup {path} appeared: {}",
                                 enforced.policy.rule_name(rule.rule_id)
                             );
-                            assignments.insert(id, assign::Assignment { path, rule });
+                            assignments.insert(
+                                id,
+                                assign::Assignment {
+                                    path: path.clone(),
+                                    rule,
+                                },
+                            );
                             self.maps.set_cgroup(id, &rule)
                         }
                         None => Ok(()),
@@ -477,6 +526,10 @@ impl Control<'_> {
                 c.cgroup_update_errors.fetch_add(1, Ordering::Relaxed);
                 log::error!("updating the cgroup rules: {e}");
             }
+        }
+        drop(assignments);
+        for (path, id) in created {
+            self.suspend_if_below_suspended(&path, id);
         }
         if let Some(w) = self.watcher.as_deref() {
             c.cgroups_known.store(w.len() as u64, Ordering::Relaxed);

@@ -127,6 +127,35 @@ pub fn render(v: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
+    if v["kill_switch"]["on"] == true {
+        out.push_str(&format!(
+            "KILL SWITCH ON since {} by {}: {} (only allow-listed UIDs may send)\n\n",
+            s(&v["kill_switch"]["since"]),
+            s(&v["kill_switch"]["by"]),
+            s(&v["kill_switch"]["reason"])
+        ));
+    }
+    let susp: Vec<Vec<String>> = v["suspensions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    vec![
+                        s(&x["target"]),
+                        s(&x["since"]),
+                        s(&x["until"]),
+                        s(&x["by"]),
+                        s(&x["reason"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !susp.is_empty() {
+        out.push_str("SUSPENDED\n");
+        out.push_str(&table(&["TARGET", "SINCE", "UNTIL", "BY", "REASON"], &susp));
+        out.push('\n');
+    }
     out.push_str("RULES\n");
     out.push_str(&table(&["RULE", "LINE", "RATE", "APPLIES TO"], &rules));
     let keys: Vec<Vec<String>> = v["keys"]

@@ -1,0 +1,275 @@
+//! Operators' actions on the running agent: suspensions and the kill switch. The main loop owns
+//! the maps and calls these; every action and every refusal is audited with who asked.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use antispam_common::{
+    config::FLAG_KILL_SWITCH,
+    key::{KeyId, Suspension, SUSPEND_MANUAL},
+};
+use serde_json::json;
+
+use crate::{
+    cli::run::Control,
+    control::{Message, Peer, Request, Response, Target},
+};
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the kernel programs' clock).
+pub fn mono_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+pub struct SuspensionEntry {
+    pub reason: String,
+    pub by: String,
+    pub since: SystemTime,
+    pub until: Option<SystemTime>,
+    /// The kernel keys this suspension wrote: the UID, or the cgroup and its descendants.
+    pub keys: Vec<KeyId>,
+}
+
+pub struct KillSwitch {
+    pub reason: String,
+    pub by: String,
+    pub since: SystemTime,
+}
+
+/// What operators have set, for status and metrics.
+#[derive(Default)]
+pub struct Operations {
+    pub suspensions: BTreeMap<Target, SuspensionEntry>,
+    pub kill_switch: Option<KillSwitch>,
+    pub suspensions_total: u64,
+}
+
+fn who(peer: &Peer) -> serde_json::Value {
+    json!({"user": peer.user, "uid": peer.uid, "pid": peer.pid})
+}
+
+fn ts(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Control<'_> {
+    pub fn handle(&mut self, msg: Message) {
+        match msg {
+            Message::Denied { peer, why } => {
+                self.audit("control_denied", json!({"by": who(&peer), "why": why}));
+            }
+            Message::Request { req, peer, reply } => {
+                let answer = match req {
+                    Request::Suspend {
+                        target,
+                        reason,
+                        for_secs,
+                    } => self.suspend(target, reason, for_secs, &peer),
+                    Request::Unsuspend { target, reason } => {
+                        self.unsuspend(target, &reason, &peer.user, Some(&peer))
+                    }
+                    Request::KillSwitch { on, reason } => self.kill_switch(on, reason, &peer),
+                };
+                let answer = match answer {
+                    Ok(message) => Response { ok: true, message },
+                    Err(message) => Response { ok: false, message },
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// The kernel keys of a target: a UID, or a cgroup with all its descendants.
+    fn keys_of(&self, target: &Target) -> Result<Vec<KeyId>, String> {
+        match target {
+            Target::Uid(u) => Ok(vec![KeyId::uid(*u)]),
+            Target::Cgroup(path) => {
+                let w = self
+                    .watcher
+                    .as_deref()
+                    .ok_or("the cgroup tree is not followed; suspend by UID")?;
+                let prefix = format!("{}/", path.trim_end_matches('/'));
+                let keys: Vec<KeyId> = w
+                    .tree()
+                    .into_iter()
+                    .filter(|(p, _)| p == path || p.starts_with(&prefix))
+                    .map(|(_, id)| KeyId::cgroup(id))
+                    .collect();
+                if keys.is_empty() {
+                    return Err(format!(
+                        "no cgroup {path} under the attach point {}",
+                        self.shared.attach_cgroup
+                    ));
+                }
+                Ok(keys)
+            }
+        }
+    }
+
+    fn suspend(
+        &mut self,
+        target: Target,
+        reason: String,
+        for_secs: Option<u64>,
+        peer: &Peer,
+    ) -> Result<String, String> {
+        if reason.trim().is_empty() {
+            return Err("a reason is required".into());
+        }
+        let keys = self.keys_of(&target)?;
+        let until_ns = for_secs.map_or(0, |s| mono_now_ns() + s.saturating_mul(1_000_000_000));
+        let s = Suspension {
+            until_ns,
+            kind: SUSPEND_MANUAL,
+            _pad: 0,
+        };
+        for k in &keys {
+            self.maps.suspend(*k, s).map_err(|e| e.to_string())?;
+        }
+        let now = SystemTime::now();
+        let until = for_secs.map(|s| now + Duration::from_secs(s));
+        let message = match until {
+            Some(u) => format!(
+                "suspended {target} until {} ({} s): {reason}",
+                ts(u),
+                for_secs.unwrap_or(0)
+            ),
+            None => format!("suspended {target} until lifted: {reason}"),
+        };
+        self.audit(
+            "suspend",
+            json!({
+                "target": target, "reason": reason, "by": who(peer), "trigger": "manual",
+                "for_secs": for_secs, "until": until.map(ts), "kernel_keys": keys.len(),
+            }),
+        );
+        log::warn!("{message} (by {})", peer.user);
+        let mut ops = self.shared.operations();
+        ops.suspensions_total += 1;
+        ops.suspensions.insert(
+            target,
+            SuspensionEntry {
+                reason,
+                by: peer.user.clone(),
+                since: now,
+                until,
+                keys,
+            },
+        );
+        Ok(message)
+    }
+
+    /// Lifts a suspension (by an operator, or `by = "expiry"` when its time is up).
+    pub fn unsuspend(
+        &mut self,
+        target: Target,
+        reason: &str,
+        by: &str,
+        peer: Option<&Peer>,
+    ) -> Result<String, String> {
+        let entry = self.shared.operations().suspensions.remove(&target);
+        let Some(entry) = entry else {
+            return Err(format!("{target} is not suspended"));
+        };
+        for k in &entry.keys {
+            self.maps.unsuspend(*k).map_err(|e| e.to_string())?;
+        }
+        let by_json = peer.map_or_else(|| json!({"user": by}), who);
+        self.audit(
+            if peer.is_some() { "unsuspend" } else { "suspension_expired" },
+            json!({
+                "target": target, "reason": reason, "by": by_json,
+                "suspended_since": ts(entry.since), "suspended_by": entry.by, "suspension_reason": entry.reason,
+                "held_secs": entry.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            }),
+        );
+        let message = format!("lifted the suspension of {target}: {reason}");
+        log::warn!("{message} (by {by})");
+        Ok(message)
+    }
+
+    /// Lifts the suspensions whose time is up (the kernel already ignores them).
+    pub fn expire(&mut self) {
+        let now = SystemTime::now();
+        let due: Vec<Target> = self
+            .shared
+            .operations()
+            .suspensions
+            .iter()
+            .filter(|(_, e)| e.until.is_some_and(|u| u <= now))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in due {
+            if let Err(e) = self.unsuspend(t, "expired", "expiry", None) {
+                log::error!("expiring a suspension: {e}");
+            }
+        }
+    }
+
+    /// A cgroup appeared: if an ancestor (or itself) is suspended, so is it.
+    pub fn suspend_if_below_suspended(&mut self, path: &str, id: u64) {
+        let mut ops = self.shared.operations();
+        let hit = ops.suspensions.iter_mut().find(|(t, _)| match t {
+            Target::Cgroup(p) => {
+                path == p || path.starts_with(&format!("{}/", p.trim_end_matches('/')))
+            }
+            Target::Uid(_) => false,
+        });
+        if let Some((_, entry)) = hit {
+            let until_ns = entry
+                .until
+                .and_then(|u| u.duration_since(SystemTime::now()).ok())
+                .map_or(0, |d| mono_now_ns() + d.as_nanos() as u64);
+            entry.keys.push(KeyId::cgroup(id));
+            drop(ops);
+            if let Err(e) = self.maps.suspend(
+                KeyId::cgroup(id),
+                Suspension {
+                    until_ns,
+                    kind: SUSPEND_MANUAL,
+                    _pad: 0,
+                },
+            ) {
+                log::error!("suspending new cgroup {path}: {e}");
+            }
+        }
+    }
+
+    fn kill_switch(&mut self, on: bool, reason: String, peer: &Peer) -> Result<String, String> {
+        if reason.trim().is_empty() {
+            return Err("a reason is required".into());
+        }
+        self.maps
+            .set_flag(FLAG_KILL_SWITCH, on)
+            .map_err(|e| e.to_string())?;
+        let was = {
+            let mut ops = self.shared.operations();
+            let was = ops.kill_switch.take();
+            if on {
+                ops.kill_switch = Some(KillSwitch {
+                    reason: reason.clone(),
+                    by: peer.user.clone(),
+                    since: SystemTime::now(),
+                });
+            }
+            was
+        };
+        self.audit(
+            "kill_switch",
+            json!({
+                "on": on, "reason": reason, "by": who(peer),
+                "was_on_since": was.as_ref().map(|k| ts(k.since)), "was_set_by": was.as_ref().map(|k| k.by.clone()),
+            }),
+        );
+        let message = if on {
+            format!("kill switch ON: all SMTP refused except allow-listed UIDs: {reason}")
+        } else {
+            format!("kill switch off: {reason}")
+        };
+        log::warn!("{message} (by {})", peer.user);
+        Ok(message)
+    }
+}
