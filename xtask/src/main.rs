@@ -3,6 +3,7 @@
 //! Every command installs what it needs first (idempotently), so a fresh machine needs only
 //! `cargo xtask run` or `cargo xtask test`.
 
+mod bench;
 mod setup;
 mod test;
 
@@ -45,6 +46,17 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Benchmarks against no filter, nftables and iptables, in the bench's own cgroups and
+    /// network namespace (root); a full run writes docs/benchmarks.md.
+    Bench {
+        /// Every scenario very briefly, numbers only, no docs/benchmarks.md (for CI).
+        #[arg(long)]
+        smoke: bool,
+        /// Only scenarios whose name contains this (storm, traffic, scale, events, startup,
+        /// profile); never writes docs/benchmarks.md.
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 /// The workspace root.
@@ -85,5 +97,6 @@ fn main() -> Result<()> {
             Err(err).with_context(|| format!("executing {}", bin.display()))
         }
         Cmd::Test { filter, no_lint } => test::test(filter.as_deref(), !no_lint),
+        Cmd::Bench { smoke, only } => bench::bench(smoke, only.as_deref()),
     }
 }

@@ -38,7 +38,13 @@ fn installed(pkg: &str) -> bool {
 }
 
 fn apt_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    ensure_packages(PACKAGES)
+}
+
+/// Installs the Debian packages of `packages` (package, a command it provides) that are not
+/// installed yet. Idempotent.
+pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(p, _)| !installed(p))
         .map(|(p, _)| *p)

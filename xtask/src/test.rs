@@ -24,7 +24,14 @@ pub fn test(filter: Option<&str>, lint: bool) -> Result<()> {
         // Every step uses the release profile: the eBPF object (built by antispam-user's build
         // script with -Z build-std) is then built once, not once per profile.
         step("clippy (host crates)", &mut times, || {
-            run(cargo().args(["clippy", "--release", "--all-targets", "--", "-D", "warnings"]))
+            run(cargo().args([
+                "clippy",
+                "--release",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
         })?;
         step("clippy (eBPF crate, BPF target)", &mut times, || {
             run(Command::new("cargo").args([
@@ -71,6 +78,12 @@ pub fn test(filter: Option<&str>, lint: bool) -> Result<()> {
             run(&mut cmd)
         },
     )?;
+    if filter.is_none() {
+        // Every benchmark scenario, very briefly: numbers only, no performance assertions.
+        step("benchmark harness smoke run", &mut times, || {
+            crate::bench::bench(true, None)
+        })?;
+    }
     eprintln!("\n=== xtask test: all steps passed");
     for (name, secs) in &times {
         eprintln!("{secs:>8.1} s  {name}");
