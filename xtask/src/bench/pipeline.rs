@@ -19,7 +19,7 @@ const EVENT_BYTES: f64 = 88.0;
 /// The ring buffer's size (antispam-common/src/maps.rs).
 const RING_BYTES: f64 = (1u64 << 20) as f64;
 /// The agent drains the ring buffer at least this often (antispam-user/src/events.rs).
-const DRAIN_SECS: f64 = 0.1;
+const DRAIN_SECS: f64 = 0.05;
 
 /// CPU time of every thread of `pid`, in seconds (schedstat: ns on the CPU).
 fn cpu_secs(pid: u32) -> f64 {
@@ -52,7 +52,7 @@ fn measure(ctx: &Ctx, agent: &Agent, threads: u32, rate: Option<f64>) -> Result<
     let d = ctx.cfg.events;
     let max = (d.as_secs_f64() * 300_000.0) as u64 + 1000;
     let s = storm_run(ctx, "as", threads, &BASE_UID.to_string(), d, max, rate)?;
-    // Let the agent's 100 ms drain timer pick up the last events.
+    // Let the agent's 50 ms drain timer pick up the last events.
     env::sleep(Duration::from_millis(350))?;
     let cpu1 = cpu_secs(agent.pid());
     let read1 = agent.metric("antispam_events_read_total")?;
@@ -136,7 +136,7 @@ pub fn events(ctx: &mut Ctx) -> Result<()> {
     });
     let need = median(&peak) * DRAIN_SECS * EVENT_BYTES;
     ctx.results.notes.push(format!(
-        "event pipeline: at the peak of {:.0} events/s one 100 ms drain interval holds {:.0} KiB of events, {:.0} % of the 1 MiB ring buffer \
+        "event pipeline: at the peak of {:.0} events/s one 50 ms drain interval holds {:.0} KiB of events, {:.0} % of the 1 MiB ring buffer \
          (the ring would need ≥ {:.0} KiB at this rate); lines in the log {log_lines} for {read_total} events read; peak RSS (VmHWM) {:.1} MiB",
         median(&peak),
         need / 1024.0,
