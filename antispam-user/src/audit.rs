@@ -242,7 +242,8 @@ mod tests {
         // Tests run in parallel: each gets its own directory.
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("antispam-audit-{}-{n}-{seq}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("antispam-audit-{}-{n}-{seq}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("audit.jsonl");
         let mut log = AuditLog::open(&path).unwrap();
