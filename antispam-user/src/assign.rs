@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use antispam_common::{
     key::BUCKET_SHARED,
-    rule::{Rule as MapRule, ACTION_ALLOW, ACTION_LIMIT},
+    rule::{Rule as MapRule, ACTION_LIMIT},
 };
 
 use crate::policy::{Policy, RuleKind};
@@ -45,23 +45,15 @@ pub fn own_rule(policy: &Policy, path: &str, id: u64) -> Option<MapRule> {
         .filter(|r| r.kind == RuleKind::Limit)
         .chain(policy.rules.iter().filter(|r| r.kind == RuleKind::Allow));
     let rule = ordered.rfind(|r| r.cgroups.iter().any(|p| p.matches_with(path, PATH_MATCH)))?;
-    Some(match rule.kind {
-        RuleKind::Allow => MapRule {
-            action: ACTION_ALLOW,
-            rule_id: rule.id,
-            ..Default::default()
-        },
-        _ => MapRule {
-            action: ACTION_LIMIT,
-            rule_id: rule.id,
-            rate: rule.rate.map(|r| r.gcra).unwrap_or_default(),
-            bucket: if rule.shared {
-                BUCKET_SHARED | u64::from(rule.id)
-            } else {
-                id
-            },
-        },
-    })
+    let mut value = crate::compile::map_rule(rule);
+    if value.action == ACTION_LIMIT {
+        value.bucket = if rule.shared {
+            BUCKET_SHARED | u64::from(rule.id)
+        } else {
+            id
+        };
+    }
+    Some(value)
 }
 
 /// The rule of a cgroup whose nearest covered ancestor has `inherited`.
@@ -112,6 +104,8 @@ pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 
 #[cfg(test)]
 mod tests {
+    use antispam_common::rule::ACTION_ALLOW;
+
     use super::*;
     use crate::policy::parse;
 

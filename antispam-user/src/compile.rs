@@ -125,7 +125,8 @@ pub fn compile(policy: &Policy, generation: u32, opts: Options) -> Compiled {
     c
 }
 
-fn map_rule(rule: &crate::policy::Rule) -> MapRule {
+/// The map value of an `[[allow]]` or `[[limit]]` rule (bucket 0: the caller's key).
+pub fn map_rule(rule: &crate::policy::Rule) -> MapRule {
     match rule.kind {
         RuleKind::Allow => MapRule {
             action: ACTION_ALLOW,

@@ -28,6 +28,13 @@ fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec
     g
 }
 
+/// A counter without labels, set to `v` (the kernel's or the agent's running total).
+fn plain_counter(reg: &Registry, name: &str, help: &str, v: u64) {
+    let c = prometheus::IntCounter::new(name, help).expect("valid metric");
+    c.inc_by(v);
+    reg.register(Box::new(c)).expect("unique metric");
+}
+
 fn plain_gauge(reg: &Registry, name: &str, help: &str, v: i64) {
     let g = IntGauge::new(name, help).expect("valid metric");
     g.set(v);
@@ -101,55 +108,43 @@ pub fn render(shared: &Shared) -> String {
             .with_label_values(&[name])
             .inc_by(KernelView::sum(&view.stats, i as u32));
     }
-    counter(
+    plain_counter(
         &reg,
         "antispam_events_lost_total",
         "Decision events dropped because the ring buffer was full.",
-        &[],
-    )
-    .with_label_values(&[] as &[&str])
-    .inc_by(KernelView::sum(&view.stats, stats::RINGBUF_FULL));
+        KernelView::sum(&view.stats, stats::RINGBUF_FULL),
+    );
     let c = &shared.counters;
-    counter(
+    plain_counter(
         &reg,
         "antispam_events_read_total",
         "Decision events read from the ring buffer.",
-        &[],
-    )
-    .with_label_values(&[] as &[&str])
-    .inc_by(c.events_read.load(Ordering::Relaxed));
-    counter(
+        c.events_read.load(Ordering::Relaxed),
+    );
+    plain_counter(
         &reg,
         "antispam_event_decode_errors_total",
         "Ring-buffer records that could not be decoded.",
-        &[],
-    )
-    .with_label_values(&[] as &[&str])
-    .inc_by(c.decode_errors.load(Ordering::Relaxed));
-    counter(
+        c.decode_errors.load(Ordering::Relaxed),
+    );
+    plain_counter(
         &reg,
         "antispam_event_log_errors_total",
         "Failures to write the event log.",
-        &[],
-    )
-    .with_label_values(&[] as &[&str])
-    .inc_by(c.log_errors.load(Ordering::Relaxed));
-    counter(
+        c.log_errors.load(Ordering::Relaxed),
+    );
+    plain_counter(
         &reg,
         "antispam_audit_records_written_total",
         "Audit records written (fsync'd) since the agent started.",
-        &[],
-    )
-    .with_label_values(&[] as &[&str])
-    .inc_by(c.audit_written.load(Ordering::Relaxed));
-    counter(
+        c.audit_written.load(Ordering::Relaxed),
+    );
+    plain_counter(
         &reg,
         "antispam_audit_write_failures_total",
         "Audit records that could not be written.",
-        &[],
-    )
-    .with_label_values(&[] as &[&str])
-    .inc_by(c.audit_failures.load(Ordering::Relaxed));
+        c.audit_failures.load(Ordering::Relaxed),
+    );
     plain_gauge(
         &reg,
         "antispam_audit_head_sequence",
@@ -180,14 +175,12 @@ pub fn render(shared: &Shared) -> String {
     changes
         .with_label_values(&["removed"])
         .inc_by(c.cgroups_removed.load(Ordering::Relaxed));
-    counter(
+    plain_counter(
         &reg,
         "antispam_cgroup_update_errors_total",
         "Failures to update the kernel maps for a cgroup change.",
-        &[],
-    )
-    .with_label_values(&[] as &[&str])
-    .inc_by(c.cgroup_update_errors.load(Ordering::Relaxed));
+        c.cgroup_update_errors.load(Ordering::Relaxed),
+    );
     plain_gauge(
         &reg,
         "antispam_cgroup_watch_errors",
