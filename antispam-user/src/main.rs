@@ -14,6 +14,7 @@ mod metrics;
 mod names;
 mod ops;
 mod policy;
+mod sockdiag;
 mod state;
 mod status;
 mod watch;

@@ -8,7 +8,7 @@ use std::{
 
 use antispam_common::{
     config::FLAG_KILL_SWITCH,
-    key::{KeyId, Suspension, SUSPEND_MANUAL},
+    key::{KeyId, Suspension, KIND_CGROUP, KIND_UID, SUSPEND_MANUAL},
 };
 use serde_json::json;
 
@@ -129,21 +129,51 @@ impl Control<'_> {
         for k in &keys {
             self.maps.suspend(*k, s).map_err(|e| e.to_string())?;
         }
+        // Sessions already open end now (their packets are dropped by the egress program too,
+        // in case this fails).
+        let ended = {
+            let ports = self.shared.enforced().policy.ports.clone();
+            let uids: Vec<u32> = keys
+                .iter()
+                .filter(|k| k.kind == KIND_UID)
+                .map(|k| k.id as u32)
+                .collect();
+            let cgroups: Vec<u64> = keys
+                .iter()
+                .filter(|k| k.kind == KIND_CGROUP)
+                .map(|k| k.id)
+                .collect();
+            let sel = crate::sockdiag::Selector {
+                ports: &ports,
+                uids: &uids,
+                cgroups: &cgroups,
+            };
+            match crate::sockdiag::end_sessions(&sel) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    log::warn!("could not end the open SMTP sessions of {target} ({e}); their packets are dropped");
+                    None
+                }
+            }
+        };
+        let sessions =
+            ended.map_or_else(String::new, |n| format!("; {n} open SMTP session(s) ended"));
         let now = SystemTime::now();
         let until = for_secs.map(|s| now + Duration::from_secs(s));
         let message = match until {
             Some(u) => format!(
-                "suspended {target} until {} ({} s): {reason}",
+                "suspended {target} until {} ({} s): {reason}{sessions}",
                 ts(u),
                 for_secs.unwrap_or(0)
             ),
-            None => format!("suspended {target} until lifted: {reason}"),
+            None => format!("suspended {target} until lifted: {reason}{sessions}"),
         };
         self.audit(
             "suspend",
             json!({
                 "target": target, "reason": reason, "by": who(peer), "trigger": "manual",
                 "for_secs": for_secs, "until": until.map(ts), "kernel_keys": keys.len(),
+                "sessions_ended": ended,
             }),
         );
         log::warn!("{message} (by {})", peer.user);

@@ -209,6 +209,10 @@ fn suspending_a_cgroup_covers_its_descendants_and_stops_open_sessions() {
     );
     assert_eq!(code, Some(0), "{out}");
     assert!(
+        out.contains("1 open SMTP session(s) ended"),
+        "the container's session is ended: {out}"
+    );
+    assert!(
         tcp_probe_once(&inner, uid, server).is_eperm(),
         "a descendant is suspended too"
     );
@@ -237,9 +241,9 @@ fn suspending_a_cgroup_covers_its_descendants_and_stops_open_sessions() {
     };
     let (banner, after, text) = result(s_in);
     assert_eq!(banner, true, "{text}");
-    assert_ne!(
-        after, "reply",
-        "the open session in the suspended container went on: {text}"
+    assert_eq!(
+        after, "error",
+        "the open session in the suspended container is ended (not left hanging): {text}"
     );
     let (_, after, text) = result(s_out);
     assert_eq!(
