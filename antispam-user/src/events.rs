@@ -121,6 +121,7 @@ pub async fn run(
     shared: Arc<Shared>,
     filter: EventFilter,
     mut out: Box<dyn Write + Send>,
+    violations: tokio::sync::mpsc::Sender<Violation>,
     mut stop: watch::Receiver<bool>,
 ) {
     let clock = Clock::new();
@@ -147,11 +148,19 @@ pub async fn run(
             _ = tick.tick() => false,
             _ = stop.changed() => true,
         };
-        drain(fd.get_mut(), &shared, &clock, filter, &mut out);
+        drain(fd.get_mut(), &shared, &clock, filter, &mut out, &violations);
         if last {
             return;
         }
     }
+}
+
+/// A refused connect that counts as a strike (see strikes.rs).
+#[derive(Debug, Clone, Copy)]
+pub struct Violation {
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub reason: u32,
 }
 
 fn drain(
@@ -160,6 +169,7 @@ fn drain(
     clock: &Clock,
     filter: EventFilter,
     out: &mut Box<dyn Write + Send>,
+    violations: &tokio::sync::mpsc::Sender<Violation>,
 ) {
     let mut wrote = false;
     while let Some(item) = ring.next() {
@@ -175,6 +185,19 @@ fn drain(
         // the record, which is at least that long; read_unaligned copes with any alignment.
         let e: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
         drop(item);
+        if e.verdict == ev::VERDICT_DENIED
+            && matches!(
+                e.reason,
+                ev::REASON_RATE_UID | ev::REASON_RATE_CGROUP | ev::REASON_BLOCK_DESTINATION
+            )
+        {
+            // A full queue (an outbreak far past the strike threshold) loses strikes, not events.
+            let _ = violations.try_send(Violation {
+                uid: e.uid,
+                cgroup_id: e.cgroup_id,
+                reason: e.reason,
+            });
+        }
         if filter == EventFilter::Denied && e.verdict == ev::VERDICT_ALLOWED {
             continue;
         }

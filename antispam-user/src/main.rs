@@ -17,6 +17,7 @@ mod policy;
 mod sockdiag;
 mod state;
 mod status;
+mod strikes;
 mod watch;
 
 use clap::Parser;

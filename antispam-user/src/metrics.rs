@@ -195,14 +195,16 @@ pub fn render(shared: &Shared) -> String {
             "UIDs and cgroups suspended now.",
             ops.suspensions.len() as i64,
         );
-        counter(
+        let total = counter(
             &reg,
             "antispam_suspensions_total",
-            "Suspensions set, by trigger.",
+            "Suspensions set since the agent started, by trigger (manual, strikes).",
             &["trigger"],
-        )
-        .with_label_values(&["manual"])
-        .inc_by(ops.suspensions_total);
+        );
+        for trigger in ["manual", "strikes"] {
+            let n = ops.suspensions_total.get(trigger).copied().unwrap_or(0);
+            total.with_label_values(&[trigger]).inc_by(n);
+        }
         plain_gauge(
             &reg,
             "antispam_kill_switch",

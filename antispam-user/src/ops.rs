@@ -8,13 +8,17 @@ use std::{
 
 use antispam_common::{
     config::FLAG_KILL_SWITCH,
-    key::{KeyId, Suspension, KIND_CGROUP, KIND_UID, SUSPEND_MANUAL},
+    key::{
+        KeyId, Suspension, BUCKET_SHARED, KIND_CGROUP, KIND_UID, SUSPEND_MANUAL, SUSPEND_STRIKES,
+    },
 };
 use serde_json::json;
 
 use crate::{
     cli::run::Control,
     control::{Message, Peer, Request, Response, Target},
+    events::Violation,
+    strikes,
 };
 
 /// CLOCK_MONOTONIC now, in nanoseconds (the kernel programs' clock).
@@ -44,7 +48,8 @@ pub struct KillSwitch {
 pub struct Operations {
     pub suspensions: BTreeMap<Target, SuspensionEntry>,
     pub kill_switch: Option<KillSwitch>,
-    pub suspensions_total: u64,
+    /// Suspensions set since the start, by trigger ("manual", "strikes").
+    pub suspensions_total: BTreeMap<String, u64>,
 }
 
 fn who(peer: &Peer) -> serde_json::Value {
@@ -67,7 +72,7 @@ impl Control<'_> {
                         target,
                         reason,
                         for_secs,
-                    } => self.suspend(target, reason, for_secs, &peer),
+                    } => self.suspend(target, reason, for_secs, &peer, "manual"),
                     Request::Unsuspend { target, reason } => {
                         self.unsuspend(target, &reason, &peer.user, Some(&peer))
                     }
@@ -115,6 +120,7 @@ impl Control<'_> {
         reason: String,
         for_secs: Option<u64>,
         peer: &Peer,
+        trigger: &str,
     ) -> Result<String, String> {
         if reason.trim().is_empty() {
             return Err("a reason is required".into());
@@ -123,7 +129,11 @@ impl Control<'_> {
         let until_ns = for_secs.map_or(0, |s| mono_now_ns() + s.saturating_mul(1_000_000_000));
         let s = Suspension {
             until_ns,
-            kind: SUSPEND_MANUAL,
+            kind: if trigger == "strikes" {
+                SUSPEND_STRIKES
+            } else {
+                SUSPEND_MANUAL
+            },
             _pad: 0,
         };
         for k in &keys {
@@ -171,14 +181,27 @@ impl Control<'_> {
         self.audit(
             "suspend",
             json!({
-                "target": target, "reason": reason, "by": who(peer), "trigger": "manual",
+                "target": target, "reason": reason, "by": who(peer), "trigger": trigger,
                 "for_secs": for_secs, "until": until.map(ts), "kernel_keys": keys.len(),
                 "sessions_ended": ended,
             }),
         );
         log::warn!("{message} (by {})", peer.user);
+        self.book.suspensions.retain(|x| x.target != target);
+        self.book.suspensions.push(strikes::Saved {
+            target: target.clone(),
+            reason: reason.clone(),
+            by: peer.user.clone(),
+            trigger: trigger.to_string(),
+            since_ms: strikes::unix_ms(now),
+            until_ms: until.map(strikes::unix_ms),
+        });
+        self.book.dirty = true;
+        self.save_book();
         let mut ops = self.shared.operations();
-        ops.suspensions_total += 1;
+        *ops.suspensions_total
+            .entry(trigger.to_string())
+            .or_default() += 1;
         ops.suspensions.insert(
             target,
             SuspensionEntry {
@@ -216,6 +239,9 @@ impl Control<'_> {
                 "held_secs": entry.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
             }),
         );
+        self.book.suspensions.retain(|x| x.target != target);
+        self.book.dirty = true;
+        self.save_book();
         let message = format!("lifted the suspension of {target}: {reason}");
         log::warn!("{message} (by {by})");
         Ok(message)
@@ -224,6 +250,9 @@ impl Control<'_> {
     /// Lifts the suspensions whose time is up (the kernel already ignores them).
     pub fn expire(&mut self) {
         let now = SystemTime::now();
+        if let Some(p) = self.shared.enforced().policy.suspension.clone() {
+            self.book.prune(strikes::unix_ms(now), &p);
+        }
         let due: Vec<Target> = self
             .shared
             .operations()
@@ -301,5 +330,132 @@ impl Control<'_> {
         };
         log::warn!("{message} (by {})", peer.user);
         Ok(message)
+    }
+
+    /// Writes the offence book if it changed; a failure is logged (enforcement goes on).
+    pub fn save_book(&mut self) {
+        if self.book.dirty {
+            if let Err(e) = self.book.save(&self.book_path) {
+                log::error!("saving the offence history: {e}");
+            }
+        }
+    }
+
+    /// A refused connect: a strike against the UID, or against the container for a cgroup
+    /// limit. Enough strikes make a suspension (the policy's `[suspension]`).
+    pub fn violation(&mut self, v: Violation) {
+        let enforced = self.shared.enforced();
+        let Some(p) = enforced.policy.suspension.as_ref() else {
+            return;
+        };
+        if enforced.policy.mode == crate::policy::Mode::Monitor {
+            return;
+        }
+        let target = if v.reason == antispam_common::event::REASON_RATE_CGROUP {
+            // The cgroup the limit applies to: the matched one, not a sub-cgroup of it.
+            let bucket = self
+                .shared
+                .assignments()
+                .get(&v.cgroup_id)
+                .map(|a| a.rule.bucket)
+                .filter(|b| *b != 0 && b & BUCKET_SHARED == 0)
+                .unwrap_or(v.cgroup_id);
+            match self.shared.cgroups.name(bucket) {
+                Some(path) => Target::Cgroup(path),
+                None => return,
+            }
+        } else {
+            Target::Uid(v.uid)
+        };
+        if self.shared.operations().suspensions.contains_key(&target) {
+            return;
+        }
+        let now = SystemTime::now();
+        let Some(verdict) = self.book.strike(&target, strikes::unix_ms(now), p) else {
+            return;
+        };
+        let reason = format!(
+            "{} refused connects within {} (suspension {} of this offender)",
+            verdict.strikes,
+            humantime::format_duration(p.window),
+            verdict.level
+        );
+        let system = Peer {
+            uid: 0,
+            gid: 0,
+            pid: Some(std::process::id() as i32),
+            user: "antispam".into(),
+        };
+        if let Err(e) = self.suspend(
+            target,
+            reason,
+            Some(verdict.duration.as_secs().max(1)),
+            &system,
+            "strikes",
+        ) {
+            log::error!("automatic suspension failed: {e}");
+        }
+    }
+
+    /// Puts back the suspensions the previous agent left in force (from the offence book).
+    pub fn restore(&mut self) {
+        let now = SystemTime::now();
+        let saved = std::mem::take(&mut self.book.suspensions);
+        for s in saved {
+            let remaining = s
+                .until_ms
+                .map(|u| u.saturating_sub(strikes::unix_ms(now)) / 1000);
+            if remaining == Some(0) {
+                self.audit("suspension_expired", json!({"target": s.target, "reason": "expired while the agent was stopped", "by": {"user": "expiry"}}));
+                continue;
+            }
+            let keys = match self.keys_of(&s.target) {
+                Ok(k) => k,
+                Err(e) => {
+                    log::warn!("not restoring the suspension of {}: {e}", s.target);
+                    continue;
+                }
+            };
+            let until_ns = remaining.map_or(0, |r| mono_now_ns() + r * 1_000_000_000);
+            let kind = if s.trigger == "strikes" {
+                SUSPEND_STRIKES
+            } else {
+                SUSPEND_MANUAL
+            };
+            for k in &keys {
+                if let Err(e) = self.maps.suspend(
+                    *k,
+                    Suspension {
+                        until_ns,
+                        kind,
+                        _pad: 0,
+                    },
+                ) {
+                    log::error!("restoring the suspension of {}: {e}", s.target);
+                }
+            }
+            let until = s
+                .until_ms
+                .map(|u| std::time::UNIX_EPOCH + Duration::from_millis(u));
+            let since = std::time::UNIX_EPOCH + Duration::from_millis(s.since_ms);
+            self.audit(
+                "suspension_restored",
+                json!({"target": s.target, "reason": s.reason, "by": s.by, "trigger": s.trigger, "until": until.map(ts)}),
+            );
+            log::warn!("restored the suspension of {} ({})", s.target, s.reason);
+            self.shared.operations().suspensions.insert(
+                s.target.clone(),
+                SuspensionEntry {
+                    reason: s.reason.clone(),
+                    by: s.by.clone(),
+                    since,
+                    until,
+                    keys,
+                },
+            );
+            self.book.suspensions.push(s);
+        }
+        self.book.dirty = true;
+        self.save_book();
     }
 }

@@ -153,6 +153,9 @@ pub struct Control<'a> {
     keys: &'a mut HashMap<MapData, KeyId, KeyState>,
     pub watcher: Option<&'a mut CgroupWatcher>,
     audit: &'a mut AuditLog,
+    /// Offence history and the suspensions in force, kept on disk.
+    pub book: &'a mut crate::strikes::Book,
+    pub book_path: PathBuf,
     opts: Options,
     dir: &'a Path,
 }
@@ -190,6 +193,9 @@ async fn run(args: Args) -> Result<(), Error> {
         events_allowed: args.events == EventFilter::All,
     };
     let mut audit = AuditLog::open(&args.audit_log).map_err(Error::Audit)?;
+    // The offence history lives beside the audit log.
+    let book_path = args.audit_log.with_file_name("offences.json");
+    let mut book = crate::strikes::Book::load(&book_path).map_err(Error::Audit)?;
     let operators_gid = match nix::unistd::Group::from_name(&args.operators_group) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         _ => {
@@ -279,6 +285,7 @@ async fn run(args: Args) -> Result<(), Error> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(16);
+    let (violations_tx, mut violations_rx) = tokio::sync::mpsc::channel(4096);
     let control_task = tokio::spawn(crate::control::serve(
         control_listener,
         operators_gid,
@@ -292,6 +299,7 @@ async fn run(args: Args) -> Result<(), Error> {
         shared.clone(),
         args.events,
         out,
+        violations_tx,
         stop_rx.clone(),
     ));
     let (addr, http_task) = http::serve(args.metrics_addr, shared.clone(), stop_rx.clone())
@@ -331,9 +339,12 @@ async fn run(args: Args) -> Result<(), Error> {
         keys,
         watcher: watcher.as_mut(),
         audit: &mut audit,
+        book: &mut book,
+        book_path,
         opts,
         dir: &dir,
     };
+    ctl.restore();
     let stop_reason;
     loop {
         let changes = async {
@@ -347,7 +358,8 @@ async fn run(args: Args) -> Result<(), Error> {
             _ = int.recv() => { log::info!("SIGINT: detaching and exiting"); stop_reason = "SIGINT"; break; }
             _ = hup.recv() => ctl.reload(),
             Some(msg) = control_rx.recv() => ctl.handle(msg),
-            _ = expiry.tick() => ctl.expire(),
+            _ = expiry.tick() => { ctl.expire(); ctl.save_book(); }
+            Some(v) = violations_rx.recv() => ctl.violation(v),
             c = changes => match c {
                 Some(c) => ctl.cgroups_changed(c),
                 None => {

@@ -101,7 +101,21 @@ pub struct Policy {
     pub warnings: Vec<Problem>,
     /// SHA-256 of the policy text, hex: recorded in the audit log at every load.
     pub sha256: String,
+    /// Automatic suspension of repeat offenders (`[suspension]`).
+    pub suspension: Option<SuspensionPolicy>,
 }
+
+/// `[suspension]`: strikes within a window make a suspension, escalating through durations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuspensionPolicy {
+    pub strikes: u32,
+    pub window: std::time::Duration,
+    pub durations: Vec<std::time::Duration>,
+    pub forget_after: std::time::Duration,
+}
+
+/// `forget_after` when the policy does not say.
+pub const DEFAULT_FORGET_AFTER: &str = "7d";
 
 impl Policy {
     /// The policy compiled into the binary.
@@ -347,7 +361,63 @@ impl Checker<'_> {
             rules,
             warnings: Vec::new(),
             sha256: crate::audit::sha256_hex(self.src.text.as_bytes()),
+            suspension: raw.suspension.as_ref().and_then(|s| self.suspension(s)),
         }
+    }
+
+    fn duration(&mut self, d: &Spanned<String>) -> Option<std::time::Duration> {
+        match humantime::parse_duration(d.get_ref()) {
+            Ok(v) if !v.is_zero() => Some(v),
+            Ok(_) => {
+                self.error(d, "a duration must be longer than zero");
+                None
+            }
+            Err(e) => {
+                self.error(
+                    d,
+                    format!(
+                        "malformed duration {:?}: {e} (e.g. \"15m\", \"1h\", \"7d\")",
+                        d.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn suspension(&mut self, s: &Spanned<raw::RawSuspension>) -> Option<SuspensionPolicy> {
+        let r = s.get_ref();
+        let strikes = match u32::try_from(*r.strikes.get_ref()) {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                self.error(&r.strikes, "strikes must be a whole number of at least 1");
+                None
+            }
+        };
+        let window = self.duration(&r.window);
+        if r.durations.get_ref().is_empty() {
+            self.error(
+                &r.durations,
+                "durations is empty: give at least one, e.g. [\"15m\", \"1h\", \"24h\"]",
+            );
+        }
+        let durations: Vec<Option<std::time::Duration>> = r
+            .durations
+            .get_ref()
+            .iter()
+            .map(|d| self.duration(d))
+            .collect();
+        let forget_after = match &r.forget_after {
+            Some(f) => self.duration(f),
+            None => humantime::parse_duration(DEFAULT_FORGET_AFTER).ok(),
+        };
+        let durations: Option<Vec<std::time::Duration>> = durations.into_iter().collect();
+        Some(SuspensionPolicy {
+            strikes: strikes?,
+            window: window?,
+            durations: durations.filter(|d| !d.is_empty())?,
+            forget_after: forget_after?,
+        })
     }
 
     fn rate(&mut self, rate: &Spanned<String>, burst: Option<&Spanned<i64>>) -> Option<RateSpec> {

@@ -22,6 +22,22 @@ pub struct RawPolicy {
     pub limit: Vec<Spanned<RawLimit>>,
     #[serde(default)]
     pub block: Vec<Spanned<RawBlock>>,
+    /// Automatic suspension of repeat offenders; none when absent.
+    #[serde(default)]
+    pub suspension: Option<Spanned<RawSuspension>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSuspension {
+    /// Refused connects (rate limits, block lists) within `window` that make a suspension.
+    pub strikes: Spanned<i64>,
+    pub window: Spanned<String>,
+    /// The first suspension lasts durations[0], the next durations[1]…; the last repeats.
+    pub durations: Spanned<Vec<Spanned<String>>>,
+    /// After this long without a suspension, an offender's level drops by one. Default "7d".
+    #[serde(default)]
+    pub forget_after: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
