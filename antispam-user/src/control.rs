@@ -143,8 +143,20 @@ fn authorize(peer: &Peer, operators_gid: Option<u32>) -> Result<(), String> {
     }
 }
 
+/// The socket file, removed when the agent exits, whichever way.
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Binds the socket with the permissions above. A stale socket file is replaced.
-pub fn bind(path: &Path, operators_gid: Option<u32>) -> std::io::Result<UnixListener> {
+pub fn bind(
+    path: &Path,
+    operators_gid: Option<u32>,
+) -> std::io::Result<(UnixListener, SocketFile)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -153,6 +165,7 @@ pub fn bind(path: &Path, operators_gid: Option<u32>) -> std::io::Result<UnixList
         _ => {}
     }
     let listener = UnixListener::bind(path)?;
+    let file = SocketFile(path.to_path_buf());
     match operators_gid {
         Some(gid) => {
             std::os::unix::fs::chown(path, Some(0), Some(gid))?;
@@ -160,7 +173,7 @@ pub fn bind(path: &Path, operators_gid: Option<u32>) -> std::io::Result<UnixList
         }
         None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
     }
-    Ok(listener)
+    Ok((listener, file))
 }
 
 /// Serves connections until `stop` changes.

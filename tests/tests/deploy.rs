@@ -81,6 +81,8 @@ fn systemd_unit_capabilities_are_enough_and_each_is_needed() {
             ])
             .arg("--audit-log")
             .arg(fx.dir.path().join("audit-caps.jsonl"))
+            .arg("--control-socket")
+            .arg(fx.dir.path().join("control-caps.sock"))
             .output()
             .expect("run antispam");
         let err = String::from_utf8_lossy(&out.stderr);

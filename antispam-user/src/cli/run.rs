@@ -206,7 +206,8 @@ async fn run(args: Args) -> Result<(), Error> {
             None
         }
     };
-    let control_listener =
+    // The socket file goes when `_control_file` drops, however run() ends.
+    let (control_listener, _control_file) =
         crate::control::bind(&args.control_socket, operators_gid).map_err(|source| Error::Io {
             what: format!("control socket {}", args.control_socket.display()),
             source,
@@ -371,7 +372,6 @@ async fn run(args: Args) -> Result<(), Error> {
     }
     let _ = stop_tx.send(true);
     let _ = control_task.await;
-    let _ = std::fs::remove_file(&args.control_socket);
     let _ = events_task.await;
     let _ = http_task.await;
     drop(kernel);
