@@ -176,6 +176,17 @@ async fn run(args: Args) -> Result<(), Error> {
     let policy = load_policy(args.policy.as_deref())?;
     let mount = cgroupfs::cgroup2_mount()?;
     let dir = attach_dir(&mount, args.cgroup.as_deref())?;
+    if let Some(parent) = args
+        .log
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            what: format!("creating the event log's directory {}", parent.display()),
+            source,
+        })?;
+    }
     let out: Box<dyn Write + Send> = match &args.log {
         Some(path) => Box::new(std::io::BufWriter::new(
             OpenOptions::new()
