@@ -106,6 +106,51 @@ fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
+/// Runs `antispam run` where it is expected to refuse to start; returns (exit code, stderr).
+/// Its audit log (unless `audit_log` names one) and its control socket are in `dir`, so a start
+/// that gets further than expected still never touches the system's paths. `wrapper` runs
+/// before the binary (e.g. `setpriv ...`).
+pub fn run_refused(
+    wrapper: &[&str],
+    policy: &Path,
+    cgroup: &Path,
+    dir: &TestDir,
+    audit_log: Option<&Path>,
+) -> (Option<i32>, String) {
+    let n = crate::next_seq();
+    let bin = require_bin();
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let audit = audit_log.map_or_else(
+        || dir.path().join(format!("audit-refused-{n}.jsonl")),
+        Path::to_path_buf,
+    );
+    let out = cmd
+        .arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--cgroup")
+        .arg(cgroup)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .arg("--audit-log")
+        .arg(audit)
+        .arg("--control-socket")
+        .arg(dir.path().join(format!("control-refused-{n}.sock")))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A running `antispam run` attached to a test cgroup. SIGTERM (then SIGKILL) on drop.
 pub struct Agent {
     child: Option<Child>,

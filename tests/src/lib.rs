@@ -15,7 +15,7 @@ pub mod netns;
 pub mod sink;
 pub mod tmp;
 
-pub use agent::{antispam_bin, antispam_check, Agent, CheckResult};
+pub use agent::{antispam_bin, antispam_check, run_refused, Agent, CheckResult};
 pub use cgroup::{cgroup2_mount, TestCgroup};
 pub use client::{
     connect_probe_as, swaks, swaks_as, tcp_connect_as, tcp_probe_once, udp_send_as, ProbeAttempt,

@@ -144,20 +144,9 @@ fn agent_refuses_to_run_without_a_writable_audit_log() {
     let fx = Fixture::new("audit");
     let policy = fx.policy("ports = [25]\n");
     let blocker = fx.dir.write("not-a-dir", "");
-    let out = Command::new(antispam_bin())
-        .args(["run", "--policy", &policy.display().to_string()])
-        .args([
-            "--cgroup",
-            &fx.cg.path().display().to_string(),
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--audit-log")
-        .arg(blocker.join("audit.jsonl"))
-        .output()
-        .expect("run antispam");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr:\n{err}");
+    let audit = blocker.join("audit.jsonl");
+    let (code, err) = run_refused(&[], &policy, fx.cg.path(), &fx.dir, Some(&audit));
+    assert_eq!(code, Some(2), "stderr:\n{err}");
     assert!(err.contains("audit log:"), "{err}");
     let attached = run_ok(
         "bpftool",

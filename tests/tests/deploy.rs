@@ -68,29 +68,10 @@ fn systemd_unit_capabilities_are_enough_and_each_is_needed() {
     // Without any one of them the agent cannot start (and says why).
     for missing in &caps {
         let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
-        let mut args = only(&fewer);
-        args.push(antispam_bin().display().to_string());
-        let out = Command::new(&args[0])
-            .args(&args[1..])
-            .args(["run", "--policy", &policy.display().to_string()])
-            .args([
-                "--cgroup",
-                &fx.cg.path().display().to_string(),
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--audit-log")
-            .arg(fx.dir.path().join("audit-caps.jsonl"))
-            .arg("--control-socket")
-            .arg(fx.dir.path().join("control-caps.sock"))
-            .output()
-            .expect("run antispam");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "without {missing}: stderr:\n{err}"
-        );
+        let wrapper = only(&fewer);
+        let w: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let (code, err) = run_refused(&w, &policy, fx.cg.path(), &fx.dir, None);
+        assert_eq!(code, Some(2), "without {missing}: stderr:\n{err}");
         assert!(
             err.contains("not permitted") || err.contains("denied"),
             "without {missing}: {err}"

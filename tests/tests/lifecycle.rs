@@ -90,30 +90,8 @@ fn refuses_to_start_on_a_bad_policy_or_a_non_cgroup() {
     }
     let fx = Fixture::new("lifecycle");
     let bad = fx.policy("ports = [25]\n[default]\nrate = \"lots\"\n");
-    let bin = std::env::var("ANTISPAM_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target/release/antispam"));
-    let cg = fx.cg.path().display().to_string();
-    let out = std::process::Command::new(&bin)
-        .args([
-            "run",
-            "--policy",
-            &bad.display().to_string(),
-            "--cgroup",
-            &cg,
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--audit-log")
-        .arg(fx.dir.path().join("audit-refused.jsonl"))
-        .output()
-        .expect("run antispam");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "bad policy: exit 2; stderr:\n{err}"
-    );
+    let (code, err) = run_refused(&[], &bad, fx.cg.path(), &fx.dir, None);
+    assert_eq!(code, Some(2), "bad policy: exit 2; stderr:\n{err}");
     assert!(
         err.contains(&format!("{}:3:8: malformed rate", bad.display())),
         "stderr:\n{err}"
@@ -124,26 +102,8 @@ fn refuses_to_start_on_a_bad_policy_or_a_non_cgroup() {
     );
 
     let good = fx.policy("ports = [25]\n");
-    let out = std::process::Command::new(&bin)
-        .args([
-            "run",
-            "--policy",
-            &good.display().to_string(),
-            "--cgroup",
-            "/tmp",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--audit-log")
-        .arg(fx.dir.path().join("audit-refused.jsonl"))
-        .output()
-        .expect("run antispam");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "not a cgroup: exit 2; stderr:\n{err}"
-    );
+    let (code, err) = run_refused(&[], &good, std::path::Path::new("/tmp"), &fx.dir, None);
+    assert_eq!(code, Some(2), "not a cgroup: exit 2; stderr:\n{err}");
     assert!(
         err.contains("is not a directory of the cgroup v2 hierarchy"),
         "stderr:\n{err}"
