@@ -10,6 +10,8 @@ pub const FLAG_EVENTS_ALLOWED: u32 = 1 << 1;
 pub const FLAG_KILL_SWITCH: u32 = 1 << 2;
 /// The suspension map has entries: only then do the programs look there.
 pub const FLAG_SUSPENSIONS: u32 = 1 << 3;
+/// The break-glass override map has entries: only then do the programs look there.
+pub const FLAG_OVERRIDES: u32 = 1 << 4;
 
 /// Entry 0 of [`crate::maps::CONFIG`]. Zeroed (no ports, no flags) means "decide nothing".
 #[repr(C)]

@@ -29,6 +29,9 @@ pub const REASON_STATE_ERROR: u32 = 8;
 pub const REASON_SUSPENDED: u32 = 9;
 /// The kill switch is on and the UID is not allow-listed.
 pub const REASON_KILL_SWITCH: u32 = 10;
+/// An approved break-glass override lifts the limits, the suspension and the kill switch for the
+/// UID or cgroup until it expires (destination block lists still apply).
+pub const REASON_BREAK_GLASS: u32 = 11;
 /// One past the largest reason code.
 pub const REASON_LIMIT: u32 = 16;
 
@@ -62,6 +65,7 @@ pub const fn reason_name(reason: u32) -> &'static str {
         REASON_STATE_ERROR => "state_error",
         REASON_SUSPENDED => "suspended",
         REASON_KILL_SWITCH => "kill_switch",
+        REASON_BREAK_GLASS => "break_glass",
         _ => "unknown",
     }
 }

@@ -116,4 +116,30 @@ impl Suspension {
     }
 }
 
-crate::user_pod!(KeyId, KeyState, Suspension);
+/// Value of [`crate::maps::OVERRIDES`]: an approved break-glass override. The kernel ends it at
+/// `until_ns` by itself, whether or not the agent is running.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Override {
+    /// End of the override, `bpf_ktime_get_ns` clock (every override expires).
+    pub until_ns: u64,
+    pub _reserved: u64,
+}
+const _: () = assert!(core::mem::size_of::<Override>() == 16);
+
+impl Override {
+    pub const fn new(until_ns: u64) -> Override {
+        Override {
+            until_ns,
+            _reserved: 0,
+        }
+    }
+
+    /// Is it in force at `now`?
+    #[inline(always)]
+    pub const fn active(&self, now: u64) -> bool {
+        now < self.until_ns
+    }
+}
+
+crate::user_pod!(KeyId, KeyState, Suspension, Override);

@@ -28,6 +28,10 @@ pub const KEYS_MAX: u32 = 262_144;
 pub const SUSPENDED: &str = "AS_SUSPENDED";
 /// Capacity of [`SUSPENDED`].
 pub const SUSPENDED_MAX: u32 = 65_536;
+/// `HashMap<KeyId, Override>`: UIDs and cgroups under an approved break-glass override.
+pub const OVERRIDES: &str = "AS_OVERRIDES";
+/// Capacity of [`OVERRIDES`].
+pub const OVERRIDES_MAX: u32 = 4_096;
 /// `PerCpuArray<u64>` of decision counters, indexed by [`crate::event::counter_index`].
 pub const DECISIONS: &str = "AS_DECISIONS";
 /// `PerCpuArray<u64>` of kernel-side error and health counters, indexed by [`crate::stats`].

@@ -1,13 +1,16 @@
 //! The decision programs: `cgroup/connect4` and `cgroup/connect6`.
 
 use antispam_common::{
-    config::{Config, FLAG_EVENTS_ALLOWED, FLAG_KILL_SWITCH, FLAG_MONITOR, FLAG_SUSPENSIONS},
+    config::{
+        Config, FLAG_EVENTS_ALLOWED, FLAG_KILL_SWITCH, FLAG_MONITOR, FLAG_OVERRIDES,
+        FLAG_SUSPENSIONS,
+    },
     event::*,
     key::{KeyId, KeyState},
     maps::EVENTS_BYTES,
     net::{self, AF_INET, AF_INET6},
     rate::{gcra, Rate},
-    rule::{Rule, ACTION_ALLOW, ACTION_BLOCK, ACTION_LIMIT},
+    rule::{DestRule, Rule, ACTION_ALLOW, ACTION_BLOCK, ACTION_LIMIT},
     stats,
 };
 use aya_ebpf::{
@@ -24,7 +27,7 @@ use aya_log_ebpf::debug;
 
 use crate::maps::{
     add, bump, cas, key_state, load, stat, sub, CGROUP_RULES, CONFIG, DECISIONS, DEST_V4, DEST_V6,
-    EVENTS, PORTS, SUSPENDED, UID_RULES,
+    EVENTS, OVERRIDES, PORTS, SUSPENDED, UID_RULES,
 };
 
 /// `connect()` goes on.
@@ -187,7 +190,19 @@ fn evaluate(
     uid_state: Option<*mut KeyState>,
     cgroup_state: Option<*mut KeyState>,
 ) -> Decision {
-    // An operator's suspension comes first: it wins over every allow list.
+    // An approved break-glass override comes first: for its short life it lifts suspensions,
+    // the kill switch and every rate limit. Destination block lists still apply.
+    if cfg.flags & FLAG_OVERRIDES != 0
+        && (overridden(&KeyId::uid(uid), now) || overridden(&KeyId::cgroup(cgroup_id), now))
+    {
+        return match dest_rule(family, addr) {
+            Some(r) if r.action == ACTION_BLOCK => {
+                Decision::deny(REASON_BLOCK_DESTINATION, r.rule_id)
+            }
+            _ => Decision::allow(REASON_BREAK_GLASS, 0),
+        };
+    }
+    // An operator's suspension comes next: it wins over every allow list.
     if cfg.flags & FLAG_SUSPENSIONS != 0
         && (suspended(&KeyId::uid(uid), now) || suspended(&KeyId::cgroup(cgroup_id), now))
     {
@@ -211,12 +226,7 @@ fn evaluate(
             return Decision::allow(REASON_ALLOW_CGROUP, r.rule_id);
         }
     }
-    let dest = if family == AF_INET {
-        DEST_V4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
-    } else {
-        DEST_V6.get(Key::new(128, *addr))
-    };
-    if let Some(r) = dest {
+    if let Some(r) = dest_rule(family, addr) {
         if r.action == ACTION_ALLOW {
             return Decision::allow(REASON_ALLOW_DESTINATION, r.rule_id);
         }
@@ -267,6 +277,26 @@ fn evaluate(
         sub(uid_tat, uid_rate.interval_ns);
     }
     refused
+}
+
+/// The longest destination prefix rule matching `addr`.
+#[inline(always)]
+fn dest_rule(family: u16, addr: &[u8; 16]) -> Option<&'static DestRule> {
+    if family == AF_INET {
+        DEST_V4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
+    } else {
+        DEST_V6.get(Key::new(128, *addr))
+    }
+}
+
+/// Is `key` under a break-glass override at `now`?
+#[inline(always)]
+pub fn overridden(key: &KeyId, now: u64) -> bool {
+    // SAFETY: a map lookup of plain data.
+    match unsafe { OVERRIDES.get(key) } {
+        Some(o) => o.active(now),
+        None => false,
+    }
 }
 
 /// Is `key` suspended at `now`?

@@ -2,7 +2,11 @@
 //! sessions of suspended UIDs and cgroups (their packets are dropped, so a session that was open
 //! when the suspension started goes no further).
 
-use antispam_common::{config::FLAG_SUSPENSIONS, key::KeyId, net, stats};
+use antispam_common::{
+    config::{FLAG_OVERRIDES, FLAG_SUSPENSIONS},
+    key::KeyId,
+    net, stats,
+};
 use aya_ebpf::{
     helpers::generated::{bpf_ktime_get_ns, bpf_skb_cgroup_id},
     macros::cgroup_skb,
@@ -11,7 +15,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    connect::suspended,
+    connect::{overridden, suspended},
     maps::{add, key_state, stat, CONFIG, PORTS},
 };
 
@@ -72,13 +76,15 @@ fn count(ctx: &SkBuffContext) -> Result<i32, ()> {
     let uid = ctx.get_socket_uid();
     // SAFETY: the skb pointer the kernel passed to this program.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr().cast()) };
-    if CONFIG
-        .get(0)
-        .is_some_and(|c| c.flags & FLAG_SUSPENSIONS != 0)
-    {
+    let flags = CONFIG.get(0).map_or(0, |c| c.flags);
+    if flags & FLAG_SUSPENSIONS != 0 {
         // SAFETY: a helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
-        if suspended(&KeyId::uid(uid), now) || suspended(&KeyId::cgroup(cgroup_id), now) {
+        if (suspended(&KeyId::uid(uid), now) || suspended(&KeyId::cgroup(cgroup_id), now))
+            && !(flags & FLAG_OVERRIDES != 0
+                && (overridden(&KeyId::uid(uid), now)
+                    || overridden(&KeyId::cgroup(cgroup_id), now)))
+        {
             stat(stats::SUSPENDED_DROPS);
             return Ok(DROP);
         }

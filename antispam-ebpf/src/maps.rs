@@ -1,10 +1,11 @@
-//! The maps, and small helpers around them used by every program.
+//! The maps, and small helpers around them used by every program. Every map is pinned by name
+//! in the agent's pin directory, so that it outlives the agent (see antispam-user/src/pins.rs).
 
 use core::intrinsics::{atomic_cxchg, atomic_xadd, atomic_xsub, AtomicOrdering::Relaxed};
 
 use antispam_common::{
     config::Config,
-    key::{KeyId, KeyState, Suspension},
+    key::{KeyId, KeyState, Override, Suspension},
     maps as m,
     rule::{DestRule, Rule},
     stats,
@@ -16,43 +17,44 @@ use aya_ebpf::{
 };
 
 #[map(name = "AS_CONFIG")]
-pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 #[map(name = "AS_PORTS")]
-pub static PORTS: Array<u64> = Array::with_max_entries(m::PORTS_WORDS, 0);
+pub static PORTS: Array<u64> = Array::pinned(m::PORTS_WORDS, 0);
 
 #[map(name = "AS_UID_RULES")]
-pub static UID_RULES: HashMap<u32, Rule> =
-    HashMap::with_max_entries(m::UID_RULES_MAX, BPF_F_NO_PREALLOC);
+pub static UID_RULES: HashMap<u32, Rule> = HashMap::pinned(m::UID_RULES_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_CGROUP_RULES")]
 pub static CGROUP_RULES: HashMap<u64, Rule> =
-    HashMap::with_max_entries(m::CGROUP_RULES_MAX, BPF_F_NO_PREALLOC);
+    HashMap::pinned(m::CGROUP_RULES_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_DEST_V4")]
-pub static DEST_V4: LpmTrie<[u8; 4], DestRule> =
-    LpmTrie::with_max_entries(m::DEST_MAX, BPF_F_NO_PREALLOC);
+pub static DEST_V4: LpmTrie<[u8; 4], DestRule> = LpmTrie::pinned(m::DEST_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_DEST_V6")]
-pub static DEST_V6: LpmTrie<[u8; 16], DestRule> =
-    LpmTrie::with_max_entries(m::DEST_MAX, BPF_F_NO_PREALLOC);
+pub static DEST_V6: LpmTrie<[u8; 16], DestRule> = LpmTrie::pinned(m::DEST_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_KEYS")]
-pub static KEYS: LruHashMap<KeyId, KeyState> = LruHashMap::with_max_entries(m::KEYS_MAX, 0);
+pub static KEYS: LruHashMap<KeyId, KeyState> = LruHashMap::pinned(m::KEYS_MAX, 0);
 
 #[map(name = "AS_SUSPENDED")]
 pub static SUSPENDED: HashMap<KeyId, Suspension> =
-    HashMap::with_max_entries(m::SUSPENDED_MAX, BPF_F_NO_PREALLOC);
+    HashMap::pinned(m::SUSPENDED_MAX, BPF_F_NO_PREALLOC);
+
+#[map(name = "AS_OVERRIDES")]
+pub static OVERRIDES: HashMap<KeyId, Override> =
+    HashMap::pinned(m::OVERRIDES_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_DECISIONS")]
 pub static DECISIONS: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(antispam_common::event::DECISIONS_LEN, 0);
+    PerCpuArray::pinned(antispam_common::event::DECISIONS_LEN, 0);
 
 #[map(name = "AS_STATS")]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUNT, 0);
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::COUNT, 0);
 
 #[map(name = "AS_EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(m::EVENTS_BYTES, 0);
+pub static EVENTS: RingBuf = RingBuf::pinned(m::EVENTS_BYTES, 0);
 
 /// Adds one to a per-CPU counter (no atomics needed: the slot belongs to this CPU).
 #[inline(always)]

@@ -60,6 +60,26 @@ pub enum Request {
         on: bool,
         reason: String,
     },
+    /// Asks for a break-glass override of `target` for `ttl_secs`, once a second operator
+    /// approves it.
+    BreakGlassAsk {
+        target: Target,
+        reason: String,
+        ttl_secs: u64,
+    },
+    BreakGlassApprove {
+        id: String,
+    },
+    /// Withdraws a pending request or ends a granted override at once.
+    BreakGlassRevoke {
+        id: String,
+        reason: String,
+    },
+    BreakGlassList,
+    /// Unpins the programs and maps (which detaches them) and stops the agent.
+    Uninstall {
+        reason: String,
+    },
 }
 
 impl Request {
@@ -68,6 +88,11 @@ impl Request {
             Request::Suspend { .. } => "suspend",
             Request::Unsuspend { .. } => "unsuspend",
             Request::KillSwitch { .. } => "kill_switch",
+            Request::BreakGlassAsk { .. } => "break-glass request",
+            Request::BreakGlassApprove { .. } => "break-glass approve",
+            Request::BreakGlassRevoke { .. } => "break-glass revoke",
+            Request::BreakGlassList => "break-glass list",
+            Request::Uninstall { .. } => "uninstall",
         }
     }
 }
@@ -76,6 +101,19 @@ impl Request {
 pub struct Response {
     pub ok: bool,
     pub message: String,
+    /// Structured answer, for requests that list things.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl Response {
+    pub fn refused(message: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            message: message.into(),
+            data: None,
+        }
+    }
 }
 
 /// The process at the other end of a connection, as the kernel reports it.
@@ -85,6 +123,50 @@ pub struct Peer {
     pub gid: u32,
     pub pid: Option<i32>,
     pub user: String,
+    /// The kernel's audit login UID of the process (`/proc/PID/loginuid`): who logged in, kept
+    /// across `sudo` and `su`, and changeable only with CAP_AUDIT_CONTROL.
+    pub login_uid: Option<u32>,
+}
+
+/// The person behind a peer, for the two-person rule. A non-root operator is their own UID. A
+/// root peer is whoever logged in (the login UID), so two people who each `sudo` are still
+/// two people; a root process with no login session (a script, a service) is "root".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    pub uid: u32,
+    pub name: String,
+}
+
+impl Peer {
+    pub fn person(&self) -> Person {
+        let uid = match (self.uid, self.login_uid) {
+            (0, Some(l)) => l,
+            (u, _) => u,
+        };
+        let name = if uid == self.uid {
+            self.user.clone()
+        } else {
+            format!("{} (as {})", user_name(uid), self.user)
+        };
+        Person { uid, name }
+    }
+}
+
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
+/// `/proc/PID/loginuid`; unset (4294967295) is None.
+fn login_uid(pid: i32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/loginuid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|u| *u != u32::MAX)
 }
 
 /// What the server hands the agent's main loop.
@@ -195,15 +277,12 @@ pub async fn serve(
         tokio::spawn(async move {
             let Ok(cred) = stream.peer_cred() else { return };
             let uid = cred.uid();
-            let user = nix::unistd::User::from_uid(uid.into())
-                .ok()
-                .flatten()
-                .map_or_else(|| uid.to_string(), |u| u.name);
             let peer = Peer {
                 uid,
                 gid: cred.gid(),
                 pid: cred.pid(),
-                user,
+                user: user_name(uid),
+                login_uid: cred.pid().and_then(login_uid),
             };
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -222,16 +301,10 @@ pub async fn serve(
                                     why: why.clone(),
                                 })
                                 .await;
-                            Response {
-                                ok: false,
-                                message: format!("refused: {why}"),
-                            }
+                            Response::refused(format!("refused: {why}"))
                         }
                         Ok(()) => match serde_json::from_str::<Request>(&line) {
-                            Err(e) => Response {
-                                ok: false,
-                                message: format!("malformed request: {e}"),
-                            },
+                            Err(e) => Response::refused(format!("malformed request: {e}")),
                             Ok(req) => {
                                 let (reply, rx) = oneshot::channel();
                                 if tx
@@ -239,15 +312,9 @@ pub async fn serve(
                                     .await
                                     .is_err()
                                 {
-                                    Response {
-                                        ok: false,
-                                        message: "the agent is stopping".into(),
-                                    }
+                                    Response::refused("the agent is stopping")
                                 } else {
-                                    rx.await.unwrap_or(Response {
-                                        ok: false,
-                                        message: "no answer".into(),
-                                    })
+                                    rx.await.unwrap_or(Response::refused("no answer"))
                                 }
                             }
                         },
@@ -335,6 +402,28 @@ mod tests {
     }
 
     #[test]
+    fn the_person_behind_root_is_who_logged_in() {
+        let peer = |uid, login_uid| Peer {
+            uid,
+            gid: 0,
+            pid: None,
+            user: if uid == 0 {
+                "root".into()
+            } else {
+                "alice".into()
+            },
+            login_uid,
+        };
+        // Two people who each sudo are two people; a root script with no login is "root".
+        assert_eq!(peer(0, Some(61001)).person().uid, 61001);
+        assert_ne!(peer(0, Some(61001)).person(), peer(0, Some(61002)).person());
+        assert_eq!(peer(0, None).person().uid, 0);
+        // A non-root operator is their own UID, whoever logged in.
+        assert_eq!(peer(61003, Some(61001)).person().uid, 61003);
+        assert!(peer(0, Some(61001)).person().name.contains("as root"));
+    }
+
+    #[test]
     fn root_always_and_members_only() {
         let me = std::process::id() as i32;
         let root = Peer {
@@ -342,6 +431,7 @@ mod tests {
             gid: 0,
             pid: None,
             user: "root".into(),
+            login_uid: None,
         };
         assert!(authorize(&root, None).is_ok());
         let other = Peer {
@@ -349,6 +439,7 @@ mod tests {
             gid: 4242,
             pid: None,
             user: "mallory".into(),
+            login_uid: None,
         };
         assert!(authorize(&other, None).is_err());
         assert!(authorize(&other, Some(777)).is_err());
@@ -357,6 +448,7 @@ mod tests {
             gid: 777,
             pid: None,
             user: "oncall".into(),
+            login_uid: None,
         };
         assert!(authorize(&member, Some(777)).is_ok());
         // Supplementary groups come from /proc/PID/status.
@@ -367,6 +459,7 @@ mod tests {
             gid: 1,
             pid: Some(me),
             user: "x".into(),
+            login_uid: None,
         };
         assert!(authorize(&via_proc, Some(groups[0])).is_ok());
     }

@@ -35,6 +35,8 @@ pub enum Error {
         kind: &'static str,
         name: &'static str,
     },
+    #[error("{0}")]
+    Pins(String),
     #[error("audit log: {0}")]
     Audit(String),
     #[error("invalid policy:\n{0}")]

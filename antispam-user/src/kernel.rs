@@ -7,7 +7,7 @@ use std::{
 
 use antispam_common::{
     config::Config,
-    key::{KeyId, KeyState, Suspension},
+    key::{KeyId, KeyState, Override, Suspension},
     maps as m,
     rule::{DestRule, Rule},
 };
@@ -15,11 +15,23 @@ use aya::{
     maps::{
         lpm_trie::Key, Array, HashMap, IterableMap as _, LpmTrie, MapData, PerCpuArray, RingBuf,
     },
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    programs::{links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
     Ebpf, EbpfLoader,
 };
 
-use crate::{assign::Assignments, compile::Compiled, error::Error};
+use std::os::fd::AsFd as _;
+
+use crate::{
+    assign::Assignments,
+    compile::Compiled,
+    error::Error,
+    pins::{self, Pins},
+};
+
+/// The flags set at run time rather than by the policy.
+const RUNTIME_FLAGS: u32 = antispam_common::config::FLAG_KILL_SWITCH
+    | antispam_common::config::FLAG_SUSPENSIONS
+    | antispam_common::config::FLAG_OVERRIDES;
 
 /// The eBPF object built by build.rs from the antispam-ebpf crate.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/antispam"));
@@ -37,7 +49,11 @@ pub struct Kernel {
     /// are gone.
     pub keys_writer: HashMap<MapData, KeyId, KeyState>,
     pub attached: Vec<&'static str>,
+    /// Links taken over from a previous agent (0 on a fresh start).
+    pub adopted: usize,
     pub cgroup: PathBuf,
+    /// The configuration a previous agent left in the pinned map, if any.
+    pub previous: Option<Config>,
 }
 
 pub struct RuleMaps {
@@ -48,6 +64,7 @@ pub struct RuleMaps {
     dest_v4: LpmTrie<MapData, [u8; 4], DestRule>,
     dest_v6: LpmTrie<MapData, [u8; 16], DestRule>,
     suspended: HashMap<MapData, KeyId, Suspension>,
+    overrides: HashMap<MapData, KeyId, Override>,
     /// The configuration of the policy in force, before the runtime flags are added.
     policy_config: Config,
     /// Flags set at run time, not by the policy: FLAG_KILL_SWITCH, FLAG_SUSPENSIONS.
@@ -89,12 +106,14 @@ where
 }
 
 impl Kernel {
-    /// Loads the programs and creates the maps; nothing is attached yet.
-    pub fn load(kernel_debug: bool) -> Result<Kernel, Error> {
+    /// Loads the programs, and creates the maps or opens those pinned in `pins.dir`; nothing is
+    /// attached yet.
+    pub fn load(kernel_debug: bool, pins: &Pins) -> Result<Kernel, Error> {
         // aya-log records are off unless asked for: level 0 disables every log statement.
         let level: u8 = if kernel_debug { 5 } else { 0 };
         let mut ebpf = EbpfLoader::new()
             .override_global("AYA_LOG_LEVEL", &level, true)
+            .default_map_pin_directory(&pins.dir)
             .load(OBJECT)?;
         if kernel_debug {
             match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -102,16 +121,24 @@ impl Kernel {
                 Err(e) => log::warn!("kernel debug log unavailable: {e}"),
             }
         }
+        let config: Array<MapData, Config> = take(&mut ebpf, m::CONFIG)?;
+        let previous = config
+            .get(&0, 0)
+            .ok()
+            .filter(|c| pins.adopting && *c != Config::default());
         let rules = RuleMaps {
-            config: take(&mut ebpf, m::CONFIG)?,
+            config,
             ports: take(&mut ebpf, m::PORTS)?,
             uid_rules: take(&mut ebpf, m::UID_RULES)?,
             cgroup_rules: take(&mut ebpf, m::CGROUP_RULES)?,
             dest_v4: take(&mut ebpf, m::DEST_V4)?,
             dest_v6: take(&mut ebpf, m::DEST_V6)?,
             suspended: take(&mut ebpf, m::SUSPENDED)?,
+            overrides: take(&mut ebpf, m::OVERRIDES)?,
             policy_config: Config::default(),
-            runtime_flags: 0,
+            // Kept as the previous agent left them (kill switch, suspensions, overrides) until
+            // this agent has restored its own state: no gap in between.
+            runtime_flags: previous.map_or(0, |c| c.flags & RUNTIME_FLAGS),
         };
         let keys: HashMap<MapData, KeyId, KeyState> = take(&mut ebpf, m::KEYS)?;
         let keys_writer = HashMap::try_from(aya::maps::Map::LruHashMap(dup(keys.map(), m::KEYS)?))
@@ -156,46 +183,88 @@ impl Kernel {
             events,
             keys_writer,
             attached: Vec::new(),
+            adopted: 0,
             cgroup: PathBuf::new(),
+            previous,
         })
     }
 
-    /// Attaches the three programs to the cgroup directory `dir` with BPF links. Links always
-    /// run alongside other programs attached there (the kernel refuses BPF_F_ALLOW_MULTI in
-    /// `link_create` with EINVAL: flags must be 0, which aya's `Single` mode passes). They detach
-    /// when `self` is dropped.
-    pub fn attach(&mut self, dir: &Path) -> Result<(), Error> {
+    /// Makes the three programs run on the cgroup directory `dir`, through links pinned in
+    /// `pins.dir`. Links a previous agent pinned there (or in an older layout's directory) are
+    /// taken over with BPF_LINK_UPDATE: the new program replaces the old one atomically. Otherwise
+    /// new links are made and pinned. Links always run alongside other programs attached there
+    /// (the kernel refuses BPF_F_ALLOW_MULTI in `link_create` with EINVAL: flags must be 0, which
+    /// aya's `Single` mode passes). The links stay when the agent exits; `antispam uninstall`
+    /// removes them.
+    pub fn attach(&mut self, dir: &Path, pins: &Pins) -> Result<(), Error> {
         let file = File::open(dir).map_err(|source| Error::Io {
             what: format!("opening cgroup {}", dir.display()),
             source,
         })?;
-        for name in [m::programs::CONNECT4, m::programs::CONNECT6] {
-            let p: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(Error::Missing {
-                    kind: "program",
-                    name,
-                })?
-                .try_into()
-                .map_err(Error::program(name))?;
-            p.attach(&file, CgroupAttachMode::Single)
-                .map_err(Error::program(name))?;
-            self.attached.push(name);
-        }
-        let name = m::programs::EGRESS;
-        let p: &mut CgroupSkb = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(Error::Missing {
+        let io = |what: String| move |source| Error::Io { what, source };
+        for name in [
+            m::programs::CONNECT4,
+            m::programs::CONNECT6,
+            m::programs::EGRESS,
+        ] {
+            let pin = pins::link_path(&pins.dir, name);
+            // A link of an older layout moves here first (rename within the BPF filesystem).
+            for older in &pins.older {
+                let old = pins::link_path(older, name);
+                if old.exists() && !pin.exists() {
+                    std::fs::rename(&old, &pin).map_err(io(format!(
+                        "moving {} to {}",
+                        old.display(),
+                        pin.display()
+                    )))?;
+                }
+            }
+            let program = self.ebpf.program_mut(name).ok_or(Error::Missing {
                 kind: "program",
                 name,
-            })?
-            .try_into()
-            .map_err(Error::program(name))?;
-        p.attach(&file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
-            .map_err(Error::program(name))?;
-        self.attached.push(name);
+            })?;
+            if pin.exists() {
+                let link = pins::obj_get(&pin).map_err(io(format!("opening {}", pin.display())))?;
+                let prog = program.fd().map_err(Error::program(name))?;
+                pins::link_update(link.as_fd(), prog.as_fd())
+                    .map_err(io(format!("BPF_LINK_UPDATE of {}", pin.display())))?;
+                self.adopted += 1;
+            } else {
+                let link: FdLink = if name == m::programs::EGRESS {
+                    let p: &mut CgroupSkb = program.try_into().map_err(Error::program(name))?;
+                    let id = p
+                        .attach(&file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                        .map_err(Error::program(name))?;
+                    p.take_link(id).map_err(Error::program(name))?.try_into()
+                } else {
+                    let p: &mut CgroupSockAddr =
+                        program.try_into().map_err(Error::program(name))?;
+                    let id = p
+                        .attach(&file, CgroupAttachMode::Single)
+                        .map_err(Error::program(name))?;
+                    p.take_link(id).map_err(Error::program(name))?.try_into()
+                }
+                .map_err(|e| Error::Io {
+                    what: format!("link of {name}"),
+                    source: std::io::Error::other(e),
+                })?;
+                // The pinned file keeps the link (and the program) alive; the fd closes here.
+                link.pin(&pin).map_err(|e| Error::Io {
+                    what: format!("pinning {}", pin.display()),
+                    source: std::io::Error::other(e),
+                })?;
+            }
+            self.attached.push(name);
+        }
+        for older in &pins.older {
+            match pins::remove(older) {
+                Ok(n) => log::info!(
+                    "took over the links of {} and removed its {n} pinned objects",
+                    older.display()
+                ),
+                Err(e) => log::warn!("removing {}: {e}", older.display()),
+            }
+        }
         self.cgroup = dir.to_path_buf();
         Ok(())
     }
@@ -244,6 +313,61 @@ impl RuleMaps {
         }
         let any = self.suspended.keys().next().is_some();
         self.set_flag(antispam_common::config::FLAG_SUSPENSIONS, any)
+    }
+
+    /// Puts `key` under a break-glass override (the entry before the flag, as for suspensions).
+    pub fn grant(&mut self, key: KeyId, o: Override) -> Result<(), Error> {
+        self.overrides
+            .insert(key, o, 0)
+            .map_err(Error::map(m::OVERRIDES))?;
+        self.set_flag(antispam_common::config::FLAG_OVERRIDES, true)
+    }
+
+    /// Ends the override of `key`; when none are left, the programs stop looking.
+    pub fn ungrant(&mut self, key: KeyId) -> Result<(), Error> {
+        match self.overrides.remove(&key) {
+            Err(e) if !missing(&e) => {
+                return Err(Error::Map {
+                    name: m::OVERRIDES,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        let any = self.overrides.keys().next().is_some();
+        self.set_flag(antispam_common::config::FLAG_OVERRIDES, any)
+    }
+
+    /// Drops the suspensions and overrides a previous agent left in the pinned maps that this
+    /// agent did not restore (they ended while no agent ran), and sets the flags to match.
+    pub fn prune_runtime(
+        &mut self,
+        suspended: &std::collections::HashSet<KeyId>,
+        overridden: &std::collections::HashSet<KeyId>,
+        kill_switch: bool,
+    ) -> Result<(), Error> {
+        use antispam_common::config::{FLAG_KILL_SWITCH, FLAG_OVERRIDES, FLAG_SUSPENSIONS};
+        let stale: Vec<KeyId> = self
+            .suspended
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !suspended.contains(k))
+            .collect();
+        for k in stale {
+            self.unsuspend(k)?;
+        }
+        let stale: Vec<KeyId> = self
+            .overrides
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !overridden.contains(k))
+            .collect();
+        for k in stale {
+            self.ungrant(k)?;
+        }
+        self.set_flag(FLAG_KILL_SWITCH, kill_switch)?;
+        self.set_flag(FLAG_SUSPENSIONS, self.suspended.keys().next().is_some())?;
+        self.set_flag(FLAG_OVERRIDES, self.overrides.keys().next().is_some())
     }
 
     /// Makes the cgroup rules map hold exactly `a`.

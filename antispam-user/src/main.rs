@@ -2,6 +2,7 @@
 
 mod assign;
 mod audit;
+mod breakglass;
 mod cgroupfs;
 mod cli;
 mod compile;
@@ -13,7 +14,10 @@ mod kernel;
 mod metrics;
 mod names;
 mod ops;
+mod pins;
 mod policy;
+mod policy_watch;
+mod report;
 mod sockdiag;
 mod state;
 mod status;

@@ -211,6 +211,28 @@ pub fn render(shared: &Shared) -> String {
             "1 while the kill switch is on.",
             i64::from(ops.kill_switch.is_some()),
         );
+        plain_gauge(
+            &reg,
+            "antispam_break_glass_active",
+            "Break-glass overrides in force now.",
+            ops.break_glass.active.len() as i64,
+        );
+        plain_gauge(
+            &reg,
+            "antispam_break_glass_pending",
+            "Break-glass requests waiting for a second operator.",
+            ops.break_glass.pending.len() as i64,
+        );
+        let steps = counter(
+            &reg,
+            "antispam_break_glass_total",
+            "Break-glass steps since the agent started (requested, approved, refused, revoked, expired, lapsed).",
+            &["step"],
+        );
+        for step in crate::breakglass::STEPS {
+            let n = ops.break_glass.totals.get(step).copied().unwrap_or(0);
+            steps.with_label_values(&[step]).inc_by(n);
+        }
     }
     let reloads = counter(
         &reg,

@@ -50,6 +50,7 @@ pub struct Operations {
     pub kill_switch: Option<KillSwitch>,
     /// Suspensions set since the start, by trigger ("manual", "strikes").
     pub suspensions_total: BTreeMap<String, u64>,
+    pub break_glass: crate::breakglass::BreakGlass,
 }
 
 fn who(peer: &Peer) -> serde_json::Value {
@@ -67,6 +68,14 @@ impl Control<'_> {
                 self.audit("control_denied", json!({"by": who(&peer), "why": why}));
             }
             Message::Request { req, peer, reply } => {
+                if matches!(req, Request::BreakGlassList) {
+                    let _ = reply.send(Response {
+                        ok: true,
+                        message: String::new(),
+                        data: Some(self.break_glass_list()),
+                    });
+                    return;
+                }
                 let answer = match req {
                     Request::Suspend {
                         target,
@@ -77,10 +86,25 @@ impl Control<'_> {
                         self.unsuspend(target, &reason, &peer.user, Some(&peer))
                     }
                     Request::KillSwitch { on, reason } => self.kill_switch(on, reason, &peer),
+                    Request::BreakGlassAsk {
+                        target,
+                        reason,
+                        ttl_secs,
+                    } => self.break_glass_request(target, reason, ttl_secs, &peer),
+                    Request::BreakGlassApprove { id } => self.break_glass_approve(&id, &peer),
+                    Request::BreakGlassRevoke { id, reason } => {
+                        self.break_glass_revoke(&id, &reason, &peer)
+                    }
+                    Request::BreakGlassList => unreachable!("answered above"),
+                    Request::Uninstall { reason } => self.uninstall(&reason, &peer),
                 };
                 let answer = match answer {
-                    Ok(message) => Response { ok: true, message },
-                    Err(message) => Response { ok: false, message },
+                    Ok(message) => Response {
+                        ok: true,
+                        message,
+                        data: None,
+                    },
+                    Err(message) => Response::refused(message),
                 };
                 let _ = reply.send(answer);
             }
@@ -88,7 +112,7 @@ impl Control<'_> {
     }
 
     /// The kernel keys of a target: a UID, or a cgroup with all its descendants.
-    fn keys_of(&self, target: &Target) -> Result<Vec<KeyId>, String> {
+    pub(crate) fn keys_of(&self, target: &Target) -> Result<Vec<KeyId>, String> {
         match target {
             Target::Uid(u) => Ok(vec![KeyId::uid(*u)]),
             Target::Cgroup(path) => {
@@ -153,10 +177,12 @@ impl Control<'_> {
                 .filter(|k| k.kind == KIND_CGROUP)
                 .map(|k| k.id)
                 .collect();
+            let pick = |uid: u32, cgroup: Option<u64>| {
+                uids.contains(&uid) || cgroup.is_some_and(|c| cgroups.contains(&c))
+            };
             let sel = crate::sockdiag::Selector {
                 ports: &ports,
-                uids: &uids,
-                cgroups: &cgroups,
+                pick: &pick,
             };
             match crate::sockdiag::end_sessions(&sel) {
                 Ok(n) => Some(n),
@@ -304,6 +330,12 @@ impl Control<'_> {
         self.maps
             .set_flag(FLAG_KILL_SWITCH, on)
             .map_err(|e| e.to_string())?;
+        let ended = if on {
+            self.end_sessions_for_kill_switch()
+        } else {
+            None
+        };
+        let now = SystemTime::now();
         let was = {
             let mut ops = self.shared.operations();
             let was = ops.kill_switch.take();
@@ -311,25 +343,123 @@ impl Control<'_> {
                 ops.kill_switch = Some(KillSwitch {
                     reason: reason.clone(),
                     by: peer.user.clone(),
-                    since: SystemTime::now(),
+                    since: now,
                 });
             }
             was
         };
+        self.book.kill_switch = on.then(|| strikes::SavedKillSwitch {
+            reason: reason.clone(),
+            by: peer.user.clone(),
+            since_ms: strikes::unix_ms(now),
+        });
+        self.book.dirty = true;
+        self.save_book();
         self.audit(
             "kill_switch",
             json!({
-                "on": on, "reason": reason, "by": who(peer),
+                "on": on, "reason": reason, "by": who(peer), "sessions_ended": ended,
                 "was_on_since": was.as_ref().map(|k| ts(k.since)), "was_set_by": was.as_ref().map(|k| k.by.clone()),
             }),
         );
         let message = if on {
-            format!("kill switch ON: all SMTP refused except allow-listed UIDs: {reason}")
+            let sessions =
+                ended.map_or_else(String::new, |n| format!("; {n} open SMTP session(s) ended"));
+            format!("kill switch ON: all SMTP refused except allow-listed UIDs: {reason}{sessions}")
         } else {
             format!("kill switch off: {reason}")
         };
         log::warn!("{message} (by {})", peer.user);
         Ok(message)
+    }
+
+    /// Unpins everything (the programs detach once this agent lets go of them) and stops.
+    fn uninstall(&mut self, reason: &str, peer: &Peer) -> Result<String, String> {
+        if reason.trim().is_empty() {
+            return Err("a reason is required".into());
+        }
+        let n = crate::pins::remove(&self.pin_dir)
+            .map_err(|e| format!("removing {}: {e}", self.pin_dir.display()))?;
+        self.audit(
+            "uninstall",
+            json!({"reason": reason, "by": who(peer), "pin_dir": self.pin_dir, "unpinned": n}),
+        );
+        self.quit = Some("uninstall");
+        let message = format!(
+            "uninstalled from cgroup {}: {n} pinned objects removed from {}; the agent stops",
+            self.shared.attach_cgroup,
+            self.pin_dir.display()
+        );
+        log::warn!("{message} (by {}): {reason}", peer.user);
+        Ok(message)
+    }
+
+    /// After a restart: what the previous agent left in the kernel and this one did not restore
+    /// (it ended meanwhile) goes, and the runtime flags match the state restored.
+    pub fn prune_runtime(&mut self) {
+        let (suspended, overridden, kill_switch) = {
+            let ops = self.shared.operations();
+            let s: std::collections::HashSet<KeyId> = ops
+                .suspensions
+                .values()
+                .flat_map(|e| e.keys.iter().copied())
+                .collect();
+            let o: std::collections::HashSet<KeyId> = ops
+                .break_glass
+                .active
+                .values()
+                .flat_map(|g| g.keys.iter().copied())
+                .collect();
+            (s, o, ops.kill_switch.is_some())
+        };
+        if let Err(e) = self
+            .maps
+            .prune_runtime(&suspended, &overridden, kill_switch)
+        {
+            log::error!("clearing what the previous agent left: {e}");
+        }
+    }
+
+    /// The kill switch also ends the SMTP sessions already open, of every process it would now
+    /// refuse: in a cgroup under the attach point, not of an allow-listed UID, not under a
+    /// break-glass override. `None` if sock_diag failed (the sessions then go on).
+    fn end_sessions_for_kill_switch(&self) -> Option<usize> {
+        let enforced = self.shared.enforced();
+        let allowed: std::collections::HashSet<u32> = enforced
+            .compiled
+            .uid_rules
+            .iter()
+            .filter(|(_, r)| r.action == antispam_common::rule::ACTION_ALLOW)
+            .map(|(u, _)| *u)
+            .collect();
+        let under: std::collections::HashSet<u64> = match self.watcher.as_deref() {
+            Some(w) => w.tree().into_iter().map(|(_, id)| id).collect(),
+            None => return Some(0),
+        };
+        let overridden: std::collections::HashSet<KeyId> = self
+            .shared
+            .operations()
+            .break_glass
+            .active
+            .values()
+            .flat_map(|g| g.keys.iter().copied())
+            .collect();
+        let pick = |uid: u32, cgroup: Option<u64>| {
+            cgroup.is_some_and(|c| under.contains(&c) && !overridden.contains(&KeyId::cgroup(c)))
+                && !allowed.contains(&uid)
+                && !overridden.contains(&KeyId::uid(uid))
+        };
+        let sel = crate::sockdiag::Selector {
+            ports: &enforced.policy.ports,
+            pick: &pick,
+        };
+        match crate::sockdiag::end_sessions(&sel) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                log::warn!("kill switch: could not end the open SMTP sessions ({e})");
+                None
+            }
+        }
     }
 
     /// Writes the offence book if it changed; a failure is logged (enforcement goes on).
@@ -385,6 +515,7 @@ impl Control<'_> {
             gid: 0,
             pid: Some(std::process::id() as i32),
             user: "antispam".into(),
+            login_uid: None,
         };
         if let Err(e) = self.suspend(
             target,
@@ -397,9 +528,30 @@ impl Control<'_> {
         }
     }
 
-    /// Puts back the suspensions the previous agent left in force (from the offence book).
+    /// Puts back the kill switch and the suspensions the previous agent left in force (from
+    /// the offence book).
     pub fn restore(&mut self) {
         let now = SystemTime::now();
+        if let Some(k) = self.book.kill_switch.clone() {
+            if let Err(e) = self.maps.set_flag(FLAG_KILL_SWITCH, true) {
+                log::error!("restoring the kill switch: {e}");
+            }
+            let since = std::time::UNIX_EPOCH + Duration::from_millis(k.since_ms);
+            self.audit(
+                "kill_switch_restored",
+                json!({"reason": k.reason, "by": k.by, "since": ts(since)}),
+            );
+            log::warn!(
+                "the kill switch is still ON ({}; set by {})",
+                k.reason,
+                k.by
+            );
+            self.shared.operations().kill_switch = Some(KillSwitch {
+                reason: k.reason,
+                by: k.by,
+                since,
+            });
+        }
         let saved = std::mem::take(&mut self.book.suspensions);
         for s in saved {
             let remaining = s
@@ -440,7 +592,7 @@ impl Control<'_> {
             let since = std::time::UNIX_EPOCH + Duration::from_millis(s.since_ms);
             self.audit(
                 "suspension_restored",
-                json!({"target": s.target, "reason": s.reason, "by": s.by, "trigger": s.trigger, "until": until.map(ts)}),
+                json!({"target": s.target, "reason": s.reason, "by": {"user": s.by}, "trigger": s.trigger, "until": until.map(ts)}),
             );
             log::warn!("restored the suspension of {} ({})", s.target, s.reason);
             self.shared.operations().suspensions.insert(

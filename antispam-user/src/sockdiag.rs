@@ -24,11 +24,11 @@ const HDR: usize = 16;
 const REQ: usize = 56;
 const MSG: usize = 72;
 
-/// Which sockets to end: to one of `ports`, owned by one of `uids` or in one of `cgroups`.
+/// Which sockets to end: connected to one of `ports`, and picked by `pick(uid, cgroup id)` (the
+/// cgroup id is `None` when the kernel did not report it).
 pub struct Selector<'a> {
     pub ports: &'a BTreeSet<u16>,
-    pub uids: &'a [u32],
-    pub cgroups: &'a [u64],
+    pub pick: &'a dyn Fn(u32, Option<u64>) -> bool,
 }
 
 struct Netlink(std::os::fd::OwnedFd);
@@ -108,9 +108,6 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
 
 /// Ends the matching sockets; returns how many were destroyed.
 pub fn end_sessions(sel: &Selector<'_>) -> io::Result<usize> {
-    if sel.uids.is_empty() && sel.cgroups.is_empty() {
-        return Ok(0);
-    }
     let nl = Netlink::open()?;
     let mut victims: Vec<[u8; REQ]> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -159,9 +156,7 @@ pub fn end_sessions(sel: &Selector<'_>) -> io::Result<usize> {
                             }
                             a += (alen + 3) & !3;
                         }
-                        let chosen = sel.ports.contains(&dport)
-                            && (sel.uids.contains(&uid)
-                                || cgroup.is_some_and(|c| sel.cgroups.contains(&c)));
+                        let chosen = sel.ports.contains(&dport) && (sel.pick)(uid, cgroup);
                         if chosen {
                             let mut req = [0u8; REQ];
                             req[0] = m[0];

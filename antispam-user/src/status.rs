@@ -156,7 +156,7 @@ pub fn value(shared: &Shared) -> Value {
         })
         .collect();
 
-    let (suspensions, kill_switch) = {
+    let (suspensions, kill_switch, break_glass) = {
         let ops = shared.operations();
         let t = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
         let list: Vec<Value> = ops
@@ -173,7 +173,7 @@ pub fn value(shared: &Shared) -> Value {
             Some(k) => json!({"on": true, "reason": k.reason, "by": k.by, "since": t(k.since)}),
             None => json!({"on": false}),
         };
-        (list, ks)
+        (list, ks, ops.break_glass.to_json())
     };
     let kernel_errors: serde_json::Map<String, Value> = stats::NAMES
         .iter()
@@ -212,6 +212,7 @@ pub fn value(shared: &Shared) -> Value {
         "kernel_errors": kernel_errors,
         "suspensions": suspensions,
         "kill_switch": kill_switch,
+        "break_glass": break_glass,
         "audit": {
             "path": shared.audit_path.display().to_string(),
             "head_sequence": shared.counters.audit_head.load(Ordering::Relaxed),

@@ -42,12 +42,26 @@ pub struct Saved {
     pub until_ms: Option<u64>,
 }
 
+/// The kill switch, as saved for a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedKillSwitch {
+    pub reason: String,
+    pub by: String,
+    pub since_ms: u64,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Book {
     #[serde(default)]
     pub offenders: BTreeMap<String, Offender>,
     #[serde(default)]
     pub suspensions: Vec<Saved>,
+    /// The kill switch, when on.
+    #[serde(default)]
+    pub kill_switch: Option<SavedKillSwitch>,
+    /// Break-glass overrides in force.
+    #[serde(default)]
+    pub break_glass: Vec<crate::breakglass::Grant>,
     #[serde(skip)]
     pub dirty: bool,
 }

@@ -142,6 +142,8 @@ pub fn run_refused(
         .arg(audit)
         .arg("--control-socket")
         .arg(dir.path().join(format!("control-refused-{n}.sock")))
+        .arg("--pin-dir")
+        .arg(dir.pins())
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
@@ -217,6 +219,8 @@ impl Agent {
                 .arg(&audit_path)
                 .arg("--control-socket")
                 .arg(&control_path)
+                .arg("--pin-dir")
+                .arg(dir.pins())
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(File::create(&stdout_path).expect("create stdout file"))
@@ -357,6 +361,14 @@ impl Agent {
         match self.child.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
             None => false,
+        }
+    }
+
+    /// SIGKILL: the agent dies without a chance to clean up (a crash, the OOM killer).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 

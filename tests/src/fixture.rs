@@ -34,6 +34,14 @@ impl Fixture {
     }
 }
 
+impl Drop for Fixture {
+    /// The agents' pinned programs go first, while the test cgroup they are attached to still
+    /// exists; then the fields, in order.
+    fn drop(&mut self) {
+        self.dir.remove_pins();
+    }
+}
+
 /// Event field helpers.
 pub fn ev_u64(e: &serde_json::Value, key: &str) -> Option<u64> {
     e.get(key).and_then(|v| v.as_u64())

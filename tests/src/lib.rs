@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod cgroup;
 pub mod client;
+pub mod ctl;
 pub mod fixture;
 pub mod metrics;
 pub mod netns;
@@ -21,6 +22,7 @@ pub use client::{
     connect_probe_as, swaks, swaks_as, tcp_connect_as, tcp_probe_once, udp_send_as, ProbeAttempt,
     ProbeOptions, SwaksResult,
 };
+pub use ctl::{ctl, ctl_as, CtlOutput};
 pub use fixture::{by_uid, ev_str, ev_u64, show, wait_metrics, Fixture};
 pub use metrics::{metric_sum, metric_value};
 pub use netns::TestNetns;
@@ -93,7 +95,23 @@ fn kernel_problem() -> Option<String> {
     if cgroup::find_cgroup2_mount().is_none() {
         return Some("no cgroup2 mount in /proc/self/mountinfo".into());
     }
+    if !bpffs_mounted() {
+        return Some(
+            "/sys/fs/bpf is not a BPF filesystem, where the agent pins its programs \
+             (`cargo xtask setup` mounts it; or: mount -t bpf bpf /sys/fs/bpf)"
+                .into(),
+        );
+    }
     None
+}
+
+fn bpffs_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(4) == Some(&"/sys/fs/bpf") && l.contains(" - bpf ")
+        })
+    })
 }
 
 fn bpf_usable() -> bool {

@@ -1,5 +1,5 @@
-//! The agent's life: it attaches exactly its three programs to the cgroup it was given, and a
-//! SIGTERM leaves nothing behind in the kernel (links, programs), with enforcement ending.
+//! The agent's life: it attaches exactly its three programs to the cgroup it was given; they
+//! keep enforcing when the agent stops, and `antispam uninstall` removes them all.
 
 use antispam_tests::*;
 
@@ -28,7 +28,7 @@ fn loaded(id: &str) -> bool {
 }
 
 #[test]
-fn sigterm_detaches_everything_and_ends_enforcement() {
+fn enforcement_outlives_the_agent_and_uninstall_removes_everything() {
     if !require_kernel() {
         return;
     }
@@ -60,26 +60,79 @@ fn sigterm_detaches_everything_and_ends_enforcement() {
         "second connect over 1/hour"
     );
 
+    // SIGTERM (systemctl stop/restart): the agent goes, enforcement stays.
     let status = agent.stop().expect("agent exits on SIGTERM");
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(
-        agent.stderr().contains("programs detached"),
+        agent.stderr().contains("keep enforcing"),
         "stderr:\n{}",
         agent.stderr()
     );
+    assert_eq!(attached(&fx.cg).len(), 3, "still attached after SIGTERM");
+    assert!(
+        tcp_probe_once(&fx.cg, uid, server).is_eperm(),
+        "the UID's bucket is still empty with no agent running"
+    );
+
+    // `antispam uninstall` removes it all, and says so in the audit log.
+    let out = std::process::Command::new(antispam_bin())
+        .args(["uninstall", "--reason", "decommission", "--pin-dir"])
+        .arg(fx.dir.pins())
+        .arg("--audit-log")
+        .arg(&agent.audit_path)
+        .arg("--socket")
+        .arg(&agent.control_path)
+        .output()
+        .expect("antispam uninstall");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("unpinned"), "{text}");
     assert!(
         attached(&fx.cg).is_empty(),
-        "nothing attached after SIGTERM: {:?}",
+        "nothing attached after uninstall: {:?}",
         attached(&fx.cg)
     );
     let left: Vec<&String> = ids.iter().filter(|id| loaded(id)).collect();
-    assert!(
-        left.is_empty(),
-        "programs still loaded after SIGTERM: {left:?}"
-    );
+    assert!(left.is_empty(), "programs still loaded: {left:?}");
+    assert!(!fx.dir.pins().exists(), "pin directory removed");
     assert!(
         tcp_probe_once(&fx.cg, uid, server).ok,
-        "no enforcement once the agent is gone"
+        "no enforcement once uninstalled"
+    );
+    assert_eq!(
+        agent.audit_names().last().map(String::as_str),
+        Some("uninstall")
+    );
+    let verify = std::process::Command::new(antispam_bin())
+        .args(["audit", "verify"])
+        .arg(&agent.audit_path)
+        .output()
+        .expect("antispam audit verify");
+    assert!(verify.status.success(), "{verify:?}");
+}
+
+#[test]
+fn uninstall_through_a_running_agent_stops_it() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("lifecycle");
+    let policy = fx.policy("ports = [25]\n");
+    let mut agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let (code, out) = ctl(&agent, &["uninstall", "--reason", "moving hosts"]);
+    assert_eq!(code, Some(0), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while agent.alive() {
+        assert!(std::time::Instant::now() < deadline, "agent still running");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(attached(&fx.cg).is_empty(), "{:?}", attached(&fx.cg));
+    let names = agent.audit_names();
+    assert_eq!(
+        names[names.len() - 2..],
+        ["uninstall".to_string(), "agent_stop".to_string()],
+        "{names:?}"
     );
 }
 

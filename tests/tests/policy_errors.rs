@@ -219,6 +219,88 @@ fn bad_reload_keeps_old_policy_good_reload_applies() {
 }
 
 #[test]
+fn editing_the_policy_file_reloads_it_and_a_bad_edit_changes_nothing() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("reload-on-change");
+    let policy = fx.policy("ports = [25]\n[default]\nrate = \"1/minute\"\nburst = 1\n");
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+
+    // An editor's save: a new file renamed over the old one. No SIGHUP.
+    let tmp = fx.dir.write(
+        "policy.toml.tmp",
+        "ports = [25]\n[default]\nrate = \"1/minute\"\nburst = 3\n",
+    );
+    std::fs::rename(&tmp, &policy).unwrap();
+    let m = wait_metrics(&agent, |m| {
+        metric_value(m, "antispam_policy_generation", &[]) == Some(2.0)
+    });
+    assert_eq!(
+        metric_value(&m, "antispam_policy_generation", &[]),
+        Some(2.0),
+        "reloaded on the rename: {m}"
+    );
+    let u = unique_uid();
+    let r = connect_probe_as(&fx.cg, u, fx.smtp_v4(), 4, ProbeOptions::default());
+    assert_eq!(
+        r.iter().map(|x| x.ok).collect::<Vec<_>>(),
+        [true, true, true, false],
+        "burst 3 in force: {r:?}"
+    );
+
+    // A typo written in place: refused once, with file:line:column, nothing changes.
+    fx.dir.write(
+        "policy.toml",
+        "ports = [25]\n[default]\nrate = \"1/minute\"\nburst = \"many\"\n",
+    );
+    let m = wait_metrics(&agent, |m| {
+        metric_value(m, "antispam_policy_reloads_total", &[("result", "error")]) == Some(1.0)
+    });
+    assert_eq!(
+        metric_value(&m, "antispam_policy_generation", &[]),
+        Some(2.0),
+        "{m}"
+    );
+    assert!(
+        agent.stderr().contains(&format!("{}:4:", policy.display())),
+        "{}",
+        agent.stderr()
+    );
+    let r = connect_probe_as(
+        &fx.cg,
+        unique_uid(),
+        fx.smtp_v4(),
+        4,
+        ProbeOptions::default(),
+    );
+    assert_eq!(
+        r.iter().map(|x| x.ok).collect::<Vec<_>>(),
+        [true, true, true, false],
+        "the previous policy (burst 3) still enforces: {r:?}"
+    );
+    // Touching the file without changing it refuses nothing new and reloads nothing.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&policy)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let triggers: Vec<String> = agent
+        .audit_events()
+        .iter()
+        .filter(|r| r["event"].as_str().unwrap().starts_with("policy_reload"))
+        .map(|r| format!("{} {}", r["event"], r["details"]["trigger"]))
+        .collect();
+    assert_eq!(
+        triggers,
+        [
+            "\"policy_reload\" \"file change\"",
+            "\"policy_reload_refused\" \"file change\""
+        ]
+    );
+}
+
+#[test]
 fn reload_replacing_100k_uids_fits() {
     if !require_kernel() {
         return;

@@ -2,66 +2,11 @@
 //! stopped), that expire by themselves, the kill switch, and who may use the control socket.
 
 use std::{
-    io,
-    os::unix::process::CommandExt as _,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use antispam_tests::*;
-
-/// Runs `antispam ARGS --socket <agent's>` as root.
-fn ctl(agent: &Agent, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(antispam_bin())
-        .args(args)
-        .arg("--socket")
-        .arg(&agent.control_path)
-        .output()
-        .expect("antispam CLI");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code(), text)
-}
-
-/// The same as a non-root user with primary group `gid` and supplementary `groups`.
-fn ctl_as(
-    agent: &Agent,
-    uid: u32,
-    gid: u32,
-    groups: &[u32],
-    args: &[&str],
-) -> (Option<i32>, String) {
-    let groups = groups.to_vec();
-    let mut cmd = Command::new(antispam_bin());
-    cmd.args(args)
-        .arg("--socket")
-        .arg(&agent.control_path)
-        .env("HOME", "/tmp");
-    // SAFETY: raw syscalls only, on data prepared before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setresgid(gid, gid, gid) != 0
-                || libc::setresuid(uid, uid, uid) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().expect("antispam CLI as a user");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code(), text)
-}
-
-fn audit_events(agent: &Agent) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(&agent.audit_path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("audit record"))
-        .collect()
-}
 
 fn policy(fx: &Fixture, extra: &str) -> std::path::PathBuf {
     fx.policy(&format!(
@@ -143,7 +88,7 @@ fn suspending_a_uid_bites_at_once_and_is_audited() {
 
     let deadline = Instant::now() + Duration::from_secs(3);
     let events = loop {
-        let a = audit_events(&agent);
+        let a = agent.audit_events();
         if a.iter().any(|r| r["event"] == "suspension_expired") || Instant::now() > deadline {
             break a;
         }
@@ -300,7 +245,8 @@ fn kill_switch_lets_only_allow_listed_uids_through() {
         tcp_probe_once(&fx.cg, user, server).ok,
         "back to the policy"
     );
-    let events: Vec<String> = audit_events(&agent)
+    let events: Vec<String> = agent
+        .audit_events()
         .iter()
         .map(|r| r["event"].as_str().unwrap().to_string())
         .collect();
@@ -351,7 +297,7 @@ fn only_root_and_operators_may_use_the_control_socket() {
         "{out}"
     );
     std::thread::sleep(Duration::from_millis(200));
-    let audit = audit_events(&agent);
+    let audit = agent.audit_events();
     let suspend = audit
         .iter()
         .find(|r| r["event"] == "suspend")

@@ -27,7 +27,28 @@ pub fn setup() -> Result<()> {
     apt_packages()?;
     rust_src()?;
     bpf_linker()?;
+    bpffs()?;
     Ok(())
+}
+
+/// The BPF filesystem at /sys/fs/bpf, where the agent pins its programs and maps (systemd mounts
+/// it at boot; minimal containers and some CI machines do not). Idempotent.
+fn bpffs() -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let path = c"/sys/fs/bpf";
+    // SAFETY: statfs(2) into a zeroed struct we own.
+    let mounted = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    };
+    if mounted {
+        return Ok(());
+    }
+    if !nix_is_root() {
+        bail!("/sys/fs/bpf is not a BPF filesystem; as root: mount -t bpf bpf /sys/fs/bpf");
+    }
+    eprintln!("setup: mounting the BPF filesystem on /sys/fs/bpf");
+    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
 }
 
 fn installed(pkg: &str) -> bool {

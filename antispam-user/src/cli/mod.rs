@@ -1,11 +1,14 @@
 //! Command-line interface: one module per subcommand.
 
 mod audit;
+pub mod break_glass;
 mod check;
 mod kill_switch;
+mod report;
 pub mod run;
 mod status;
 pub mod suspend;
+mod uninstall;
 mod unsuspend;
 
 use std::process::ExitCode;
@@ -35,9 +38,18 @@ enum Command {
     Unsuspend(unsuspend::Args),
     /// Refuse all SMTP except from allow-listed UIDs (outbreak containment), or end that.
     KillSwitch(kill_switch::Args),
+    /// Emergency override of one UID or cgroup, time-limited, approved by a second operator.
+    #[command(subcommand)]
+    BreakGlass(break_glass::Command),
+    /// Detach and remove everything antispam pinned in the kernel (programs, maps); a running
+    /// agent stops.
+    Uninstall(uninstall::Args),
     /// Work with the tamper-evident audit log.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Evidence for auditors over a period: audit chain, policy changes, refusals, suspensions,
+    /// kill switch, break glass (Markdown or JSON).
+    Report(report::Args),
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -46,8 +58,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check(a) => check::main(a),
         Command::Status(a) => status::main(a),
         Command::Audit(c) => audit::main(c),
+        Command::Report(a) => report::main(a),
         Command::Suspend(a) => suspend::main(a),
         Command::Unsuspend(a) => unsuspend::main(a),
         Command::KillSwitch(a) => kill_switch::main(a),
+        Command::BreakGlass(c) => break_glass::main(c),
+        Command::Uninstall(a) => uninstall::main(a),
     }
 }

@@ -71,6 +71,13 @@ pub struct Args {
     /// Members of this group (and root) may operate the agent over the control socket.
     #[arg(long, default_value = crate::control::DEFAULT_GROUP)]
     operators_group: String,
+    /// Directory in the BPF filesystem where programs and maps are pinned, so that enforcement
+    /// goes on while the agent is stopped or restarting (`antispam uninstall` removes them).
+    #[arg(long, default_value = crate::pins::DEFAULT_ROOT)]
+    pin_dir: PathBuf,
+    /// Reload only on SIGHUP, not also when the policy file changes.
+    #[arg(long)]
+    no_reload_on_change: bool,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -158,6 +165,13 @@ pub struct Control<'a> {
     pub book_path: PathBuf,
     opts: Options,
     dir: &'a Path,
+    /// Where the links and maps are pinned.
+    pub pin_dir: PathBuf,
+    /// Set when a request ends the agent (uninstall).
+    pub quit: Option<&'static str>,
+    /// sha256 of the last policy text refused, not to refuse (and audit) it again on every
+    /// change event.
+    last_refused: Option<String>,
 }
 
 /// Appends to the audit log and keeps the audit metrics in step. A failure is logged and
@@ -224,7 +238,12 @@ async fn run(args: Args) -> Result<(), Error> {
             source,
         })?;
 
-    let mut kernel = Kernel::load(args.kernel_debug)?;
+    let cgroup_id = cgroupfs::cgroup_id(&dir).map_err(|source| Error::Io {
+        what: format!("cgroup {}", dir.display()),
+        source,
+    })?;
+    let pins = crate::pins::prepare(&args.pin_dir, cgroup_id).map_err(Error::Pins)?;
+    let mut kernel = Kernel::load(args.kernel_debug, &pins)?;
     // Watch before the first assignment, so no cgroup created meanwhile is missed.
     let mut watcher = match CgroupWatcher::new(&mount, &dir) {
         Ok(w) => Some(w),
@@ -233,7 +252,10 @@ async fn run(args: Args) -> Result<(), Error> {
             None
         }
     };
-    let generation = 1;
+    // An agent taking over from a previous one goes on counting its generations.
+    let generation = kernel
+        .previous
+        .map_or(1, |c| c.generation.wrapping_add(1).max(1));
     let compiled = compile::compile(&policy, generation, opts);
     let tree = watcher
         .as_ref()
@@ -245,7 +267,7 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     kernel.rules.apply(&compiled)?;
     kernel.rules.apply_cgroups(&assignments)?;
-    kernel.attach(&dir)?;
+    kernel.attach(&dir, &pins)?;
 
     let names = CgroupNames::new(mount.clone(), dir.clone());
     for (path, id) in &tree {
@@ -291,6 +313,10 @@ async fn run(args: Args) -> Result<(), Error> {
                 "policy_sha256": e.policy.sha256,
                 "mode": e.policy.mode.name(),
                 "generation": generation,
+                "pin_dir": pins.dir,
+                "took_over": kernel.adopted > 0,
+                // Where the connection trail goes, for `antispam report` (null: standard output).
+                "event_log": args.log.as_deref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
             }),
         );
     }
@@ -355,10 +381,34 @@ async fn run(args: Args) -> Result<(), Error> {
         book_path,
         opts,
         dir: &dir,
+        pin_dir: pins.dir.clone(),
+        quit: None,
+        last_refused: None,
     };
     ctl.restore();
+    ctl.break_glass_restore();
+    ctl.prune_runtime();
+    let mut policy_watch = match (&args.policy, args.no_reload_on_change) {
+        (Some(p), false) => match crate::policy_watch::PolicyWatch::new(p) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!(
+                    "cannot watch {} for changes ({e}); reload with SIGHUP",
+                    p.display()
+                );
+                None
+            }
+        },
+        _ => None,
+    };
     let stop_reason;
     loop {
+        let policy_changed = async {
+            match policy_watch.as_mut() {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         let changes = async {
             match ctl.watcher.as_deref_mut() {
                 Some(w) => w.next().await,
@@ -366,11 +416,33 @@ async fn run(args: Args) -> Result<(), Error> {
             }
         };
         tokio::select! {
-            _ = term.recv() => { log::info!("SIGTERM: detaching and exiting"); stop_reason = "SIGTERM"; break; }
-            _ = int.recv() => { log::info!("SIGINT: detaching and exiting"); stop_reason = "SIGINT"; break; }
-            _ = hup.recv() => ctl.reload(),
-            Some(msg) = control_rx.recv() => ctl.handle(msg),
-            _ = expiry.tick() => { ctl.expire(); ctl.save_book(); }
+            _ = term.recv() => { log::info!("SIGTERM: exiting"); stop_reason = "SIGTERM"; break; }
+            _ = int.recv() => { log::info!("SIGINT: exiting"); stop_reason = "SIGINT"; break; }
+            _ = hup.recv() => ctl.reload("SIGHUP"),
+            c = policy_changed => match c {
+                Some(()) => ctl.reload("file change"),
+                None => {
+                    log::error!("stopped watching the policy file; reload with SIGHUP");
+                    policy_watch = None;
+                }
+            },
+            Some(msg) = control_rx.recv() => {
+                ctl.handle(msg);
+                if let Some(why) = ctl.quit {
+                    stop_reason = why;
+                    break;
+                }
+            }
+            _ = expiry.tick() => {
+                ctl.expire();
+                ctl.break_glass_expire();
+                ctl.save_book();
+                if !crate::pins::link_path(&ctl.pin_dir, antispam_common::maps::programs::CONNECT4).exists() {
+                    log::warn!("the pinned links in {} are gone (antispam uninstall?): exiting", ctl.pin_dir.display());
+                    stop_reason = "links unpinned";
+                    break;
+                }
+            }
             Some(v) = violations_rx.recv() => ctl.violation(v),
             c = changes => match c {
                 Some(c) => ctl.cgroups_changed(c),
@@ -386,7 +458,14 @@ async fn run(args: Args) -> Result<(), Error> {
     let _ = events_task.await;
     let _ = http_task.await;
     drop(kernel);
-    log::info!("programs detached; nothing of antispam is left attached");
+    if pins.dir.exists() {
+        log::info!(
+            "the programs stay attached and keep enforcing (pinned in {}); `antispam uninstall` removes them",
+            pins.dir.display()
+        );
+    } else {
+        log::info!("uninstalled: nothing of antispam is left attached");
+    }
     audit_record(
         &mut audit,
         &shared,
@@ -404,21 +483,26 @@ impl Control<'_> {
 
     /// Re-reads the policy file. A valid policy replaces the old one; an invalid one is refused
     /// with its problems and the old one stays in force.
-    fn reload(&mut self) {
+    fn reload(&mut self, trigger: &str) {
         let shared = self.shared;
         let Some(path) = &self.args.policy else {
-            log::info!("SIGHUP: running on the built-in policy; nothing to reload");
+            log::info!("{trigger}: running on the built-in policy; nothing to reload");
             return;
         };
         let previous = shared.enforced().policy.sha256.clone();
+        if trigger != "SIGHUP" {
+            // A change event for content already in force, or already refused, changes nothing.
+            let now = std::fs::read(path)
+                .map(|b| sha256_hex(&b))
+                .unwrap_or_default();
+            if now == previous || self.last_refused.as_deref() == Some(now.as_str()) {
+                return;
+            }
+        }
         let policy = match load_policy(Some(path)) {
             Ok(p) => p,
             Err(e) => {
-                shared
-                    .counters
-                    .reloads_error
-                    .fetch_add(1, Ordering::Relaxed);
-                log::error!("SIGHUP: reload refused, the previous policy stays in force: {e}");
+                log::error!("{trigger}: reload refused, the previous policy stays in force: {e}");
                 let problems: Vec<String> = match &e {
                     Error::Policy(p) => p.0.iter().map(ToString::to_string).collect(),
                     other => vec![other.to_string()],
@@ -426,6 +510,7 @@ impl Control<'_> {
                 let refused = std::fs::read(path)
                     .map(|b| sha256_hex(&b))
                     .unwrap_or_default();
+                self.last_refused = Some(refused.clone());
                 audit_record(
                     self.audit,
                     shared,
@@ -435,8 +520,14 @@ impl Control<'_> {
                         "policy_sha256": refused,
                         "in_force_sha256": previous,
                         "problems": problems,
+                        "trigger": trigger,
                     }),
                 );
+                // Counted once audited, so that whoever sees the count sees the record too.
+                shared
+                    .counters
+                    .reloads_error
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
@@ -458,7 +549,9 @@ impl Control<'_> {
                 .counters
                 .reloads_error
                 .fetch_add(1, Ordering::Relaxed);
-            log::error!("SIGHUP: applying the new policy failed ({e}); restoring the previous one");
+            log::error!(
+                "{trigger}: applying the new policy failed ({e}); restoring the previous one"
+            );
             let restored = self
                 .maps
                 .apply(&shared.enforced().compiled)
@@ -469,7 +562,8 @@ impl Control<'_> {
             return;
         }
         shared.generation.store(generation, Ordering::Relaxed);
-        log::info!("SIGHUP: {policy} (generation {generation})");
+        log::info!("{trigger}: {policy} (generation {generation})");
+        self.last_refused = None;
         audit_record(
             self.audit,
             shared,
@@ -480,6 +574,7 @@ impl Control<'_> {
                 "previous_sha256": previous,
                 "mode": policy.mode.name(),
                 "generation": generation,
+                "trigger": trigger,
             }),
         );
         *shared.assignments() = assignments;
@@ -553,6 +648,7 @@ impl Control<'_> {
         drop(assignments);
         for (path, id) in created {
             self.suspend_if_below_suspended(&path, id);
+            self.break_glass_cover(&path, id);
         }
         if let Some(w) = self.watcher.as_deref() {
             c.cgroups_known.store(w.len() as u64, Ordering::Relaxed);

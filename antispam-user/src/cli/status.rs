@@ -55,7 +55,7 @@ pub fn main(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -64,7 +64,7 @@ fn s(v: &Value) -> String {
 }
 
 /// Left-aligned columns, widths from the content.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -151,6 +151,12 @@ pub fn render(v: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
+    let bg = crate::cli::break_glass::rows(&v["break_glass"]);
+    if !bg.is_empty() {
+        out.push_str("BREAK GLASS\n");
+        out.push_str(&table(&crate::cli::break_glass::HEADER, &bg));
+        out.push('\n');
+    }
     if !susp.is_empty() {
         out.push_str("SUSPENDED\n");
         out.push_str(&table(&["TARGET", "SINCE", "UNTIL", "BY", "REASON"], &susp));

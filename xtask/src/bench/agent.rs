@@ -21,6 +21,9 @@ pub struct Agent {
     pub policy: PathBuf,
     pub log: PathBuf,
     stderr: PathBuf,
+    /// Dropped after `guard` (the process stops first): unpins the programs, so the next
+    /// scenario, or the baseline, runs without them.
+    _pins: env::Pins,
 }
 
 /// Policy: every UID may connect at a rate no storm reaches (counted, allowed); `limited`
@@ -51,6 +54,7 @@ impl Agent {
         let stderr = ctx.scratch.dir.join(format!("agent-{n}.err"));
         let log_path = ctx.scratch.dir.join(format!("events-{n}.jsonl"));
         let addr = format!("127.0.0.1:{}", free_port()?);
+        let pins = env::Pins::new(n);
         let mut cmd = Command::new(&ctx.bins.antispam);
         cmd.arg("run")
             .arg("--policy")
@@ -63,6 +67,8 @@ impl Agent {
             .arg(ctx.scratch.dir.join(format!("audit-{n}.jsonl")))
             .arg("--control-socket")
             .arg(ctx.scratch.dir.join(format!("control-{n}.sock")))
+            .arg("--pin-dir")
+            .arg(&pins.0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr)?);
@@ -88,6 +94,7 @@ impl Agent {
             policy,
             log: log_path,
             stderr,
+            _pins: pins,
         })
     }
 

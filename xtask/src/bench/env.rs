@@ -326,6 +326,24 @@ impl Scratch {
     }
 }
 
+/// A pin directory in the BPF filesystem, removed (which detaches what is pinned there) on drop.
+pub struct Pins(pub PathBuf);
+
+impl Pins {
+    pub fn new(n: u32) -> Pins {
+        Pins(PathBuf::from(format!(
+            "/sys/fs/bpf/antispam-bench-{}-{n}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);

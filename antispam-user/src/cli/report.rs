@@ -1,0 +1,118 @@
+//! `antispam report --since WHEN [--until WHEN] [--format markdown|json] [--audit-log FILE]
+//! [--events FILE]...`: the evidence for an audit over a period. Exit 0; 1 when the audit log's
+//! hash chain is broken (the report is still printed, with the break); 2 when a file cannot be
+//! read or an argument is wrong.
+
+use std::{
+    fs::File,
+    io::BufReader,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::SystemTime,
+};
+
+use crate::report::{self, Period, Records, Report, Trail};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Format {
+    /// Headings and tables, for people.
+    Markdown,
+    /// One JSON object with the same content, for tools.
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Start of the period: a UTC time (2026-11-23T10:00:00Z), a date (2026-11-23, midnight
+    /// UTC) or a duration back from now (24h, 7d).
+    #[arg(long)]
+    since: String,
+    /// End of the period, in the same forms (default: now).
+    #[arg(long)]
+    until: Option<String>,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value_t = Format::Markdown)]
+    format: Format,
+    /// The agent's audit log.
+    #[arg(long, default_value = crate::cli::run::DEFAULT_AUDIT_LOG)]
+    audit_log: PathBuf,
+    /// An event log (JSON lines) to count refusals in; repeat for rotated files. Default: the
+    /// files the agent wrote (`event_log` of the audit log's agent_start records).
+    #[arg(long = "events")]
+    events: Vec<PathBuf>,
+}
+
+pub fn main(args: Args) -> ExitCode {
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("antispam report: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, String> {
+    let now = SystemTime::now();
+    let since = report::parse_time(&args.since, now).map_err(|e| format!("--since: {e}"))?;
+    let until = match &args.until {
+        Some(u) => report::parse_time(u, now).map_err(|e| format!("--until: {e}"))?,
+        None => now,
+    };
+    if since > until {
+        return Err("--since is after --until".into());
+    }
+    let period = Period { since, until };
+    let audit_path = args.audit_log.display().to_string();
+    let bytes =
+        std::fs::read(&args.audit_log).map_err(|e| format!("{audit_path}: cannot read: {e}"))?;
+    // Not UTF-8 is damage the chain check names, not a reason to refuse to report.
+    let text = String::from_utf8_lossy(&bytes);
+    let records = Records::parse(&text);
+
+    let trail = if args.events.is_empty() {
+        let named = records.event_logs(&period);
+        let mut trail = Trail::from_audit(period, &named);
+        for path in &named.files {
+            match open(path) {
+                Ok(log) => trail.read(&path.display().to_string(), log),
+                Err(e) => trail.unreadable(&path.display().to_string(), e),
+            }
+        }
+        trail
+    } else {
+        let mut trail = Trail::new(period);
+        for path in &args.events {
+            let log = open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            trail.read(&path.display().to_string(), log);
+        }
+        trail
+    };
+
+    let r = Report::build(
+        &audit_path,
+        crate::audit::verify(&text),
+        &records,
+        trail.finish(),
+        period,
+        now,
+    );
+    match args.format {
+        Format::Markdown => print!("{}", r.markdown()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+        ),
+    }
+    if let report::Chain::Broken { line, reason } = &r.chain {
+        eprintln!("antispam report: {audit_path}:{line}: audit chain BROKEN: {reason}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, String> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|e| format!("cannot read: {e}"))
+}

@@ -1,0 +1,236 @@
+//! What outlives the agent: maps and links pinned in the BPF filesystem.
+//!
+//! Everything for one attach point lives in `<root>/cg<cgroup id>-<layout>/`: the maps (by name,
+//! `AS_*`) and the three links (`link_antispam_*`). While the links are pinned, the programs stay
+//! attached and enforce the last policy with the last suspensions, whether or not an agent runs;
+//! a new agent adopts the maps (buckets, counters, suspensions, queued events) and swaps its own
+//! programs into the links with BPF_LINK_UPDATE, so there is no instant without enforcement.
+//!
+//! `<layout>` is a fingerprint of the map definitions. An agent whose maps differ (an upgrade that
+//! changed them) cannot reuse the old maps: it creates new ones, still takes over the old links
+//! the same way, and removes the old directory. `antispam uninstall` unpins everything, which
+//! detaches the programs.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    path::{Path, PathBuf},
+};
+
+use antispam_common::{config, event, key, maps as m, rule};
+
+/// Default root directory of the pins.
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/antispam";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// A fingerprint of every map's name, key, value and capacity: two agents with the same one can
+/// share maps.
+pub fn layout() -> u32 {
+    use std::mem::size_of;
+    let parts: &[(&str, usize, usize, u32)] = &[
+        (m::CONFIG, 4, size_of::<config::Config>(), 1),
+        (m::PORTS, 4, 8, m::PORTS_WORDS),
+        (m::UID_RULES, 4, size_of::<rule::Rule>(), m::UID_RULES_MAX),
+        (
+            m::CGROUP_RULES,
+            8,
+            size_of::<rule::Rule>(),
+            m::CGROUP_RULES_MAX,
+        ),
+        (m::DEST_V4, 8, size_of::<rule::DestRule>(), m::DEST_MAX),
+        (m::DEST_V6, 20, size_of::<rule::DestRule>(), m::DEST_MAX),
+        (m::KEYS, 16, size_of::<key::KeyState>(), m::KEYS_MAX),
+        (
+            m::SUSPENDED,
+            16,
+            size_of::<key::Suspension>(),
+            m::SUSPENDED_MAX,
+        ),
+        (
+            m::OVERRIDES,
+            16,
+            size_of::<key::Override>(),
+            m::OVERRIDES_MAX,
+        ),
+        (m::DECISIONS, 4, 8, event::DECISIONS_LEN),
+        (m::STATS, 4, 8, antispam_common::stats::COUNT),
+        (m::EVENTS, 0, size_of::<event::Event>(), m::EVENTS_BYTES),
+    ];
+    // FNV-1a: stable across builds and Rust versions.
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    };
+    for (name, k, v, n) in parts {
+        eat(name.as_bytes());
+        eat(&(*k as u32).to_le_bytes());
+        eat(&(*v as u32).to_le_bytes());
+        eat(&n.to_le_bytes());
+    }
+    h
+}
+
+/// The pin directory of one attach point, and what was found there.
+#[derive(Debug)]
+pub struct Pins {
+    pub dir: PathBuf,
+    /// Links of a previous agent with the same map layout: its maps are reused.
+    pub adopting: bool,
+    /// Directories of the same attach point with another layout (an older version's), whose
+    /// links are taken over and which are then removed.
+    pub older: Vec<PathBuf>,
+}
+
+/// The pin file of a program's link.
+pub fn link_path(dir: &Path, program: &str) -> PathBuf {
+    dir.join(format!("link_{program}"))
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+}
+
+/// The instance directories under `root`: (path, cgroup id, layout).
+pub fn instances(root: &Path) -> Vec<(PathBuf, u64, u32)> {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(PathBuf, u64, u32)> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let (id, layout) = name.strip_prefix("cg")?.split_once('-')?;
+            Some((
+                e.path(),
+                id.parse().ok()?,
+                u32::from_str_radix(layout, 16).ok()?,
+            ))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Finds or makes the pin directory for the cgroup with id `cgroup_id`.
+pub fn prepare(root: &Path, cgroup_id: u64) -> Result<Pins, String> {
+    let parent = root
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if !is_bpffs(parent) {
+        return Err(format!(
+            "{} is not on a BPF filesystem (mount one: mount -t bpf bpf /sys/fs/bpf), so the programs could not outlive the agent",
+            root.display()
+        ));
+    }
+    let dir = root.join(format!("cg{cgroup_id}-{:08x}", layout()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let adopting = link_path(&dir, m::programs::CONNECT4).exists();
+    let older = instances(root)
+        .into_iter()
+        .filter(|(p, id, _)| *id == cgroup_id && *p != dir)
+        .map(|(p, _, _)| p)
+        .collect();
+    Ok(Pins {
+        dir,
+        adopting,
+        older,
+    })
+}
+
+/// Removes a pin directory: unpinning the links detaches the programs (once no process holds
+/// them open), unpinning the maps frees them. Returns the number of objects unpinned.
+pub fn remove(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir)? {
+        std::fs::remove_file(e?.path())?;
+        n += 1;
+    }
+    std::fs::remove_dir(dir)?;
+    Ok(n)
+}
+
+/// BPF_OBJ_GET: opens a pinned object.
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let attr = ObjGet {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: bpf(2) with a correctly sized attribute; `c` outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGet,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new file descriptor the kernel just gave us.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// BPF_LINK_UPDATE: the link runs `prog` from now on, atomically (no instant with neither).
+pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    const BPF_LINK_UPDATE: libc::c_long = 29;
+    #[repr(C)]
+    struct LinkUpdate {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+    let attr = LinkUpdate {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: prog.as_raw_fd() as u32,
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    // SAFETY: bpf(2) with a correctly sized, initialized attribute for this command.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &attr as *const LinkUpdate,
+            std::mem::size_of::<LinkUpdate>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_stable_and_names_directories() {
+        assert_eq!(layout(), layout());
+        let tmp = std::env::temp_dir().join(format!("antispam-pins-{}", std::process::id()));
+        std::fs::create_dir_all(tmp.join(format!("cg42-{:08x}", layout()))).unwrap();
+        std::fs::create_dir_all(tmp.join("cg42-00000001")).unwrap();
+        std::fs::create_dir_all(tmp.join("unrelated")).unwrap();
+        let found = instances(&tmp);
+        assert_eq!(found.len(), 2);
+        assert!(found.iter().all(|(_, id, _)| *id == 42));
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}
