@@ -219,11 +219,39 @@ fn kill_switch_lets_only_allow_listed_uids_through() {
     );
     let server = fx.smtp_v4();
     let user = unique_uid();
+    // Sessions open before the kill switch: the user's ends, the MTA's goes on.
+    let go = fx.dir.path().join("go");
+    let session = |uid: u32| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_smtp_session"));
+        cmd.arg(server.to_string())
+            .arg(&go)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        antispam_tests::client::as_user_in_cgroup(&mut cmd, &fx.cg, uid);
+        cmd.spawn().expect("smtp_session")
+    };
+    let (s_user, s_mta) = (session(user), session(mta));
+    std::thread::sleep(Duration::from_millis(500)); // both have read their banner
     let (code, out) = ctl(
         &agent,
         &["kill-switch", "on", "--reason", "outbreak at 03:00"],
     );
     assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 open SMTP session(s) ended"), "{out}");
+    std::fs::write(&go, "").unwrap();
+    let after = |child: std::process::Child| {
+        let out = child.wait_with_output().expect("smtp_session output");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let last: serde_json::Value =
+            serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
+        last["after"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(after(s_user), "error", "the user's open session is ended");
+    assert_eq!(
+        after(s_mta),
+        "reply",
+        "the allow-listed MTA's session goes on"
+    );
     assert!(
         tcp_probe_once(&fx.cg, user, server).is_eperm(),
         "kill switch refuses everyone"
