@@ -161,6 +161,8 @@ pub struct Violation {
     pub uid: u32,
     pub cgroup_id: u64,
     pub reason: u32,
+    /// The rule that refused (0: the default rate), for its `[suspension]` settings.
+    pub rule_id: u32,
 }
 
 fn drain(
@@ -196,6 +198,7 @@ fn drain(
                 uid: e.uid,
                 cgroup_id: e.cgroup_id,
                 reason: e.reason,
+                rule_id: e.rule_id,
             });
         }
         if filter == EventFilter::Denied && e.verdict == ev::VERDICT_ALLOWED {

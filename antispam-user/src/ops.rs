@@ -276,8 +276,8 @@ impl Control<'_> {
     /// Lifts the suspensions whose time is up (the kernel already ignores them).
     pub fn expire(&mut self) {
         let now = SystemTime::now();
-        if let Some(p) = self.shared.enforced().policy.suspension.clone() {
-            self.book.prune(strikes::unix_ms(now), &p);
+        if let Some((window, forget)) = self.shared.enforced().policy.longest_memory() {
+            self.book.prune(strikes::unix_ms(now), window, forget);
         }
         let due: Vec<Target> = self
             .shared
@@ -475,7 +475,7 @@ impl Control<'_> {
     /// limit. Enough strikes make a suspension (the policy's `[suspension]`).
     pub fn violation(&mut self, v: Violation) {
         let enforced = self.shared.enforced();
-        let Some(p) = enforced.policy.suspension.as_ref() else {
+        let Some(p) = enforced.policy.suspension_for(v.rule_id) else {
             return;
         };
         if enforced.policy.mode == crate::policy::Mode::Monitor {

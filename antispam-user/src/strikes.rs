@@ -152,9 +152,10 @@ impl Book {
     }
 
     /// Forgets offenders with no recent strike whose levels have all decayed (bounded memory).
-    pub fn prune(&mut self, now_ms: u64, p: &SuspensionPolicy) {
-        let window_ms = p.window.as_millis() as u64;
-        let forget_ms = p.forget_after.as_millis() as u64;
+    /// `window` and `forget_after` are the longest of the policy's suspension sections.
+    pub fn prune(&mut self, now_ms: u64, window: Duration, forget_after: Duration) {
+        let window_ms = window.as_millis() as u64;
+        let forget_ms = forget_after.as_millis() as u64;
         let before = self.offenders.len();
         self.offenders.retain(|_, o| {
             let recent = o

@@ -6,11 +6,7 @@ use std::time::{Duration, Instant};
 use antispam_tests::*;
 
 fn audit(agent: &Agent) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(&agent.audit_path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("audit record"))
-        .collect()
+    agent.audit_events()
 }
 
 /// Waits (≤ 3 s) until the agent lists `uid` as suspended; returns how long that took.
@@ -130,4 +126,45 @@ durations = ["1s", "2s", "3s"]
         tcp_probe_once(&fx.cg, other, server).ok,
         "other UIDs unaffected"
     );
+}
+
+#[test]
+fn a_rule_with_its_own_suspension_settings_uses_them() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("strikes-per-rule");
+    // The rate limit needs 3 strikes; one connect to the spam trap is enough.
+    let policy = fx.policy(
+        r#"ports = [25]
+[default]
+rate = "1/hour"
+burst = 1
+
+[suspension]
+strikes = 3
+window = "10m"
+durations = ["1h"]
+
+[[block]]
+destinations = ["127.0.0.98/32"]
+suspension = { strikes = 1, window = "1m", durations = ["2s"] }
+"#,
+    );
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let (trapped, limited) = (unique_uid(), unique_uid());
+    let trap: std::net::SocketAddr = "127.0.0.98:25".parse().unwrap();
+    assert!(tcp_probe_once(&fx.cg, trapped, trap).is_eperm());
+    wait_suspended(&agent, trapped, true);
+    assert!(
+        tcp_probe_once(&fx.cg, trapped, fx.smtp_v4()).is_eperm(),
+        "suspended after one hit on the trap"
+    );
+    assert_eq!(strike_suspensions(&agent), [2], "the block rule's duration");
+
+    // One rate-limit refusal is one strike of three: no suspension.
+    assert!(tcp_probe_once(&fx.cg, limited, fx.smtp_v4()).ok);
+    assert!(tcp_probe_once(&fx.cg, limited, fx.smtp_v4()).is_eperm());
+    std::thread::sleep(Duration::from_millis(300));
+    wait_suspended(&agent, limited, false);
 }

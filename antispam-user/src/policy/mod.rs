@@ -80,6 +80,8 @@ pub struct Rule {
     pub rate: Option<RateSpec>,
     /// `[[limit]]` only: the cgroups it covers share one budget.
     pub shared: bool,
+    /// `[limit.suspension]` / `[block.suspension]`: this rule's own strikes and suspensions.
+    pub suspension: Option<SuspensionPolicy>,
 }
 
 impl Rule {
@@ -118,6 +120,26 @@ pub struct SuspensionPolicy {
 pub const DEFAULT_FORGET_AFTER: &str = "7d";
 
 impl Policy {
+    /// The suspension settings for a refusal by rule `rule_id` (0: the default rate): the
+    /// rule's own section, else the top-level `[suspension]`, else none (no strikes).
+    pub fn suspension_for(&self, rule_id: u32) -> Option<&SuspensionPolicy> {
+        self.rules
+            .iter()
+            .find(|r| r.id == rule_id)
+            .and_then(|r| r.suspension.as_ref())
+            .or(self.suspension.as_ref())
+    }
+
+    /// How long the offence book must remember strikes and suspensions: the longest window and
+    /// the longest `forget_after` over every suspension section. None if there is none.
+    pub fn longest_memory(&self) -> Option<(std::time::Duration, std::time::Duration)> {
+        self.suspension
+            .iter()
+            .chain(self.rules.iter().filter_map(|r| r.suspension.as_ref()))
+            .map(|p| (p.window, p.forget_after))
+            .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
+    }
+
     /// The policy compiled into the binary.
     pub fn builtin() -> Policy {
         parse(BUILTIN_NAME, BUILTIN, None).expect("the built-in policy is valid (unit-tested)")
@@ -294,6 +316,7 @@ impl Checker<'_> {
                 destinations: Vec::new(),
                 rate: None,
                 shared: false,
+                suspension: None,
             };
             match kind {
                 RuleKind::Allow => {
@@ -319,6 +342,7 @@ impl Checker<'_> {
                             "[[limit]] names nothing: give users or cgroups",
                         );
                     }
+                    rule.suspension = t.suspension.as_ref().and_then(|s| self.suspension(s));
                     if let Some(shared) = &t.shared {
                         rule.shared = *shared.get_ref();
                         if rule.shared && t.cgroups.is_empty() {
@@ -329,6 +353,7 @@ impl Checker<'_> {
                 RuleKind::Block => {
                     let t = raw.block[index].get_ref();
                     rule.destinations = self.destinations(&t.destinations);
+                    rule.suspension = t.suspension.as_ref().and_then(|s| self.suspension(s));
                     for f in &t.files {
                         rule.destinations.extend(self.block_file(f));
                     }

@@ -87,6 +87,9 @@ pub struct RawLimit {
     /// All cgroups this rule covers draw on one common budget instead of one each.
     #[serde(default)]
     pub shared: Option<Spanned<bool>>,
+    /// Strikes and suspensions for refusals by this rule, instead of the top-level section.
+    #[serde(default)]
+    pub suspension: Option<Spanned<RawSuspension>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,4 +100,7 @@ pub struct RawBlock {
     /// Files of one CIDR or address a line; `#` and `;` start comments.
     #[serde(default)]
     pub files: Vec<Spanned<String>>,
+    /// As for `[[limit]]`.
+    #[serde(default)]
+    pub suspension: Option<Spanned<RawSuspension>>,
 }

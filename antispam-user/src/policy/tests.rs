@@ -243,3 +243,53 @@ fn shared_needs_cgroups() {
     .unwrap();
     assert!(p.rules[0].shared);
 }
+
+#[test]
+fn rules_can_have_their_own_suspension_settings() {
+    let text = r#"
+[suspension]
+strikes = 5
+window = "10m"
+durations = ["15m"]
+
+[[limit]]
+users = [5000]
+rate = "10/hour"
+
+[limit.suspension]
+strikes = 2
+window = "1h"
+durations = ["1d", "7d"]
+forget_after = "30d"
+
+[[block]]
+destinations = ["192.0.2.0/24"]
+suspension = { strikes = 1, window = "1m", durations = ["1h"] }
+"#;
+    let p = parse("p.toml", text, None).expect("valid");
+    let limit = p.rules.iter().find(|r| r.kind == RuleKind::Limit).unwrap();
+    let block = p.rules.iter().find(|r| r.kind == RuleKind::Block).unwrap();
+    assert_eq!(p.suspension_for(limit.id).unwrap().strikes, 2);
+    assert_eq!(p.suspension_for(block.id).unwrap().strikes, 1);
+    assert_eq!(p.suspension_for(0).unwrap().strikes, 5, "the default rate");
+    let (window, forget) = p.longest_memory().unwrap();
+    assert_eq!(window.as_secs(), 3600);
+    assert_eq!(forget.as_secs(), 30 * 86_400);
+
+    // Without a top-level section, only the rules that have one make strikes.
+    let p = parse(
+        "p.toml",
+        "[[limit]]\nusers = [5000]\nrate = \"1/hour\"\n[limit.suspension]\nstrikes = 3\nwindow = \"1m\"\ndurations = [\"5m\"]\n",
+        None,
+    )
+    .expect("valid");
+    assert!(p.suspension_for(0).is_none());
+    assert!(p.suspension_for(1).is_some());
+
+    // Problems inside a rule's section are located there.
+    let e = errors(
+        "[[limit]]\nusers = [5000]\nrate = \"1/hour\"\n[limit.suspension]\nstrikes = 0\nwindow = \"1m\"\ndurations = [\"5m\"]\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("p.toml:5:"), "{e:?}");
+}
