@@ -142,6 +142,7 @@ fn suspending_a_cgroup_covers_its_descendants_and_stops_open_sessions() {
     let s_out = session(&other);
     std::thread::sleep(Duration::from_millis(500)); // both have read their banner
 
+    let t = Instant::now();
     let (code, out) = ctl(
         &agent,
         &[
@@ -152,6 +153,8 @@ fn suspending_a_cgroup_covers_its_descendants_and_stops_open_sessions() {
             "container spamming",
         ],
     );
+    // The command returns once the sessions are destroyed.
+    eprintln!("suspend command → open session ended: {:?}", t.elapsed());
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("1 open SMTP session(s) ended"),
