@@ -8,8 +8,6 @@ pub const MAP_UPDATE_FAILED: u32 = 1;
 pub const CONFIG_MISSING: u32 = 2;
 /// A compare-and-swap on a bucket lost the race too many times; the connect was refused.
 pub const CAS_CONTENDED: u32 = 3;
-/// The egress program could not parse a packet it had to look at.
-pub const PARSE_FAILED: u32 = 4;
 /// An SMTP packet of a suspended UID or cgroup was dropped (a session open before the
 /// suspension).
 pub const SUSPENDED_DROPS: u32 = 6;
@@ -22,7 +20,7 @@ pub const NAMES: [&str; COUNT as usize] = [
     "map_update_failed",
     "config_missing",
     "cas_contended",
-    "parse_failed",
+    "unused_4",
     "unused_5",
     "suspended_packets_dropped",
     "unused_7",
