@@ -189,6 +189,34 @@ fn daemonset_matches_the_unit_and_its_policy_checks() {
         host_paths.contains(&"/sys/fs/cgroup") && host_paths.contains(&"/sys/fs/bpf"),
         "{host_paths:?}"
     );
+    // The root filesystem is read-only: everything the agent writes must be on a writable
+    // volume (the paths given in args, or the agent's defaults).
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    let writable: Vec<&str> = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|m| m["readOnly"].as_bool() != Some(true))
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    let arg = |flag: &str, default: &'static str| -> String {
+        args.iter()
+            .position(|a| *a == flag)
+            .map_or(default.to_string(), |i| args[i + 1].to_string())
+    };
+    for (flag, default) in [
+        ("--audit-log", "/var/lib/antispam/audit.jsonl"),
+        ("--control-socket", "/run/antispam/control.sock"),
+        ("--pin-dir", "/sys/fs/bpf/antispam"),
+    ] {
+        let path = arg(flag, default);
+        assert!(
+            writable
+                .iter()
+                .any(|m| path.starts_with(&format!("{}/", m.trim_end_matches('/')))),
+            "{flag} {path} is not on a writable volume ({writable:?})"
+        );
+    }
 
     // The policy in the ConfigMap is valid.
     let policy = kind(&docs, "ConfigMap")["data"]["policy.toml"]
