@@ -1,24 +1,34 @@
 //! Map names and sizes, declared once for both sides.
 
-/// `Array<Config>`, one entry: mode, flags, default rate, policy generation.
+// The policy is held in two rule sets ("slots" 0 and 1), each a full copy: the configuration,
+// the ports, the UID, cgroup and destination rules. The agent writes a new policy into the slot
+// not in force, then flips [`ACTIVE`] with one 4-byte store: every decision sees one whole
+// policy, the old or the new, never a mix. Then it clears the old slot.
+
+/// `Array<u32>`, one entry: the slot in force, 0 or 1.
+pub const ACTIVE: &str = "AS_ACTIVE";
+/// Number of rule sets.
+pub const SLOTS: u32 = 2;
+/// `Array<Config>`, one entry per slot: mode, flags, default rate, policy generation.
 pub const CONFIG: &str = "AS_CONFIG";
-/// `Array<u64>` bitmap of SMTP destination ports: bit `p % 64` of entry `p / 64`.
+/// `Array<u64>` bitmaps of SMTP destination ports, one per slot: bit `p % 64` of entry
+/// `slot * PORTS_WORDS + p / 64`.
 pub const PORTS: &str = "AS_PORTS";
-/// Number of `u64` words in [`PORTS`].
+/// Number of `u64` words in one slot's bitmap of [`PORTS`].
 pub const PORTS_WORDS: u32 = 65536 / 64;
-/// `HashMap<u32 uid, Rule>`: per-UID allow and limit rules (ranges expanded by the agent).
+/// `HashMap<UidKey, Rule>`: per-UID allow and limit rules (ranges expanded by the agent).
 pub const UID_RULES: &str = "AS_UID_RULES";
-/// Capacity of [`UID_RULES`].
+/// UIDs one policy may name (the map holds two policies during a reload).
 pub const UID_RULES_MAX: u32 = 131_072;
-/// `HashMap<u64 cgroup id, Rule>`: per-cgroup allow and limit rules.
+/// `HashMap<CgroupKey, Rule>`: per-cgroup allow and limit rules.
 pub const CGROUP_RULES: &str = "AS_CGROUP_RULES";
-/// Capacity of [`CGROUP_RULES`].
+/// Cgroups one policy may cover.
 pub const CGROUP_RULES_MAX: u32 = 65_536;
-/// `LpmTrie<[u8; 4], DestRule>`: IPv4 destination allow/block prefixes.
+/// `LpmTrie<[u8; 5], DestRule>`: IPv4 destination allow/block prefixes (slot byte + address).
 pub const DEST_V4: &str = "AS_DEST_V4";
-/// `LpmTrie<[u8; 16], DestRule>`: IPv6 destination allow/block prefixes.
+/// `LpmTrie<[u8; 17], DestRule>`: IPv6 destination allow/block prefixes (slot byte + address).
 pub const DEST_V6: &str = "AS_DEST_V6";
-/// Capacity of each destination trie.
+/// Prefixes one policy may name per family.
 pub const DEST_MAX: u32 = 262_144;
 /// `LruHashMap<KeyId, KeyState>`: rate-limit bucket and counters of every UID and cgroup seen.
 pub const KEYS: &str = "AS_KEYS";

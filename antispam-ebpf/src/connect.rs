@@ -10,7 +10,10 @@ use antispam_common::{
     maps::EVENTS_BYTES,
     net::{self, AF_INET, AF_INET6},
     rate::{gcra, Rate},
-    rule::{DestRule, Rule, ACTION_ALLOW, ACTION_BLOCK, ACTION_LIMIT},
+    rule::{
+        dest_v4_key, dest_v6_key, CgroupKey, DestRule, Rule, UidKey, ACTION_ALLOW, ACTION_BLOCK,
+        ACTION_LIMIT, SLOT_BITS,
+    },
     stats,
 };
 use aya_ebpf::{
@@ -26,8 +29,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 
 use crate::maps::{
-    add, bump, cas, key_state, load, stat, sub, CGROUP_RULES, CONFIG, DECISIONS, DEST_V4, DEST_V6,
-    EVENTS, OVERRIDES, PORTS, SUSPENDED, UID_RULES,
+    active_slot, add, bump, cas, is_smtp, key_state, load, stat, sub, CGROUP_RULES, CONFIG,
+    DECISIONS, DEST_V4, DEST_V6, EVENTS, OVERRIDES, SUSPENDED, UID_RULES,
 };
 
 /// `connect()` goes on.
@@ -85,15 +88,6 @@ pub fn antispam_connect6(ctx: SockAddrContext) -> i32 {
     }
 }
 
-#[inline(always)]
-fn is_smtp(port: u16) -> bool {
-    let (word, bit) = net::port_slot(port);
-    match PORTS.get(word) {
-        Some(w) => *w & bit != 0,
-        None => false,
-    }
-}
-
 struct Decision {
     verdict: u32,
     reason: u32,
@@ -119,10 +113,11 @@ impl Decision {
 
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, port: u16, family: u16, addr: [u8; 16]) -> i32 {
-    if !is_smtp(port) {
+    let slot = active_slot();
+    if !is_smtp(slot, port) {
         return PASS;
     }
-    let Some(cfg) = CONFIG.get(0) else {
+    let Some(cfg) = CONFIG.get(slot) else {
         stat(stats::CONFIG_MISSING);
         return PASS;
     };
@@ -136,6 +131,7 @@ fn decide(ctx: &SockAddrContext, port: u16, family: u16, addr: [u8; 16]) -> i32 
     let cgroup_state = key_state(&KeyId::cgroup(cgroup_id));
     let mut d = evaluate(
         cfg,
+        slot,
         uid,
         cgroup_id,
         family,
@@ -182,6 +178,7 @@ fn decide(ctx: &SockAddrContext, port: u16, family: u16, addr: [u8; 16]) -> i32 
 #[allow(clippy::too_many_arguments)]
 fn evaluate(
     cfg: &Config,
+    slot: u32,
     uid: u32,
     cgroup_id: u64,
     family: u16,
@@ -195,7 +192,7 @@ fn evaluate(
     if cfg.flags & FLAG_OVERRIDES != 0
         && (overridden(&KeyId::uid(uid), now) || overridden(&KeyId::cgroup(cgroup_id), now))
     {
-        return match dest_rule(family, addr) {
+        return match dest_rule(slot, family, addr) {
             Some(r) if r.action == ACTION_BLOCK => {
                 Decision::deny(REASON_BLOCK_DESTINATION, r.rule_id)
             }
@@ -209,7 +206,7 @@ fn evaluate(
         return Decision::deny(REASON_SUSPENDED, 0);
     }
     // SAFETY: map lookups; the values are plain data that only the agent rewrites whole.
-    let uid_rule: Option<&Rule> = unsafe { UID_RULES.get(uid) };
+    let uid_rule: Option<&Rule> = unsafe { UID_RULES.get(UidKey { uid, slot }) };
     if let Some(r) = uid_rule {
         if r.action == ACTION_ALLOW {
             return Decision::allow(REASON_ALLOW_USER, r.rule_id);
@@ -220,13 +217,13 @@ fn evaluate(
         return Decision::deny(REASON_KILL_SWITCH, 0);
     }
     // SAFETY: as above.
-    let cgroup_rule: Option<&Rule> = unsafe { CGROUP_RULES.get(cgroup_id) };
+    let cgroup_rule: Option<&Rule> = unsafe { CGROUP_RULES.get(CgroupKey::new(cgroup_id, slot)) };
     if let Some(r) = cgroup_rule {
         if r.action == ACTION_ALLOW {
             return Decision::allow(REASON_ALLOW_CGROUP, r.rule_id);
         }
     }
-    if let Some(r) = dest_rule(family, addr) {
+    if let Some(r) = dest_rule(slot, family, addr) {
         if r.action == ACTION_ALLOW {
             return Decision::allow(REASON_ALLOW_DESTINATION, r.rule_id);
         }
@@ -281,11 +278,12 @@ fn evaluate(
 
 /// The longest destination prefix rule matching `addr`.
 #[inline(always)]
-fn dest_rule(family: u16, addr: &[u8; 16]) -> Option<&'static DestRule> {
+fn dest_rule(slot: u32, family: u16, addr: &[u8; 16]) -> Option<&'static DestRule> {
     if family == AF_INET {
-        DEST_V4.get(Key::new(32, [addr[0], addr[1], addr[2], addr[3]]))
+        let a = [addr[0], addr[1], addr[2], addr[3]];
+        DEST_V4.get(Key::new(SLOT_BITS + 32, dest_v4_key(slot, a)))
     } else {
-        DEST_V6.get(Key::new(128, *addr))
+        DEST_V6.get(Key::new(SLOT_BITS + 128, dest_v6_key(slot, addr)))
     }
 }
 

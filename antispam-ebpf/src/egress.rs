@@ -5,7 +5,7 @@
 use antispam_common::{
     config::{FLAG_OVERRIDES, FLAG_SUSPENSIONS},
     key::KeyId,
-    net, stats,
+    stats,
 };
 use aya_ebpf::{
     helpers::generated::{bpf_ktime_get_ns, bpf_skb_cgroup_id},
@@ -16,7 +16,7 @@ use aya_ebpf::{
 
 use crate::{
     connect::{overridden, suspended},
-    maps::{add, key_state, stat, CONFIG, PORTS},
+    maps::{active_slot, add, is_smtp, key_state, stat, CONFIG},
 };
 
 const PASS: i32 = 1;
@@ -35,16 +35,15 @@ fn count(ctx: &SkBuffContext) -> i32 {
     // ports, most of a host's, returns here. (A UDP socket connected to an SMTP port is counted
     // too; reading the headers to tell would cost every SMTP packet three helper calls.)
     let remote = u16::from_be((ctx.skb.remote_port() >> 16) as u16);
-    let (word, bit) = net::port_slot(remote);
-    match PORTS.get(word) {
-        Some(w) if *w & bit != 0 => {}
-        _ => return PASS,
+    let slot = active_slot();
+    if !is_smtp(slot, remote) {
+        return PASS;
     }
     let len = ctx.len() as u64;
     let uid = ctx.get_socket_uid();
     // SAFETY: the skb pointer the kernel passed to this program.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr().cast()) };
-    let flags = CONFIG.get(0).map_or(0, |c| c.flags);
+    let flags = CONFIG.get(slot).map_or(0, |c| c.flags);
     if flags & FLAG_SUSPENSIONS != 0 {
         // SAFETY: a helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };

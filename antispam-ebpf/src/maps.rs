@@ -7,7 +7,7 @@ use antispam_common::{
     config::Config,
     key::{KeyId, KeyState, Override, Suspension},
     maps as m,
-    rule::{DestRule, Rule},
+    rule::{CgroupKey, DestRule, Rule, UidKey},
     stats,
 };
 use aya_ebpf::{
@@ -16,24 +16,49 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
+#[map(name = "AS_ACTIVE")]
+pub static ACTIVE: Array<u32> = Array::pinned(1, 0);
+
 #[map(name = "AS_CONFIG")]
-pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+pub static CONFIG: Array<Config> = Array::pinned(m::SLOTS, 0);
 
 #[map(name = "AS_PORTS")]
-pub static PORTS: Array<u64> = Array::pinned(m::PORTS_WORDS, 0);
+pub static PORTS: Array<u64> = Array::pinned(m::SLOTS * m::PORTS_WORDS, 0);
 
 #[map(name = "AS_UID_RULES")]
-pub static UID_RULES: HashMap<u32, Rule> = HashMap::pinned(m::UID_RULES_MAX, BPF_F_NO_PREALLOC);
+pub static UID_RULES: HashMap<UidKey, Rule> =
+    HashMap::pinned(m::SLOTS * m::UID_RULES_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_CGROUP_RULES")]
-pub static CGROUP_RULES: HashMap<u64, Rule> =
-    HashMap::pinned(m::CGROUP_RULES_MAX, BPF_F_NO_PREALLOC);
+pub static CGROUP_RULES: HashMap<CgroupKey, Rule> =
+    HashMap::pinned(m::SLOTS * m::CGROUP_RULES_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_DEST_V4")]
-pub static DEST_V4: LpmTrie<[u8; 4], DestRule> = LpmTrie::pinned(m::DEST_MAX, BPF_F_NO_PREALLOC);
+pub static DEST_V4: LpmTrie<[u8; 5], DestRule> =
+    LpmTrie::pinned(m::SLOTS * m::DEST_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_DEST_V6")]
-pub static DEST_V6: LpmTrie<[u8; 16], DestRule> = LpmTrie::pinned(m::DEST_MAX, BPF_F_NO_PREALLOC);
+pub static DEST_V6: LpmTrie<[u8; 17], DestRule> =
+    LpmTrie::pinned(m::SLOTS * m::DEST_MAX, BPF_F_NO_PREALLOC);
+
+/// The rule set in force (see `antispam_common::maps::ACTIVE`).
+#[inline(always)]
+pub fn active_slot() -> u32 {
+    match ACTIVE.get(0) {
+        Some(s) => *s & 1,
+        None => 0,
+    }
+}
+
+/// Is `port` an SMTP port in rule set `slot`?
+#[inline(always)]
+pub fn is_smtp(slot: u32, port: u16) -> bool {
+    let (word, bit) = antispam_common::net::port_slot(port);
+    match PORTS.get(slot * m::PORTS_WORDS + word) {
+        Some(w) => *w & bit != 0,
+        None => false,
+    }
+}
 
 #[map(name = "AS_KEYS")]
 pub static KEYS: LruHashMap<KeyId, KeyState> = LruHashMap::pinned(m::KEYS_MAX, 0);

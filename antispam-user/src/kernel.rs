@@ -9,7 +9,7 @@ use antispam_common::{
     config::Config,
     key::{KeyId, KeyState, Override, Suspension},
     maps as m,
-    rule::{DestRule, Rule},
+    rule::{dest_v4_key, dest_v6_key, CgroupKey, DestRule, Rule, UidKey, SLOT_BITS},
 };
 use aya::{
     maps::{
@@ -57,12 +57,15 @@ pub struct Kernel {
 }
 
 pub struct RuleMaps {
+    /// The rule set in force (see `antispam_common::maps::ACTIVE`).
+    active: Array<MapData, u32>,
+    slot: u32,
     config: Array<MapData, Config>,
     ports: Array<MapData, u64>,
-    uid_rules: HashMap<MapData, u32, Rule>,
-    cgroup_rules: HashMap<MapData, u64, Rule>,
-    dest_v4: LpmTrie<MapData, [u8; 4], DestRule>,
-    dest_v6: LpmTrie<MapData, [u8; 16], DestRule>,
+    uid_rules: HashMap<MapData, UidKey, Rule>,
+    cgroup_rules: HashMap<MapData, CgroupKey, Rule>,
+    dest_v4: LpmTrie<MapData, [u8; 5], DestRule>,
+    dest_v6: LpmTrie<MapData, [u8; 17], DestRule>,
     suspended: HashMap<MapData, KeyId, Suspension>,
     overrides: HashMap<MapData, KeyId, Override>,
     /// The configuration of the policy in force, before the runtime flags are added.
@@ -75,7 +78,7 @@ pub struct RuleMaps {
 /// several tasks needs no lock.
 pub struct KernelView {
     pub keys: HashMap<MapData, KeyId, KeyState>,
-    pub cgroup_rules: HashMap<MapData, u64, Rule>,
+    pub cgroup_rules: HashMap<MapData, CgroupKey, Rule>,
     pub decisions: PerCpuArray<MapData, u64>,
     pub stats: PerCpuArray<MapData, u64>,
 }
@@ -121,12 +124,16 @@ impl Kernel {
                 Err(e) => log::warn!("kernel debug log unavailable: {e}"),
             }
         }
+        let active: Array<MapData, u32> = take(&mut ebpf, m::ACTIVE)?;
+        let slot = active.get(&0, 0).unwrap_or(0) & 1;
         let config: Array<MapData, Config> = take(&mut ebpf, m::CONFIG)?;
         let previous = config
-            .get(&0, 0)
+            .get(&slot, 0)
             .ok()
             .filter(|c| pins.adopting && *c != Config::default());
         let rules = RuleMaps {
+            active,
+            slot,
             config,
             ports: take(&mut ebpf, m::PORTS)?,
             uid_rules: take(&mut ebpf, m::UID_RULES)?,
@@ -275,7 +282,9 @@ impl RuleMaps {
     fn write_config(&mut self) -> Result<(), Error> {
         let mut c = self.policy_config;
         c.flags |= self.runtime_flags;
-        self.config.set(0, c, 0).map_err(Error::map(m::CONFIG))
+        self.config
+            .set(self.slot, c, 0)
+            .map_err(Error::map(m::CONFIG))
     }
 
     /// Sets or clears a runtime flag (kill switch, suspensions present).
@@ -370,32 +379,17 @@ impl RuleMaps {
         self.set_flag(FLAG_OVERRIDES, self.overrides.keys().next().is_some())
     }
 
-    /// Makes the cgroup rules map hold exactly `a`.
-    pub fn apply_cgroups(&mut self, a: &Assignments) -> Result<(), Error> {
-        let stale: Vec<u64> = self
-            .cgroup_rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !a.contains_key(k))
-            .collect();
-        for k in stale {
-            self.remove_cgroup(k)?;
-        }
-        for (id, x) in a {
-            self.set_cgroup(*id, &x.rule)?;
-        }
-        Ok(())
-    }
-
+    /// Writes a cgroup's rule into the rule set in force (a cgroup that appeared).
     pub fn set_cgroup(&mut self, id: u64, rule: &Rule) -> Result<(), Error> {
         self.cgroup_rules
-            .insert(id, rule, 0)
+            .insert(CgroupKey::new(id, self.slot), rule, 0)
             .map_err(Error::map(m::CGROUP_RULES))
     }
 
-    /// Removes a cgroup's rule; a cgroup that had none is not an error.
+    /// Removes a cgroup's rule from the rule set in force; a cgroup that had none is not an
+    /// error.
     pub fn remove_cgroup(&mut self, id: u64) -> Result<(), Error> {
-        match self.cgroup_rules.remove(&id) {
+        match self.cgroup_rules.remove(&CgroupKey::new(id, self.slot)) {
             Err(e) if !missing(&e) => Err(Error::Map {
                 name: m::CGROUP_RULES,
                 source: e,
@@ -404,38 +398,118 @@ impl RuleMaps {
         }
     }
 
-    /// Makes the maps hold exactly `c`. Entries the new policy drops are removed first (so a
-    /// policy replacing most entries still fits), kept entries are overwritten in place (never
-    /// missing), and the configuration with the new generation goes last.
-    pub fn apply(&mut self, c: &Compiled) -> Result<(), Error> {
+    /// Puts the policy `c`, with the cgroup assignment `a`, in force in one step: it is written
+    /// whole into the rule set not in force, then `AS_ACTIVE` is flipped to it (a single
+    /// 4-byte store: each decision reads it once and sees either policy entire, never a mix),
+    /// then the old rule set is cleared. If writing fails (a full map), nothing has changed:
+    /// the policy in force stays, and what was written of the new one is removed.
+    pub fn apply(&mut self, c: &Compiled, a: &Assignments) -> Result<(), Error> {
+        let next = self.slot ^ 1;
+        // Leftovers of a write that failed, or of a previous agent's.
+        self.clear_slot(next)?;
+        if let Err(e) = self.fill_slot(next, c, a) {
+            if let Err(e2) = self.clear_slot(next) {
+                log::warn!("clearing the half-written rule set: {e2}");
+            }
+            return Err(e);
+        }
+        let mut cfg = c.config;
+        cfg.flags |= self.runtime_flags;
+        self.config
+            .set(next, cfg, 0)
+            .map_err(Error::map(m::CONFIG))?;
+        self.active.set(0, next, 0).map_err(Error::map(m::ACTIVE))?;
+        let old = self.slot;
+        self.slot = next;
+        self.policy_config = c.config;
+        if let Err(e) = self.clear_slot(old) {
+            // Harmless: no decision reads the old set; the next apply clears it first.
+            log::warn!("clearing the previous rule set: {e}");
+        }
+        Ok(())
+    }
+
+    fn fill_slot(&mut self, slot: u32, c: &Compiled, a: &Assignments) -> Result<(), Error> {
         for (i, word) in c.ports.iter().enumerate() {
             self.ports
-                .set(i as u32, word, 0)
+                .set(slot * m::PORTS_WORDS + i as u32, word, 0)
                 .map_err(Error::map(m::PORTS))?;
-        }
-        // Entries the new policy drops go first, so a policy that replaces most entries fits
-        // in the map; entries it keeps are overwritten in place and are never missing.
-        let stale: Vec<u32> = self
-            .uid_rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !c.uid_rules.contains_key(k))
-            .collect();
-        for k in stale {
-            self.uid_rules
-                .remove(&k)
-                .map_err(Error::map(m::UID_RULES))?;
         }
         for (uid, rule) in &c.uid_rules {
             self.uid_rules
-                .insert(uid, rule, 0)
+                .insert(UidKey { uid: *uid, slot }, rule, 0)
                 .map_err(Error::map(m::UID_RULES))?;
         }
-        sync_trie(&mut self.dest_v4, &c.dest_v4, m::DEST_V4)?;
-        sync_trie(&mut self.dest_v6, &c.dest_v6, m::DEST_V6)?;
-        self.policy_config = c.config;
-        self.write_config()
+        for (id, x) in a {
+            self.cgroup_rules
+                .insert(CgroupKey::new(*id, slot), &x.rule, 0)
+                .map_err(Error::map(m::CGROUP_RULES))?;
+        }
+        for ((len, addr), v) in &c.dest_v4 {
+            self.dest_v4
+                .insert(&Key::new(SLOT_BITS + len, dest_v4_key(slot, *addr)), v, 0)
+                .map_err(Error::map(m::DEST_V4))?;
+        }
+        for ((len, addr), v) in &c.dest_v6 {
+            self.dest_v6
+                .insert(&Key::new(SLOT_BITS + len, dest_v6_key(slot, addr)), v, 0)
+                .map_err(Error::map(m::DEST_V6))?;
+        }
+        Ok(())
     }
+
+    /// Removes every entry of rule set `slot` (the ports bitmap is overwritten whole when the
+    /// set is next written).
+    fn clear_slot(&mut self, slot: u32) -> Result<(), Error> {
+        let uids: Vec<UidKey> = self
+            .uid_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in uids {
+            match self.uid_rules.remove(&k) {
+                Err(e) if !missing(&e) => return Err(Error::map(m::UID_RULES)(e)),
+                _ => {}
+            }
+        }
+        let cgroups: Vec<CgroupKey> = self
+            .cgroup_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in cgroups {
+            match self.cgroup_rules.remove(&k) {
+                Err(e) if !missing(&e) => return Err(Error::map(m::CGROUP_RULES)(e)),
+                _ => {}
+            }
+        }
+        clear_trie(&mut self.dest_v4, slot, m::DEST_V4)?;
+        clear_trie(&mut self.dest_v6, slot, m::DEST_V6)
+    }
+}
+
+fn clear_trie<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], DestRule>,
+    slot: u32,
+    name: &'static str,
+) -> Result<(), Error>
+where
+    [u8; N]: aya::Pod,
+{
+    let keys: Vec<Key<[u8; N]>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.data()[0] == slot as u8)
+        .collect();
+    for k in keys {
+        match trie.remove(&k) {
+            Err(e) if !missing(&e) => return Err(Error::map(name)(e)),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Is this the error of deleting or reading a key that is not there?
@@ -447,27 +521,6 @@ pub fn missing(e: &aya::maps::MapError) -> bool {
         }
         _ => false,
     }
-}
-
-fn sync_trie<const N: usize>(
-    trie: &mut LpmTrie<MapData, [u8; N], DestRule>,
-    want: &std::collections::BTreeMap<(u32, [u8; N]), DestRule>,
-    name: &'static str,
-) -> Result<(), Error>
-where
-    [u8; N]: aya::Pod,
-{
-    let present: Vec<Key<[u8; N]>> = trie.keys().filter_map(Result::ok).collect();
-    for key in present {
-        if !want.contains_key(&(key.prefix_len(), key.data())) {
-            trie.remove(&key).map_err(Error::map(name))?;
-        }
-    }
-    for ((len, addr), v) in want {
-        trie.insert(&Key::new(*len, *addr), v, 0)
-            .map_err(Error::map(name))?;
-    }
-    Ok(())
 }
 
 impl KernelView {

@@ -27,18 +27,35 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// share maps.
 pub fn layout() -> u32 {
     use std::mem::size_of;
+    let s = m::SLOTS;
     let parts: &[(&str, usize, usize, u32)] = &[
-        (m::CONFIG, 4, size_of::<config::Config>(), 1),
-        (m::PORTS, 4, 8, m::PORTS_WORDS),
-        (m::UID_RULES, 4, size_of::<rule::Rule>(), m::UID_RULES_MAX),
+        (m::ACTIVE, 4, 4, 1),
+        (m::CONFIG, 4, size_of::<config::Config>(), s),
+        (m::PORTS, 4, 8, s * m::PORTS_WORDS),
+        (
+            m::UID_RULES,
+            size_of::<rule::UidKey>(),
+            size_of::<rule::Rule>(),
+            s * m::UID_RULES_MAX,
+        ),
         (
             m::CGROUP_RULES,
-            8,
+            size_of::<rule::CgroupKey>(),
             size_of::<rule::Rule>(),
-            m::CGROUP_RULES_MAX,
+            s * m::CGROUP_RULES_MAX,
         ),
-        (m::DEST_V4, 8, size_of::<rule::DestRule>(), m::DEST_MAX),
-        (m::DEST_V6, 20, size_of::<rule::DestRule>(), m::DEST_MAX),
+        (
+            m::DEST_V4,
+            4 + 5,
+            size_of::<rule::DestRule>(),
+            s * m::DEST_MAX,
+        ),
+        (
+            m::DEST_V6,
+            4 + 17,
+            size_of::<rule::DestRule>(),
+            s * m::DEST_MAX,
+        ),
         (m::KEYS, 16, size_of::<key::KeyState>(), m::KEYS_MAX),
         (
             m::SUSPENDED,

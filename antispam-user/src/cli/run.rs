@@ -187,6 +187,20 @@ fn audit_record(audit: &mut AuditLog, shared: &Shared, event: &str, details: ser
 }
 
 async fn run(args: Args) -> Result<(), Error> {
+    // Watched before it is read, so that no change made meanwhile is missed.
+    let mut policy_watch = match (&args.policy, args.no_reload_on_change) {
+        (Some(p), false) => match crate::policy_watch::PolicyWatch::new(p) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!(
+                    "cannot watch {} for changes ({e}); reload with SIGHUP",
+                    p.display()
+                );
+                None
+            }
+        },
+        _ => None,
+    };
     let policy = load_policy(args.policy.as_deref())?;
     let mount = cgroupfs::cgroup2_mount()?;
     let dir = attach_dir(&mount, args.cgroup.as_deref())?;
@@ -265,8 +279,7 @@ async fn run(args: Args) -> Result<(), Error> {
         Some(w) => assign_all(&policy, w, &dir),
         None => assign::assign_tree(&policy, &tree),
     };
-    kernel.rules.apply(&compiled)?;
-    kernel.rules.apply_cgroups(&assignments)?;
+    kernel.rules.apply(&compiled, &assignments)?;
     kernel.attach(&dir, &pins)?;
 
     let names = CgroupNames::new(mount.clone(), dir.clone());
@@ -388,19 +401,6 @@ async fn run(args: Args) -> Result<(), Error> {
     ctl.restore();
     ctl.break_glass_restore();
     ctl.prune_runtime();
-    let mut policy_watch = match (&args.policy, args.no_reload_on_change) {
-        (Some(p), false) => match crate::policy_watch::PolicyWatch::new(p) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                log::warn!(
-                    "cannot watch {} for changes ({e}); reload with SIGHUP",
-                    p.display()
-                );
-                None
-            }
-        },
-        _ => None,
-    };
     let stop_reason;
     loop {
         let policy_changed = async {
@@ -540,25 +540,26 @@ impl Control<'_> {
                 assign::assign_tree(&policy, &cgroupfs::walk(&mount, self.dir))
             }
         };
-        let applied = self
-            .maps
-            .apply(&compiled)
-            .and_then(|()| self.maps.apply_cgroups(&assignments));
-        if let Err(e) = applied {
+        if let Err(e) = self.maps.apply(&compiled, &assignments) {
+            log::error!(
+                "{trigger}: the new policy could not be written to the kernel ({e}); the previous one stays in force"
+            );
+            audit_record(
+                self.audit,
+                shared,
+                "policy_reload_refused",
+                serde_json::json!({
+                    "policy": path.display().to_string(),
+                    "policy_sha256": policy.sha256,
+                    "in_force_sha256": previous,
+                    "problems": [format!("writing the kernel maps: {e}")],
+                    "trigger": trigger,
+                }),
+            );
             shared
                 .counters
                 .reloads_error
                 .fetch_add(1, Ordering::Relaxed);
-            log::error!(
-                "{trigger}: applying the new policy failed ({e}); restoring the previous one"
-            );
-            let restored = self
-                .maps
-                .apply(&shared.enforced().compiled)
-                .and_then(|()| self.maps.apply_cgroups(&shared.assignments()));
-            if let Err(e) = restored {
-                log::error!("restoring the previous policy failed too: {e}");
-            }
             return;
         }
         shared.generation.store(generation, Ordering::Relaxed);
