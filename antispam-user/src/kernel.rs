@@ -442,7 +442,7 @@ impl RuleMaps {
         }
         for (id, x) in a {
             self.cgroup_rules
-                .insert(CgroupKey::new(*id, slot), &x.rule, 0)
+                .insert(CgroupKey::new(*id, slot), x.rule, 0)
                 .map_err(Error::map(m::CGROUP_RULES))?;
         }
         for ((len, addr), v) in &c.dest_v4 {
