@@ -175,6 +175,15 @@ pub fn poll_until<T>(
 }
 
 /// Runs a command to completion, panicking with its output if it fails.
+/// SHA-256 of a file by coreutils: an implementation independent of the agent's.
+pub fn sha256sum(path: &Path) -> String {
+    run_ok("sha256sum", &[&path.display().to_string()])
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 pub fn run_ok(program: &str, args: &[&str]) -> String {
     let out = std::process::Command::new(program)
         .args(args)

@@ -17,15 +17,6 @@ fn verify(path: &std::path::Path) -> (Option<i32>, String, String) {
     )
 }
 
-/// SHA-256 by coreutils: an implementation independent of the agent's.
-fn sha256sum(path: &std::path::Path) -> String {
-    run_ok("sha256sum", &[&path.display().to_string()])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn audit_chain_records_the_agents_life_and_exposes_tampering() {
     if !require_kernel() {

@@ -27,15 +27,6 @@ fn report(audit: &Path, format: &str) -> (Option<i32>, String, String) {
     )
 }
 
-/// SHA-256 by coreutils: an implementation independent of the agent's.
-fn sha256sum(path: &Path) -> String {
-    run_ok("sha256sum", &[&path.display().to_string()])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn the_report_lists_what_the_agent_and_its_operators_did() {
     if !require_kernel() {

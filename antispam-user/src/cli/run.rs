@@ -481,6 +481,34 @@ impl Control<'_> {
         audit_record(self.audit, self.shared, event, details);
     }
 
+    /// Audits and counts a refused reload (counted once audited, so that whoever sees the count
+    /// sees the record too).
+    fn refused(
+        &mut self,
+        path: &Path,
+        sha256: &str,
+        in_force: &str,
+        problems: Vec<String>,
+        trigger: &str,
+    ) {
+        audit_record(
+            self.audit,
+            self.shared,
+            "policy_reload_refused",
+            serde_json::json!({
+                "policy": path.display().to_string(),
+                "policy_sha256": sha256,
+                "in_force_sha256": in_force,
+                "problems": problems,
+                "trigger": trigger,
+            }),
+        );
+        self.shared
+            .counters
+            .reloads_error
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Re-reads the policy file. A valid policy replaces the old one; an invalid one is refused
     /// with its problems and the old one stays in force.
     fn reload(&mut self, trigger: &str) {
@@ -511,23 +539,7 @@ impl Control<'_> {
                     .map(|b| sha256_hex(&b))
                     .unwrap_or_default();
                 self.last_refused = Some(refused.clone());
-                audit_record(
-                    self.audit,
-                    shared,
-                    "policy_reload_refused",
-                    serde_json::json!({
-                        "policy": path.display().to_string(),
-                        "policy_sha256": refused,
-                        "in_force_sha256": previous,
-                        "problems": problems,
-                        "trigger": trigger,
-                    }),
-                );
-                // Counted once audited, so that whoever sees the count sees the record too.
-                shared
-                    .counters
-                    .reloads_error
-                    .fetch_add(1, Ordering::Relaxed);
+                self.refused(path, &refused, &previous, problems, trigger);
                 return;
             }
         };
@@ -544,22 +556,8 @@ impl Control<'_> {
             log::error!(
                 "{trigger}: the new policy could not be written to the kernel ({e}); the previous one stays in force"
             );
-            audit_record(
-                self.audit,
-                shared,
-                "policy_reload_refused",
-                serde_json::json!({
-                    "policy": path.display().to_string(),
-                    "policy_sha256": policy.sha256,
-                    "in_force_sha256": previous,
-                    "problems": [format!("writing the kernel maps: {e}")],
-                    "trigger": trigger,
-                }),
-            );
-            shared
-                .counters
-                .reloads_error
-                .fetch_add(1, Ordering::Relaxed);
+            let problems = vec![format!("writing the kernel maps: {e}")];
+            self.refused(path, &policy.sha256, &previous, problems, trigger);
             return;
         }
         shared.generation.store(generation, Ordering::Relaxed);
