@@ -50,6 +50,32 @@ pub fn as_user_in_cgroup(cmd: &mut Command, cg: &TestCgroup, uid: u32) {
 /// Runs `cmd` with stdout+stderr captured to a temp file, killing it after `limit`.
 /// Returns (exit status or None if killed, combined output, elapsed).
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (Option<ExitStatus>, String, Duration) {
+    run_bounded_stdin(cmd, Stdio::null(), limit)
+}
+
+/// Like `run_bounded`, with `input` on the command's stdin (e.g. a message for sendmail).
+pub fn run_bounded_input(
+    cmd: &mut Command,
+    input: &[u8],
+    limit: Duration,
+) -> (Option<ExitStatus>, String, Duration) {
+    let in_path = std::env::temp_dir().join(format!(
+        "antispam-test-in-{}-{}",
+        std::process::id(),
+        crate::next_seq()
+    ));
+    std::fs::write(&in_path, input).expect("write input file");
+    let f = File::open(&in_path).expect("open input file");
+    // The open descriptor is all the child needs.
+    let _ = std::fs::remove_file(&in_path);
+    run_bounded_stdin(cmd, Stdio::from(f), limit)
+}
+
+fn run_bounded_stdin(
+    cmd: &mut Command,
+    stdin: Stdio,
+    limit: Duration,
+) -> (Option<ExitStatus>, String, Duration) {
     let out_path = std::env::temp_dir().join(format!(
         "antispam-test-out-{}-{}",
         std::process::id(),
@@ -57,7 +83,7 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (Option<ExitStatus>, S
     ));
     let f = File::create(&out_path).expect("create output file");
     let f2 = f.try_clone().expect("dup");
-    cmd.stdin(Stdio::null())
+    cmd.stdin(stdin)
         .stdout(Stdio::from(f))
         .stderr(Stdio::from(f2));
     let start = Instant::now();

@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod fixture;
 pub mod metrics;
 pub mod netns;
+pub mod postfix;
 pub mod sink;
 pub mod tmp;
 
@@ -26,6 +27,9 @@ pub use ctl::{ctl, ctl_as, CtlOutput};
 pub use fixture::{by_uid, ev_str, ev_u64, show, wait_metrics, Fixture};
 pub use metrics::{metric_sum, metric_value};
 pub use netns::TestNetns;
+pub use postfix::{
+    free_loopback_port, system_maildrop_files_of, HostPostfixState, PrivatePostfix, SendmailResult,
+};
 pub use sink::SmtpSink;
 pub use tmp::TestDir;
 

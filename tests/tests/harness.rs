@@ -123,3 +123,194 @@ fn netns_sink_and_clients_work_without_agent() {
         "veth {host_if} left behind"
     );
 }
+
+#[test]
+fn private_postfix_relays_sendmail_and_local_smtp_without_agent() {
+    use std::time::{Duration, Instant};
+    if !require_kernel() {
+        return;
+    }
+    let host_before = HostPostfixState::capture();
+    let uid = unique_uid();
+    let (mount_ns, pids);
+    {
+        let dir = TestDir::new();
+        let ns = TestNetns::new();
+        let sink = SmtpSink::start_counting(&ns, IpAddr::V4(ns.addr_v4()), 25, &dir);
+        let cg = TestCgroup::new("postfix");
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_loopback_port()));
+        let pf = PrivatePostfix::start(&dir, sink.addr(), Some(listen));
+        eprintln!(
+            "private Postfix ready in {:?} (pid {}, smtpd on {listen})",
+            pf.started_in(),
+            pf.pid()
+        );
+        assert_eq!(pf.smtp_addr(), Some(listen));
+        mount_ns = pf.mount_ns();
+        pids = pf.processes();
+        assert!(
+            pids.contains(&(pf.pid() as i32)),
+            "pid {} not in the instance's namespace: {pids:?}",
+            pf.pid()
+        );
+        // The bind mount over /etc/postfix stays inside the instance's namespace.
+        assert_eq!(HostPostfixState::capture(), host_before, "while running");
+
+        // 3 messages by sendmail, each waited for: measures one delivery.
+        for i in 0..3 {
+            let t0 = Instant::now();
+            let r = pf.sendmail_as(&cg, uid, "x@example.test", &format!("sendmail message {i}"));
+            assert!(
+                r.ok && !r.eperm,
+                "sendmail #{i} as uid {uid} failed ({:?}):\n{}\n{}",
+                r.status,
+                r.output,
+                pf.diagnostics()
+            );
+            let got = sink.wait_messages(i + 1, Duration::from_secs(20));
+            assert_eq!(
+                got,
+                i + 1,
+                "sendmail #{i} not delivered within 20 s\n{}",
+                pf.diagnostics()
+            );
+            eprintln!(
+                "sendmail #{i}: sendmail took {:?}, delivered to the sink after {:?}",
+                r.elapsed,
+                t0.elapsed()
+            );
+        }
+        // 2 messages by SMTP to the loopback smtpd.
+        for i in 0..2 {
+            let t0 = Instant::now();
+            let r = pf.submit_smtp_as(&cg, uid, "x@example.test", &format!("smtp message {i}"));
+            assert!(
+                r.ok && !r.eperm,
+                "swaks #{i} to {listen} as uid {uid} failed:\n{}\n{}",
+                r.output,
+                pf.diagnostics()
+            );
+            let got = sink.wait_messages(4 + i, Duration::from_secs(20));
+            assert_eq!(
+                got,
+                4 + i,
+                "SMTP #{i} not delivered within 20 s\n{}",
+                pf.diagnostics()
+            );
+            eprintln!(
+                "SMTP #{i}: swaks took {:?}, delivered to the sink after {:?}",
+                r.elapsed,
+                t0.elapsed()
+            );
+        }
+        // Exactly 5: nothing more arrives.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(sink.messages(), 5, "{}", pf.diagnostics());
+        assert!(
+            pf.wait_queue_empty(Duration::from_secs(10)),
+            "{} files left in the private queue\n{}",
+            pf.queue_files(),
+            pf.diagnostics()
+        );
+
+        let pickup_uid = format!(" uid={uid} ");
+        let relay = format!("relay={0}[{0}]:25", ns.addr_v4());
+        let count = |log: &str, a: &str, b: &str| {
+            log.lines()
+                .filter(|l| l.contains(a) && l.contains(b))
+                .count()
+        };
+        let log = pf.wait_log(Duration::from_secs(5), |log| {
+            count(log, "postfix/pickup[", &pickup_uid) >= 3
+                && count(log, &relay, "status=sent") >= 5
+        });
+        assert_eq!(
+            count(&log, "postfix/pickup[", &pickup_uid),
+            3,
+            "pickup uid={uid} lines in the maillog:\n{log}"
+        );
+        assert_eq!(
+            count(&log, &relay, "status=sent"),
+            5,
+            "status=sent via {relay} in the maillog:\n{log}"
+        );
+        let texts = sink.message_texts();
+        let from_uid = format!("X-Mail-Args: <uid{uid}@example.test>");
+        assert_eq!(
+            texts.iter().filter(|t| t.contains(&from_uid)).count(),
+            5,
+            "{texts:#?}"
+        );
+        assert_eq!(
+            texts
+                .iter()
+                .filter(|t| t.contains(&format!("from userid {uid}")))
+                .count(),
+            3,
+            "sendmail messages carry the submitting uid: {texts:#?}"
+        );
+        assert_eq!(
+            system_maildrop_files_of(uid),
+            0,
+            "a submission of uid {uid} went to the system's queue"
+        );
+        let t0 = Instant::now();
+        drop(pf);
+        eprintln!("private Postfix stopped in {:?}", t0.elapsed());
+    }
+    // Nothing of the instance is left running.
+    let left = antispam_tests::postfix::processes_in_mount_ns(mount_ns);
+    assert!(
+        left.is_empty(),
+        "processes of the private Postfix left: {left:?}"
+    );
+    for pid in pids {
+        let same = std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == mount_ns);
+        assert!(!same, "pid {pid} of the private Postfix still runs");
+    }
+    assert_eq!(HostPostfixState::capture(), host_before, "after the test");
+}
+
+#[test]
+fn private_postfix_runs_inside_a_given_cgroup() {
+    use std::time::Duration;
+    if !require_kernel() {
+        return;
+    }
+    let dir = TestDir::new();
+    let ns = TestNetns::new();
+    let sink = SmtpSink::start_counting(&ns, IpAddr::V4(ns.addr_v4()), 25, &dir);
+    let clients = TestCgroup::new("clients");
+    let mta = TestCgroup::new("mta");
+    // Declared after the cgroups: dropped (stopped) before them.
+    let pf = PrivatePostfix::start_with(&dir, sink.addr(), None, Some(&mta));
+    assert_eq!(pf.smtp_addr(), None);
+    let uid = unique_uid();
+    let r = pf.sendmail_as(&clients, uid, "a@example.test b@example.test", "two rcpts");
+    assert!(r.ok, "sendmail failed:\n{}\n{}", r.output, pf.diagnostics());
+    // Two recipients of one domain: one message, one DATA.
+    assert_eq!(
+        sink.wait_messages(1, Duration::from_secs(20)),
+        1,
+        "{}",
+        pf.diagnostics()
+    );
+    assert!(
+        pf.wait_queue_empty(Duration::from_secs(10)),
+        "{}",
+        pf.diagnostics()
+    );
+    let procs = pf.processes();
+    assert!(procs.len() >= 3, "master, pickup, qmgr...: {procs:?}");
+    for pid in procs {
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        assert!(
+            cg.lines().any(|l| l == format!("0::{}", mta.relative())),
+            "pid {pid} of the instance is not in {}: {cg}",
+            mta.relative()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.messages(), 1);
+}
