@@ -1,28 +1,26 @@
 //! `antispam`: the agent (`run`) and its command-line tools.
+//!
+//! Layers, each importing only those below it:
+//!
+//! ```text
+//! cli/      argument parsing and printing, one file per subcommand (nothing imports it)
+//! agent/    the running agent: its state, main loop, operator actions, HTTP, metrics, status
+//! kernel/   policy/   control/   sys/   audit/   report/      what the agent drives
+//! defaults  clock  digest                                     shared leaves
+//! antispam-common                                             types shared with the kernel
+//! ```
 
-mod assign;
+mod agent;
 mod audit;
-mod breakglass;
-mod cgroupfs;
 mod cli;
-mod compile;
+mod clock;
 mod control;
-mod error;
-mod events;
-mod http;
+mod defaults;
+mod digest;
 mod kernel;
-mod metrics;
-mod names;
-mod ops;
-mod pins;
 mod policy;
-mod policy_watch;
 mod report;
-mod sockdiag;
-mod state;
-mod status;
-mod strikes;
-mod watch;
+mod sys;
 
 use clap::Parser;
 

@@ -9,15 +9,19 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{cargo, run};
 
-/// Debian packages the build, the agent's tests and their peers need, by the command we use.
+/// Debian packages the build, the agent's tests and their peers need (checked by package with
+/// dpkg-query, never by a command they ship), and what each is for.
 const PACKAGES: &[(&str, &str)] = &[
-    ("swaks", "swaks"),         // SMTP client in the tests
-    ("postfix", "smtp-sink"),   // real SMTP listener (smtp-sink) in the tests
-    ("bpftool", "bpftool"),     // inspecting attachments in tests and by operators
-    ("prometheus", "promtool"), // `promtool check metrics` in the tests
-    ("iproute2", "ip"),         // network namespaces and veth pairs
-    ("util-linux", "setpriv"),  // dropping to a test UID
-    ("curl", "curl"),           // the README's examples
+    ("swaks", "SMTP client in the tests"),
+    // A Recommends of swaks, so not installed with --no-install-recommends: without it swaks
+    // refuses IPv6 ("IPv6 not available: requires IO::Socket::INET6").
+    ("libio-socket-inet6-perl", "IPv6 for swaks"),
+    ("postfix", "smtp-sink and a private Postfix instance in the tests"),
+    ("bpftool", "inspecting attachments in tests and by operators"),
+    ("prometheus", "`promtool check metrics` in the tests"),
+    ("iproute2", "network namespaces and veth pairs"),
+    ("util-linux", "setpriv, unshare and nsenter in the tests"),
+    ("curl", "the README's examples"),
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM here.
@@ -62,8 +66,8 @@ fn apt_packages() -> Result<()> {
     ensure_packages(PACKAGES)
 }
 
-/// Installs the Debian packages of `packages` (package, a command it provides) that are not
-/// installed yet. Idempotent.
+/// Installs the Debian packages of `packages` (package, what it is for) that are not installed
+/// yet. Idempotent.
 pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()

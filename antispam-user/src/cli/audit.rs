@@ -9,7 +9,7 @@ pub enum Command {
     /// Verify the hash chain of an audit log: exit 0 if intact, 1 with the first broken line.
     Verify {
         /// The audit log (default: the agent's default location).
-        #[arg(default_value = crate::cli::run::DEFAULT_AUDIT_LOG)]
+        #[arg(default_value = crate::defaults::AUDIT_LOG)]
         file: PathBuf,
     },
 }

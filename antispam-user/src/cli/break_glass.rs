@@ -2,15 +2,11 @@
 
 use std::process::ExitCode;
 
-use serde_json::Value;
-
-use crate::{
-    cli::{
-        status::{s, table},
-        suspend::TargetArgs,
-    },
-    control::{self, Request, SocketArg},
+use super::{
+    args::{ControlSocket, TargetArgs},
+    table::{opt, table},
 };
+use crate::control::{status::BreakGlassView, Data, Request};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -27,14 +23,14 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
         #[command(flatten)]
-        socket: SocketArg,
+        socket: ControlSocket,
     },
     /// Approve another operator's request (the requester cannot approve their own).
     Approve {
         /// The request's id, as `request` printed it (bg-…).
         id: String,
         #[command(flatten)]
-        socket: SocketArg,
+        socket: ControlSocket,
     },
     /// Withdraw a pending request, or end an override in force at once.
     Revoke {
@@ -43,7 +39,7 @@ pub enum Command {
         #[arg(long)]
         reason: String,
         #[command(flatten)]
-        socket: SocketArg,
+        socket: ControlSocket,
     },
     /// Show pending requests and overrides in force.
     List {
@@ -51,7 +47,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        socket: SocketArg,
+        socket: ControlSocket,
     },
 }
 
@@ -65,26 +61,24 @@ pub const HEADER: [&str; 7] = [
     "REASON",
 ];
 
-/// Table rows of the `{"active": [...], "pending": [...]}` answer (also used by `status`).
-pub fn rows(v: &Value) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    for (state, key, ends) in [
-        ("in force", "active", "expires_at"),
-        ("pending", "pending", "lapses_at"),
-    ] {
-        for g in v[key].as_array().into_iter().flatten() {
-            rows.push(vec![
-                s(&g["id"]),
-                s(&g["target"]),
+/// Table rows of the overrides in force and the pending requests (also used by `status`).
+pub fn rows(v: &BreakGlassView) -> Vec<Vec<String>> {
+    let active = v.active.iter().map(|g| ("in force", g, &g.expires_at));
+    let pending = v.pending.iter().map(|g| ("pending", g, &g.lapses_at));
+    active
+        .chain(pending)
+        .map(|(state, g, ends)| {
+            vec![
+                g.id.clone(),
+                g.target.clone(),
                 state.to_string(),
-                s(&g["requester"]),
-                s(&g["approver"]),
-                s(&g[ends]),
-                s(&g["reason"]),
-            ]);
-        }
-    }
-    rows
+                g.requester.clone(),
+                opt(&g.approver),
+                opt(ends),
+                g.reason.clone(),
+            ]
+        })
+        .collect()
 }
 
 pub fn main(cmd: Command) -> ExitCode {
@@ -102,7 +96,7 @@ pub fn main(cmd: Command) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            control::cli(
+            super::tell(
                 &socket,
                 Request::BreakGlassAsk {
                     target,
@@ -111,35 +105,37 @@ pub fn main(cmd: Command) -> ExitCode {
                 },
             )
         }
-        Command::Approve { id, socket } => control::cli(&socket, Request::BreakGlassApprove { id }),
+        Command::Approve { id, socket } => super::tell(&socket, Request::BreakGlassApprove { id }),
         Command::Revoke { id, reason, socket } => {
-            control::cli(&socket, Request::BreakGlassRevoke { id, reason })
+            super::tell(&socket, Request::BreakGlassRevoke { id, reason })
         }
-        Command::List { json, socket } => {
-            match control::call(&socket.path, &Request::BreakGlassList) {
-                Ok(r) if r.ok => {
-                    let data = r.data.unwrap_or(Value::Null);
-                    if json {
-                        println!("{data:#}");
-                    } else {
-                        let rows = rows(&data);
-                        if rows.is_empty() {
-                            println!("no break-glass request pending or in force");
-                        } else {
-                            print!("{}", table(&HEADER, &rows));
-                        }
-                    }
-                    ExitCode::SUCCESS
-                }
-                Ok(r) => {
-                    eprintln!("antispam break-glass list: {}", r.message);
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("antispam break-glass list: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        Command::List { json, socket } => list(&socket, json),
     }
+}
+
+fn list(socket: &ControlSocket, json: bool) -> ExitCode {
+    let view = match super::ask(socket, &Request::BreakGlassList) {
+        Ok(r) => match r.data {
+            Some(Data::BreakGlass(v)) => v,
+            _ => {
+                eprintln!("antispam break-glass list: the agent sent no list");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(code) => return code,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let rows = rows(&view);
+    if rows.is_empty() {
+        println!("no break-glass request pending or in force");
+    } else {
+        print!("{}", table(&HEADER, &rows));
+    }
+    ExitCode::SUCCESS
 }

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use crate::control::{self, Request, SocketArg};
+use super::args::ControlSocket;
+use crate::control::Request;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum State {
@@ -19,11 +20,11 @@ pub struct Args {
     #[arg(long)]
     reason: String,
     #[command(flatten)]
-    socket: SocketArg,
+    socket: ControlSocket,
 }
 
 pub fn main(args: Args) -> ExitCode {
-    control::cli(
+    super::tell(
         &args.socket,
         Request::KillSwitch {
             on: matches!(args.state, State::On),

@@ -1,19 +1,25 @@
-//! Command-line interface: one module per subcommand.
+//! Command-line interface: argument parsing and printing, one module per subcommand. Nothing
+//! outside `cli/` (and `main.rs`) uses it; it reaches the running agent through
+//! `control::client` and runs it through `agent::run`.
 
+mod args;
 mod audit;
-pub mod break_glass;
+mod break_glass;
 mod check;
 mod kill_switch;
 mod report;
-pub mod run;
+mod run;
 mod status;
-pub mod suspend;
+mod suspend;
+mod table;
 mod uninstall;
 mod unsuspend;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::control::{client, Request, Response};
 
 /// Stops a Linux host from being used to send spam: rate limits and block lists for outbound SMTP
 /// connections, enforced in the kernel per UID and per cgroup.
@@ -64,5 +70,44 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::KillSwitch(a) => kill_switch::main(a),
         Command::BreakGlass(c) => break_glass::main(c),
         Command::Uninstall(a) => uninstall::main(a),
+    }
+}
+
+/// An error with its sources, one after the other (aya's errors keep the syscall's errno in
+/// their source).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+/// Sends `req` to the agent; returns its answer when it was carried out, or prints why not
+/// and returns the exit status: 1 when the agent refused, 2 when it could not be reached.
+pub fn ask(socket: &args::ControlSocket, req: &Request) -> Result<Response, ExitCode> {
+    match client::call(&socket.path, req) {
+        Ok(r) if r.ok => Ok(r),
+        Ok(r) => {
+            eprintln!("antispam {}: {}", req.name(), r.message);
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("antispam {}: {e}", req.name());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Sends `req` and prints the agent's message: exit status 0 if it was done.
+pub fn tell(socket: &args::ControlSocket, req: Request) -> ExitCode {
+    match ask(socket, &req) {
+        Ok(r) => {
+            println!("{}", r.message);
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
     }
 }

@@ -11,6 +11,8 @@ use std::{
     time::SystemTime,
 };
 
+use anyhow::Context as _;
+
 use crate::report::{self, Period, Records, Report, Trail};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -33,9 +35,8 @@ pub struct Args {
     /// How to print the report.
     #[arg(long, value_enum, default_value_t = Format::Markdown)]
     format: Format,
-    /// The agent's audit log.
-    #[arg(long, default_value = crate::cli::run::DEFAULT_AUDIT_LOG)]
-    audit_log: PathBuf,
+    #[command(flatten)]
+    audit_log: super::args::AuditLog,
     /// An event log (JSON lines) to count refusals in; repeat for rotated files. Default: the
     /// files the agent wrote (`event_log` of the audit log's agent_start records).
     #[arg(long = "events")]
@@ -46,26 +47,26 @@ pub fn main(args: Args) -> ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("antispam report: {e}");
+            eprintln!("antispam report: {e:#}");
             ExitCode::from(2)
         }
     }
 }
 
-fn run(args: Args) -> Result<ExitCode, String> {
+fn run(args: Args) -> anyhow::Result<ExitCode> {
     let now = SystemTime::now();
-    let since = report::parse_time(&args.since, now).map_err(|e| format!("--since: {e}"))?;
+    let since = report::parse_time(&args.since, now).context("--since")?;
     let until = match &args.until {
-        Some(u) => report::parse_time(u, now).map_err(|e| format!("--until: {e}"))?,
+        Some(u) => report::parse_time(u, now).context("--until")?,
         None => now,
     };
     if since > until {
-        return Err("--since is after --until".into());
+        anyhow::bail!("--since is after --until");
     }
     let period = Period { since, until };
-    let audit_path = args.audit_log.display().to_string();
+    let audit_path = args.audit_log.path.display().to_string();
     let bytes =
-        std::fs::read(&args.audit_log).map_err(|e| format!("{audit_path}: cannot read: {e}"))?;
+        std::fs::read(&args.audit_log.path).with_context(|| format!("{audit_path}: cannot read"))?;
     // Not UTF-8 is damage the chain check names, not a reason to refuse to report.
     let text = String::from_utf8_lossy(&bytes);
     let records = Records::parse(&text);
@@ -76,14 +77,14 @@ fn run(args: Args) -> Result<ExitCode, String> {
         for path in &named.files {
             match open(path) {
                 Ok(log) => trail.read(&path.display().to_string(), log),
-                Err(e) => trail.unreadable(&path.display().to_string(), e),
+                Err(e) => trail.unreadable(&path.display().to_string(), format!("cannot read: {e}")),
             }
         }
         trail
     } else {
         let mut trail = Trail::new(period);
         for path in &args.events {
-            let log = open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let log = open(path).with_context(|| format!("{}: cannot read", path.display()))?;
             trail.read(&path.display().to_string(), log);
         }
         trail
@@ -101,7 +102,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
         Format::Markdown => print!("{}", r.markdown()),
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(&r)?
         ),
     }
     if let report::Chain::Broken { line, reason } = &r.chain {
@@ -111,8 +112,6 @@ fn run(args: Args) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open(path: &Path) -> Result<BufReader<File>, String> {
-    File::open(path)
-        .map(BufReader::new)
-        .map_err(|e| format!("cannot read: {e}"))
+fn open(path: &Path) -> std::io::Result<BufReader<File>> {
+    File::open(path).map(BufReader::new)
 }

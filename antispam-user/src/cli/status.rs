@@ -1,4 +1,5 @@
-//! `antispam status`: what the running agent enforces, and usage per UID and cgroup.
+//! `antispam status`: what the running agent enforces, and usage per UID and cgroup. It asks the
+//! agent over the control socket, like every operator command.
 
 use std::{
     io::{Read, Write},
@@ -7,184 +8,115 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
+use super::{
+    args::ControlSocket,
+    break_glass,
+    table::{opt, table},
+};
+use crate::control::{
+    status::{KeyUsage, RuleView, Status},
+    Data, Request,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Address of the running agent's HTTP endpoint (its --metrics-addr).
-    #[arg(long, default_value = crate::http::DEFAULT_ADDR, env = "ANTISPAM_ADDR")]
-    addr: SocketAddr,
     /// Print the raw JSON instead of tables.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    socket: ControlSocket,
+    /// Deprecated: read the status over HTTP from this address (the agent's --metrics-addr)
+    /// instead of the control socket. Kept for one release.
+    #[arg(long, alias = "metrics-addr", hide = true, env = "ANTISPAM_ADDR")]
+    addr: Option<SocketAddr>,
 }
 
-fn fetch(addr: SocketAddr) -> Result<Value, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
-        format!("cannot reach the agent at {addr}: {e} (is `antispam run` running? see --addr)")
-    })?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+#[derive(Debug, thiserror::Error)]
+enum HttpError {
+    #[error("cannot reach the agent at {addr}: {source} (is `antispam run` running?)")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the status from {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent answered: {0}")]
+    Status(String),
+    #[error("malformed status: {0}")]
+    Malformed(String),
+}
+
+/// The deprecated way: `GET /status` over HTTP.
+fn fetch_http(addr: SocketAddr) -> Result<Status, HttpError> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|source| HttpError::Connect { addr, source })?;
+    let io = |source| HttpError::Io { addr, source };
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+    write!(s, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(io)?;
     let mut body = String::new();
-    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    s.read_to_string(&mut body).map_err(io)?;
     let (head, json) = body
         .split_once("\r\n\r\n")
-        .ok_or("malformed reply from the agent")?;
+        .ok_or_else(|| HttpError::Malformed("no HTTP header".into()))?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!(
-            "the agent answered: {}",
-            head.lines().next().unwrap_or("")
-        ));
+        return Err(HttpError::Status(head.lines().next().unwrap_or("").into()));
     }
-    serde_json::from_str(json).map_err(|e| format!("malformed status JSON: {e}"))
+    serde_json::from_str(json).map_err(|e| HttpError::Malformed(e.to_string()))
+}
+
+fn fetch(args: &Args) -> Result<Status, ExitCode> {
+    if let Some(addr) = args.addr {
+        eprintln!("antispam status: --addr is deprecated; the status now comes over the control socket (--control-socket)");
+        return fetch_http(addr).map_err(|e| {
+            eprintln!("antispam status: {e}");
+            ExitCode::FAILURE
+        });
+    }
+    match super::ask(&args.socket, &Request::Status)?.data {
+        Some(Data::Status(s)) => Ok(*s),
+        _ => {
+            eprintln!("antispam status: the agent sent no status");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let v = match fetch(args.addr) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("antispam status: {e}");
-            return ExitCode::FAILURE;
-        }
+    let status = match fetch(&args) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return ExitCode::SUCCESS;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render(&status));
     }
-    print!("{}", render(&v));
     ExitCode::SUCCESS
 }
 
-pub(crate) fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-/// Left-aligned columns, widths from the content.
-pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                l.push_str(&format!("{c:<width$}  ", width = w[i]));
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        out.push_str(&line(r.clone()));
-    }
-    out
-}
-
-pub fn render(v: &Value) -> String {
-    let mut out = format!(
-        "antispam {}: mode {}, policy {} (generation {}), attached to cgroup {} ({} programs)\nports {}, default rate {}\n\n",
-        s(&v["version"]),
-        s(&v["mode"]),
-        s(&v["policy"]),
-        s(&v["generation"]),
-        s(&v["cgroup"]),
-        s(&v["programs_attached"]),
-        v["ports"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or_default(),
-        s(&v["default_rate"]),
-    );
-    let rules: Vec<Vec<String>> = v["rules"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    let mut what = Vec::new();
-                    for (k, label) in [
-                        ("users", "users"),
-                        ("cgroups", "cgroups"),
-                        ("destinations", "destinations"),
-                    ] {
-                        if let Some(list) = r[k].as_array().filter(|l| !l.is_empty()) {
-                            let shown: Vec<String> = list.iter().take(4).map(s).collect();
-                            let more = if list.len() > 4 {
-                                format!(" +{}", list.len() - 4)
-                            } else {
-                                String::new()
-                            };
-                            what.push(format!("{label} {}{more}", shown.join(",")));
-                        }
-                    }
-                    vec![s(&r["name"]), s(&r["line"]), s(&r["rate"]), what.join("; ")]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if v["kill_switch"]["on"] == true {
-        out.push_str(&format!(
-            "KILL SWITCH ON since {} by {}: {} (only allow-listed UIDs may send)\n\n",
-            s(&v["kill_switch"]["since"]),
-            s(&v["kill_switch"]["by"]),
-            s(&v["kill_switch"]["reason"])
-        ));
-    }
-    let susp: Vec<Vec<String>> = v["suspensions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| {
-                    vec![
-                        s(&x["target"]),
-                        s(&x["since"]),
-                        s(&x["until"]),
-                        s(&x["by"]),
-                        s(&x["reason"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let bg = crate::cli::break_glass::rows(&v["break_glass"]);
+pub fn render(v: &Status) -> String {
+    let mut out = summary(v);
+    out.push_str(&kill_switch(v));
+    let bg = break_glass::rows(&v.break_glass);
     if !bg.is_empty() {
         out.push_str("BREAK GLASS\n");
-        out.push_str(&table(&crate::cli::break_glass::HEADER, &bg));
+        out.push_str(&table(&break_glass::HEADER, &bg));
         out.push('\n');
     }
-    if !susp.is_empty() {
-        out.push_str("SUSPENDED\n");
-        out.push_str(&table(&["TARGET", "SINCE", "UNTIL", "BY", "REASON"], &susp));
-        out.push('\n');
-    }
+    out.push_str(&suspensions(v));
     out.push_str("RULES\n");
+    let rules: Vec<Vec<String>> = v.rules.iter().map(rule_row).collect();
     out.push_str(&table(&["RULE", "LINE", "RATE", "APPLIES TO"], &rules));
-    let keys: Vec<Vec<String>> = v["keys"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|k| {
-                    vec![
-                        s(&k["kind"]),
-                        s(&k["name"]),
-                        s(&k["rule"]),
-                        s(&k["limit"]),
-                        s(&k["available"]),
-                        s(&k["allowed"]),
-                        s(&k["denied"]),
-                        s(&k["would_deny"]),
-                        s(&k["bytes"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     out.push_str("\nUSAGE (most refused first)\n");
+    let keys: Vec<Vec<String>> = v.keys.iter().map(usage_row).collect();
     out.push_str(&table(
         &[
             "KIND",
@@ -199,34 +131,153 @@ pub fn render(v: &Value) -> String {
         ],
         &keys,
     ));
-    let errs: Vec<String> = v["kernel_errors"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
-                .map(|(k, n)| format!("{k}={n}"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !errs.is_empty() {
-        out.push_str(&format!("\nkernel errors: {}\n", errs.join(" ")));
-    }
+    out.push_str(&kernel_errors(v));
     out
+}
+
+fn summary(v: &Status) -> String {
+    let ports: Vec<String> = v.ports.iter().map(u16::to_string).collect();
+    format!(
+        "antispam {}: mode {}, policy {} (generation {}), attached to cgroup {} ({} programs)\nports {}, default rate {}\n\n",
+        v.version,
+        v.mode,
+        v.policy,
+        v.generation,
+        v.cgroup,
+        v.programs_attached,
+        ports.join(","),
+        v.default_rate,
+    )
+}
+
+fn kill_switch(v: &Status) -> String {
+    let k = &v.kill_switch;
+    if !k.on {
+        return String::new();
+    }
+    format!(
+        "KILL SWITCH ON since {} by {}: {} (only allow-listed UIDs may send)\n\n",
+        opt(&k.since),
+        opt(&k.by),
+        opt(&k.reason)
+    )
+}
+
+fn suspensions(v: &Status) -> String {
+    if v.suspensions.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = v
+        .suspensions
+        .iter()
+        .map(|x| {
+            vec![
+                x.target.clone(),
+                x.since.clone(),
+                opt(&x.until),
+                x.by.clone(),
+                x.reason.clone(),
+            ]
+        })
+        .collect();
+    format!(
+        "SUSPENDED\n{}\n",
+        table(&["TARGET", "SINCE", "UNTIL", "BY", "REASON"], &rows)
+    )
+}
+
+/// A rule and (the first four of) what it applies to.
+fn rule_row(r: &RuleView) -> Vec<String> {
+    let mut what = Vec::new();
+    for (label, list) in [
+        ("users", &r.users),
+        ("cgroups", &r.cgroups),
+        ("destinations", &r.destinations),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let shown: Vec<&str> = list.iter().take(4).map(String::as_str).collect();
+        let more = if list.len() > 4 {
+            format!(" +{}", list.len() - 4)
+        } else {
+            String::new()
+        };
+        what.push(format!("{label} {}{more}", shown.join(",")));
+    }
+    vec![
+        r.name.clone(),
+        r.line.to_string(),
+        opt(&r.rate),
+        what.join("; "),
+    ]
+}
+
+fn usage_row(k: &KeyUsage) -> Vec<String> {
+    vec![
+        k.kind.clone(),
+        k.name.clone(),
+        k.rule.clone(),
+        k.limit.clone(),
+        opt(&k.available),
+        k.allowed.to_string(),
+        k.denied.to_string(),
+        k.would_deny.to_string(),
+        k.bytes.to_string(),
+    ]
+}
+
+fn kernel_errors(v: &Status) -> String {
+    let errs: Vec<String> = v
+        .kernel_errors
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    if errs.is_empty() {
+        String::new()
+    } else {
+        format!("\nkernel errors: {}\n", errs.join(" "))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::status::{KeyUsage, RuleView};
 
     #[test]
     fn renders_tables() {
-        let v = serde_json::json!({
-            "version": "0.1.0", "mode": "enforce", "policy": "/etc/antispam/policy.toml", "generation": 2,
-            "cgroup": "/", "programs_attached": 3, "ports": [25, 587], "default_rate": "30/minute (burst 30)",
-            "rules": [{"name": "limit[0]", "line": 7, "rate": "10/hour (burst 10)", "users": ["1000-1999"], "cgroups": [], "destinations": []}],
-            "keys": [{"kind": "uid", "name": "alice", "rule": "limit[0]", "limit": "10/hour (burst 10)", "available": 0, "allowed": 10, "denied": 3, "would_deny": 0, "bytes": 1234}],
-            "kernel_errors": {"ringbuf_full": 0},
-        });
+        let v = Status {
+            version: "0.1.0".into(),
+            mode: "enforce".into(),
+            policy: "/etc/antispam/policy.toml".into(),
+            generation: 2,
+            cgroup: "/".into(),
+            programs_attached: 3,
+            ports: vec![25, 587],
+            default_rate: "30/minute (burst 30)".into(),
+            rules: vec![RuleView {
+                name: "limit[0]".into(),
+                line: 7,
+                rate: Some("10/hour (burst 10)".into()),
+                users: vec!["1000-1999".into()],
+                ..Default::default()
+            }],
+            keys: vec![KeyUsage {
+                kind: "uid".into(),
+                name: "alice".into(),
+                rule: "limit[0]".into(),
+                limit: "10/hour (burst 10)".into(),
+                available: Some(0),
+                allowed: 10,
+                denied: 3,
+                bytes: 1234,
+                ..Default::default()
+            }],
+            kernel_errors: [("ringbuf_full".to_string(), 0)].into(),
+            ..Default::default()
+        };
         let out = render(&v);
         assert!(out.contains("mode enforce"), "{out}");
         assert!(

@@ -6,13 +6,12 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use serde_json::json;
-
+use super::args::{self, ControlSocket, PinDir};
 use crate::{
-    audit::AuditLog,
-    cli::run::DEFAULT_AUDIT_LOG,
-    control::{self, Request, SocketArg},
-    pins,
+    audit::{Actor, AuditEvent, AuditLog, Uninstall, Unpinned},
+    control::{client, Request},
+    kernel::pins,
+    sys::{cgroupfs, procfs, users},
 };
 
 #[derive(clap::Args, Debug)]
@@ -23,19 +22,18 @@ pub struct Args {
     /// Only the attach point at this cgroup directory (default: every attach point).
     #[arg(long)]
     cgroup: Option<PathBuf>,
-    /// The agent's --pin-dir.
-    #[arg(long, default_value = pins::DEFAULT_ROOT)]
-    pin_dir: PathBuf,
-    /// The agent's --audit-log, where the uninstall is recorded when no agent is running.
-    #[arg(long, default_value = DEFAULT_AUDIT_LOG)]
-    audit_log: PathBuf,
     #[command(flatten)]
-    socket: SocketArg,
+    pin_dir: PinDir,
+    /// Where the uninstall is recorded when no agent is running.
+    #[command(flatten)]
+    audit_log: args::AuditLog,
+    #[command(flatten)]
+    socket: ControlSocket,
 }
 
 pub fn main(args: Args) -> ExitCode {
     let only = match &args.cgroup {
-        Some(dir) => match crate::cgroupfs::cgroup_id(dir) {
+        Some(dir) => match cgroupfs::cgroup_id(dir) {
             Ok(id) => Some(id),
             Err(e) => {
                 eprintln!("antispam uninstall: cgroup {}: {e}", dir.display());
@@ -47,12 +45,10 @@ pub fn main(args: Args) -> ExitCode {
     let mut failed = false;
     // A running agent does it itself, and audits it.
     if args.socket.path.exists() {
-        match control::call(
-            &args.socket.path,
-            &Request::Uninstall {
-                reason: args.reason.clone(),
-            },
-        ) {
+        let req = Request::Uninstall {
+            reason: args.reason.clone(),
+        };
+        match client::call(&args.socket.path, &req) {
             Ok(r) if r.ok => println!("{}", r.message),
             Ok(r) => {
                 eprintln!("antispam uninstall: the agent refused: {}", r.message);
@@ -61,7 +57,7 @@ pub fn main(args: Args) -> ExitCode {
             Err(e) => eprintln!("antispam uninstall: {e}; unpinning directly"),
         }
     }
-    let left: Vec<_> = pins::instances(&args.pin_dir)
+    let left: Vec<_> = pins::instances(&args.pin_dir.path)
         .into_iter()
         .filter(|(_, id, _)| only.is_none_or(|o| o == *id))
         .collect();
@@ -69,7 +65,7 @@ pub fn main(args: Args) -> ExitCode {
         if !failed {
             println!(
                 "nothing (more) of antispam is pinned under {}",
-                args.pin_dir.display()
+                args.pin_dir.path.display()
             );
         }
         return if failed {
@@ -78,15 +74,34 @@ pub fn main(args: Args) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
+    let (removed, unpin_failed) = unpin(&left);
+    failed |= unpin_failed;
+    // The root goes too when nothing else is in it.
+    let _ = std::fs::remove_dir(&args.pin_dir.path);
+    failed |= !record(&args, removed);
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Unpins each attach point's directory; returns what was removed and whether any failed.
+fn unpin(left: &[(PathBuf, u64, u32)]) -> (Vec<Unpinned>, bool) {
     let mut removed = Vec::new();
-    for (dir, id, _) in &left {
+    let mut failed = false;
+    for (dir, id, _) in left {
         match pins::remove(dir) {
             Ok(n) => {
                 println!(
                     "unpinned {n} objects from {} (cgroup id {id})",
                     dir.display()
                 );
-                removed.push(json!({"pin_dir": dir, "cgroup_id": id, "unpinned": n}));
+                removed.push(Unpinned {
+                    pin_dir: dir.clone(),
+                    cgroup_id: *id,
+                    unpinned: n,
+                });
             }
             Err(e) => {
                 eprintln!("antispam uninstall: {}: {e}", dir.display());
@@ -94,32 +109,37 @@ pub fn main(args: Args) -> ExitCode {
             }
         }
     }
-    // The root goes too when nothing else is in it.
-    let _ = std::fs::remove_dir(&args.pin_dir);
-    let by = {
-        let uid = nix::unistd::getuid().as_raw();
-        json!({
-            "uid": uid,
-            "user": nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name),
-            "login_uid": std::fs::read_to_string("/proc/self/loginuid").ok().map(|s| s.trim().to_string()),
-            "pid": std::process::id(),
-        })
+    (removed, failed)
+}
+
+/// Records the uninstall in the audit log; false if it could not.
+fn record(args: &Args, removed: Vec<Unpinned>) -> bool {
+    let uid = nix::unistd::getuid().as_raw();
+    let pid = std::process::id() as i32;
+    let by = Actor {
+        user: users::name_or_number(uid),
+        uid: Some(uid),
+        pid: Some(pid),
+        process_uid: None,
+        login_uid: procfs::login_uid(pid),
     };
-    match AuditLog::open(&args.audit_log).and_then(|mut log| {
-        log.append(
-            "uninstall",
-            json!({"reason": args.reason, "by": by, "removed": removed, "agent_running": false}),
-        )
-    }) {
-        Ok(seq) => println!("recorded in {} (record {seq})", args.audit_log.display()),
+    let event = AuditEvent::Uninstall(Uninstall {
+        reason: args.reason.clone(),
+        by,
+        pin_dir: None,
+        unpinned: None,
+        removed: Some(removed),
+        agent_running: false,
+    });
+    let path = &args.audit_log.path;
+    match AuditLog::open(path).and_then(|mut log| log.append(&event)) {
+        Ok(seq) => {
+            println!("recorded in {} (record {seq})", path.display());
+            true
+        }
         Err(e) => {
             eprintln!("antispam uninstall: could not record it in the audit log: {e}");
-            failed = true;
+            false
         }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     }
 }

@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use crate::{
-    cli::suspend::TargetArgs,
-    control::{self, Request, SocketArg},
-};
+use super::args::{ControlSocket, TargetArgs};
+use crate::control::Request;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,7 +13,7 @@ pub struct Args {
     #[arg(long)]
     reason: String,
     #[command(flatten)]
-    socket: SocketArg,
+    socket: ControlSocket,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -26,7 +24,7 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    control::cli(
+    super::tell(
         &args.socket,
         Request::Unsuspend {
             target,

@@ -4,6 +4,8 @@
 //! kernel side can enforce. Problems carry file, line and column; all of them are reported, not
 //! only the first (except for TOML syntax and structure errors, after which nothing can be read).
 
+pub mod assign;
+pub mod compile;
 mod location;
 mod raw;
 mod values;
@@ -385,7 +387,7 @@ impl Checker<'_> {
             default_rate,
             rules,
             warnings: Vec::new(),
-            sha256: crate::audit::sha256_hex(self.src.text.as_bytes()),
+            sha256: crate::digest::sha256_hex(self.src.text.as_bytes()),
             suspension: raw.suspension.as_ref().and_then(|s| self.suspension(s)),
         }
     }
@@ -448,11 +450,11 @@ impl Checker<'_> {
     fn rate(&mut self, rate: &Spanned<String>, burst: Option<&Spanned<i64>>) -> Option<RateSpec> {
         match values::parse_rate(rate.get_ref(), burst.map(|b| *b.get_ref())) {
             Ok(r) => Some(r),
-            Err(msg) => {
+            Err(e) => {
                 // A bad burst is reported at the burst, anything else at the rate.
                 match burst {
-                    Some(b) if msg.starts_with("burst") => self.error(b, msg),
-                    _ => self.error(rate, msg),
+                    Some(b) if e.is_burst() => self.error(b, e.to_string()),
+                    _ => self.error(rate, e.to_string()),
                 }
                 None
             }
@@ -476,9 +478,9 @@ impl Checker<'_> {
                         u,
                         format!("unknown user {name:?}: no such user on this host (numbers and ranges such as \"1000-1999\" work too; skip_unknown_users = true skips missing names)"),
                     ),
-                    Err(msg) => self.error(u, msg),
+                    Err(e) => self.error(u, e.to_string()),
                 },
-                Err(msg) => self.error(u, msg),
+                Err(e) => self.error(u, e.to_string()),
             }
         }
         out
@@ -489,7 +491,7 @@ impl Checker<'_> {
         for c in cgroups {
             match values::parse_cgroup_pattern(c.get_ref()) {
                 Ok(p) => out.push(p),
-                Err(msg) => self.error(c, msg),
+                Err(e) => self.error(c, e.to_string()),
             }
         }
         out
@@ -500,7 +502,7 @@ impl Checker<'_> {
         for d in dests {
             match values::parse_destination(d.get_ref()) {
                 Ok(net) => out.push(values::unmap(net)),
-                Err(msg) => self.error(d, msg),
+                Err(e) => self.error(d, e.to_string()),
             }
         }
         out
@@ -534,7 +536,7 @@ impl Checker<'_> {
                 let start = offset + (content.len() - content.trim_start().len());
                 match values::parse_destination(trimmed) {
                     Ok(net) => out.push(values::unmap(net)),
-                    Err(msg) => self.problems.push(file.problem(start..start, msg)),
+                    Err(e) => self.problems.push(file.problem(start..start, e.to_string())),
                 }
             }
             offset += line.len();

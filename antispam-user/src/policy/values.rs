@@ -1,10 +1,58 @@
 //! Parsers for the values inside a policy: rates, users, destinations, cgroup patterns.
-//! Each returns a message for the caller to locate.
+//! Each returns a [`ValueError`] for the caller to locate in the file.
 
 use std::net::IpAddr;
 
 use antispam_common::rate::Rate;
 use ipnet::IpNet;
+
+const RATE_FORMS: &str = "expected \"N/second\", \"N/minute\", \"N/hour\" or \"N/day\"";
+
+/// What is wrong with one value.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error("malformed rate {text:?}: {RATE_FORMS}")]
+    RateForm { text: String },
+    #[error("malformed rate {text:?}: {count:?} is not a whole number")]
+    RateCount { text: String, count: String },
+    #[error("rate {text:?} allows nothing: use a [[block]] rule to refuse, or a positive count")]
+    RateZero { text: String },
+    #[error("malformed rate {text:?}: unknown unit {unit:?}, {RATE_FORMS}")]
+    RateUnit { text: String, unit: String },
+    #[error("burst must be at least 1, not {0}")]
+    Burst(i64),
+    #[error("rate {text:?} with burst {burst} is out of range")]
+    RateRange { text: String, burst: u64 },
+    #[error("empty user name")]
+    EmptyUser,
+    #[error("UID range {0:?} runs backwards")]
+    BackwardsRange(String),
+    #[error("{0} is not a valid UID (0 to 4294967294)")]
+    Uid(i64),
+    #[error("looking up user {name:?}: {errno}")]
+    UserLookup { name: String, errno: nix::Error },
+    #[error("{text:?} has host bits set: did you mean \"{network}\"?")]
+    HostBits { text: String, network: IpNet },
+    #[error("{0:?} is not an IP address or CIDR (e.g. \"192.0.2.0/24\", \"2001:db8::/32\")")]
+    Destination(String),
+    #[error("cgroup {0:?} must start with '/': paths are relative to the cgroup2 mount, e.g. \"/system.slice/docker-*.scope\"")]
+    CgroupRelative(String),
+    #[error("cgroup {0:?} must not contain \"..\"")]
+    CgroupDotDot(String),
+    #[error("cgroup pattern {text:?}: {source}")]
+    CgroupGlob {
+        text: String,
+        #[source]
+        source: glob::PatternError,
+    },
+}
+
+impl ValueError {
+    /// Is this about the burst (to be reported at the `burst` key rather than the `rate`)?
+    pub fn is_burst(&self) -> bool {
+        matches!(self, ValueError::Burst(_))
+    }
+}
 
 /// A rate as written, and its GCRA form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,21 +104,18 @@ impl std::fmt::Display for RateSpec {
 
 /// Parses "N/unit" with unit second|minute|hour|day (also s, m, h, d and plurals), and an
 /// optional burst (default N).
-pub fn parse_rate(text: &str, burst: Option<i64>) -> Result<RateSpec, String> {
-    let expected = "expected \"N/second\", \"N/minute\", \"N/hour\" or \"N/day\"";
-    let (count, unit) = text
-        .split_once('/')
-        .ok_or_else(|| format!("malformed rate {text:?}: {expected}"))?;
-    let count: u64 = count.trim().parse().map_err(|_| {
-        format!(
-            "malformed rate {text:?}: {:?} is not a whole number",
-            count.trim()
-        )
+pub fn parse_rate(text: &str, burst: Option<i64>) -> Result<RateSpec, ValueError> {
+    let (count, unit) = text.split_once('/').ok_or_else(|| ValueError::RateForm {
+        text: text.to_string(),
+    })?;
+    let count: u64 = count.trim().parse().map_err(|_| ValueError::RateCount {
+        text: text.to_string(),
+        count: count.trim().to_string(),
     })?;
     if count == 0 {
-        return Err(format!(
-            "rate {text:?} allows nothing: use a [[block]] rule to refuse, or a positive count"
-        ));
+        return Err(ValueError::RateZero {
+            text: text.to_string(),
+        });
     }
     let period = match unit.trim() {
         "s" | "sec" | "second" | "seconds" => Period::Second,
@@ -78,18 +123,23 @@ pub fn parse_rate(text: &str, burst: Option<i64>) -> Result<RateSpec, String> {
         "h" | "hour" | "hours" => Period::Hour,
         "d" | "day" | "days" => Period::Day,
         other => {
-            return Err(format!(
-                "malformed rate {text:?}: unknown unit {other:?}, {expected}"
-            ))
+            return Err(ValueError::RateUnit {
+                text: text.to_string(),
+                unit: other.to_string(),
+            })
         }
     };
     let burst = match burst {
         None => count,
         Some(b) if b >= 1 => b as u64,
-        Some(b) => return Err(format!("burst must be at least 1, not {b}")),
+        Some(b) => return Err(ValueError::Burst(b)),
     };
-    let gcra = Rate::new(count, period.seconds() * 1_000_000_000, burst)
-        .ok_or_else(|| format!("rate {text:?} with burst {burst} is out of range"))?;
+    let gcra = Rate::new(count, period.seconds() * 1_000_000_000, burst).ok_or_else(|| {
+        ValueError::RateRange {
+            text: text.to_string(),
+            burst,
+        }
+    })?;
     Ok(RateSpec {
         count,
         period,
@@ -118,15 +168,15 @@ pub enum UserRef {
 }
 
 /// Parses a number, a range "a-b", or returns the text as a name to resolve.
-pub fn parse_user_text(text: &str) -> Result<UserRef, String> {
+pub fn parse_user_text(text: &str) -> Result<UserRef, ValueError> {
     let t = text.trim();
     if t.is_empty() {
-        return Err("empty user name".into());
+        return Err(ValueError::EmptyUser);
     }
     if let Some((a, b)) = t.split_once('-') {
         if let (Ok(a), Ok(b)) = (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
             if a > b {
-                return Err(format!("UID range {t:?} runs backwards"));
+                return Err(ValueError::BackwardsRange(t.to_string()));
             }
             return Ok(UserRef::Range(UidRange { first: a, last: b }));
         }
@@ -137,39 +187,40 @@ pub fn parse_user_text(text: &str) -> Result<UserRef, String> {
     Ok(UserRef::Name(t.to_string()))
 }
 
-pub fn uid_number(n: i64) -> Result<u32, String> {
+pub fn uid_number(n: i64) -> Result<u32, ValueError> {
     u32::try_from(n)
         .ok()
         .filter(|&u| u != u32::MAX)
-        .ok_or_else(|| format!("{n} is not a valid UID (0 to 4294967294)"))
+        .ok_or(ValueError::Uid(n))
 }
 
 /// Resolves a user name through the system's user database (NSS).
-pub fn resolve_user(name: &str) -> Result<Option<u32>, String> {
+pub fn resolve_user(name: &str) -> Result<Option<u32>, ValueError> {
     nix::unistd::User::from_name(name)
         .map(|u| u.map(|u| u.uid.as_raw()))
-        .map_err(|e| format!("looking up user {name:?}: {e}"))
+        .map_err(|errno| ValueError::UserLookup {
+            name: name.to_string(),
+            errno,
+        })
 }
 
 /// Parses a CIDR or a bare address (a host prefix). Host bits must be zero, so a typo such as
 /// "192.0.2.1/24" is caught rather than silently meaning 192.0.2.0/24.
-pub fn parse_destination(text: &str) -> Result<IpNet, String> {
+pub fn parse_destination(text: &str) -> Result<IpNet, ValueError> {
     let t = text.trim();
     if let Ok(net) = t.parse::<IpNet>() {
         if net.trunc() != net {
-            return Err(format!(
-                "{t:?} has host bits set: did you mean \"{}\"?",
-                net.trunc()
-            ));
+            return Err(ValueError::HostBits {
+                text: t.to_string(),
+                network: net.trunc(),
+            });
         }
         return Ok(net);
     }
     if let Ok(addr) = t.parse::<IpAddr>() {
         return Ok(IpNet::from(addr));
     }
-    Err(format!(
-        "{t:?} is not an IP address or CIDR (e.g. \"192.0.2.0/24\", \"2001:db8::/32\")"
-    ))
+    Err(ValueError::Destination(t.to_string()))
 }
 
 /// The IPv4 network inside an IPv4-mapped IPv6 network (`::ffff:0:0/96` and longer), which the
@@ -188,16 +239,17 @@ pub fn unmap(net: IpNet) -> IpNet {
 }
 
 /// Checks a cgroup path pattern: absolute (relative to the cgroup2 mount), no `..`, valid glob.
-pub fn parse_cgroup_pattern(text: &str) -> Result<glob::Pattern, String> {
+pub fn parse_cgroup_pattern(text: &str) -> Result<glob::Pattern, ValueError> {
     if !text.starts_with('/') {
-        return Err(format!(
-            "cgroup {text:?} must start with '/': paths are relative to the cgroup2 mount, e.g. \"/system.slice/docker-*.scope\""
-        ));
+        return Err(ValueError::CgroupRelative(text.to_string()));
     }
     if text.split('/').any(|c| c == "..") {
-        return Err(format!("cgroup {text:?} must not contain \"..\""));
+        return Err(ValueError::CgroupDotDot(text.to_string()));
     }
-    glob::Pattern::new(text).map_err(|e| format!("cgroup pattern {text:?}: {e}"))
+    glob::Pattern::new(text).map_err(|source| ValueError::CgroupGlob {
+        text: text.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -213,12 +265,15 @@ mod tests {
         assert_eq!((r.count, r.burst), (10, 2));
         assert!(parse_rate("10 per hour", None)
             .unwrap_err()
+            .to_string()
             .contains("malformed"));
         assert!(parse_rate("ten/hour", None)
             .unwrap_err()
+            .to_string()
             .contains("whole number"));
         assert!(parse_rate("10/fortnight", None)
             .unwrap_err()
+            .to_string()
             .contains("unknown unit"));
         assert!(parse_rate("0/second", None).is_err());
         assert!(parse_rate("1/second", Some(0)).is_err());
@@ -261,6 +316,7 @@ mod tests {
         assert_eq!(parse_destination("::1").unwrap().to_string(), "::1/128");
         assert!(parse_destination("192.0.2.1/24")
             .unwrap_err()
+            .to_string()
             .contains("192.0.2.0/24"));
         assert!(parse_destination("192.0.2.0/33").is_err());
         assert!(parse_destination("mail.example.com").is_err());

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Entry, Period};
+use crate::audit::AuditKind;
 
 #[derive(Serialize, Default)]
 pub struct BreakGlass {
@@ -57,12 +58,12 @@ pub(super) fn follow_grant(grants: &mut BTreeMap<String, Grant>, e: &Entry) {
         approved: None,
         ended: None,
     });
-    let (slot, status) = match e.event.as_str() {
-        "break_glass_requested" => (&mut g.requested, "pending"),
-        "break_glass_approved" => (&mut g.approved, "active"),
-        "break_glass_revoked" => (&mut g.ended, "revoked"),
-        "break_glass_expired" => (&mut g.ended, "expired"),
-        "break_glass_request_lapsed" => (&mut g.ended, "lapsed"),
+    let (slot, status) = match e.kind {
+        Some(AuditKind::BreakGlassRequested) => (&mut g.requested, "pending"),
+        Some(AuditKind::BreakGlassApproved) => (&mut g.approved, "active"),
+        Some(AuditKind::BreakGlassRevoked) => (&mut g.ended, "revoked"),
+        Some(AuditKind::BreakGlassExpired) => (&mut g.ended, "expired"),
+        Some(AuditKind::BreakGlassRequestLapsed) => (&mut g.ended, "lapsed"),
         _ => return, // break_glass_restored and the like: the grant goes on
     };
     *slot = Some(e.clone());

@@ -5,6 +5,7 @@ use std::{fmt::Write as _, time::Duration};
 use serde_json::Value;
 
 use super::{Chain, Entry, Offender, Offenders, Report, Violations};
+use crate::audit::AuditKind;
 
 /// A JSON value in a table cell: a person ({"user", "uid", "pid"}) as "root (uid 0, pid 7)",
 /// a target ({"uid": N}) as "uid N", a list joined with "; ", nothing as "-".
@@ -215,13 +216,13 @@ impl Report {
             let ended = |k| s.ended.as_ref().map_or(&Value::Null, |e| e.get(k));
             let or = |a: &Value, b: &Value| cell(if a.is_null() { b } else { a });
             let how = match &s.ended {
-                Some(e) if e.event == "unsuspend" => format!(
+                Some(e) if e.is(AuditKind::Unsuspend) => format!(
                     "unsuspended by {} at {}: {}",
                     cell(e.get("by")),
                     e.at,
                     cell(e.get("reason"))
                 ),
-                Some(e) if e.event == "suspend" => {
+                Some(e) if e.is(AuditKind::Suspend) => {
                     format!("replaced by a new suspension at {}", e.at)
                 }
                 Some(e) => match cell(e.get("reason")).as_str() {

@@ -16,7 +16,7 @@ use std::{collections::BTreeMap, time::SystemTime};
 
 use serde::Serialize;
 
-use crate::audit::{Broken, Verified};
+use crate::audit::{AuditKind, Broken, Verified};
 
 mod break_glass;
 mod events;
@@ -121,16 +121,16 @@ impl Report {
         for e in &records.0 {
             let inside = period.contains(e.ts);
             // What is under way is followed from the start of the log; what happened, in the period.
-            match e.event.as_str() {
-                "agent_start" | "agent_stop" => {
-                    if let (Some(before), true, "agent_start") = (running, inside, e.event.as_str())
-                    {
+            match e.kind {
+                Some(k @ (AuditKind::AgentStart | AuditKind::AgentStop)) => {
+                    let start = k == AuditKind::AgentStart;
+                    if let (Some(before), true, true) = (running, inside, start) {
                         r.notes.push(format!("the agent started at {} recorded no stop before the start at {} (killed, crashed or power lost?)", before.at, e.at));
                     }
                     if inside {
                         r.agent.push(e.clone());
                     }
-                    running = (e.event == "agent_start").then_some(e);
+                    running = start.then_some(e);
                     if e.ts < period.since {
                         r.policy.agent_running_at_start = running.is_some();
                         if running.is_some() {
@@ -138,19 +138,28 @@ impl Report {
                         }
                     }
                 }
-                "policy_reload" if e.ts < period.since => {
+                Some(AuditKind::PolicyReload) if e.ts < period.since => {
                     r.policy.in_force_at_start = Some(e.clone())
                 }
-                "suspend" | "suspension_restored" => r.suspension_began(e),
-                "unsuspend" | "suspension_expired" => r.suspension_ended(e),
-                "break_glass_refused" if inside => r.break_glass.refused.push(e.clone()),
-                ev if ev.starts_with("break_glass_") => follow_grant(&mut grants, e),
+                Some(AuditKind::Suspend | AuditKind::SuspensionRestored) => r.suspension_began(e),
+                Some(AuditKind::Unsuspend | AuditKind::SuspensionExpired) => r.suspension_ended(e),
+                Some(AuditKind::BreakGlassRefused) if inside => {
+                    r.break_glass.refused.push(e.clone())
+                }
+                Some(
+                    AuditKind::BreakGlassRequested
+                    | AuditKind::BreakGlassApproved
+                    | AuditKind::BreakGlassRevoked
+                    | AuditKind::BreakGlassExpired
+                    | AuditKind::BreakGlassRequestLapsed
+                    | AuditKind::BreakGlassRestored,
+                ) => follow_grant(&mut grants, e),
                 _ if !inside => {}
-                "policy_reload" => r.policy.reloads.push(e.clone()),
-                "policy_reload_refused" => r.policy.refused.push(e.clone()),
-                "kill_switch" => r.kill_switch.push(e.clone()),
-                "control_denied" => r.control_refusals.push(e.clone()),
-                other => *r.other_events.entry(other.to_string()).or_default() += 1,
+                Some(AuditKind::PolicyReload) => r.policy.reloads.push(e.clone()),
+                Some(AuditKind::PolicyReloadRefused) => r.policy.refused.push(e.clone()),
+                Some(AuditKind::KillSwitch) => r.kill_switch.push(e.clone()),
+                Some(AuditKind::ControlDenied) => r.control_refusals.push(e.clone()),
+                _ => *r.other_events.entry(e.event.clone()).or_default() += 1,
             }
         }
         r.suspensions.retain_mut(|s| s.clip(period));

@@ -9,6 +9,7 @@ use super::{
     time::{stamp, time_of},
     Period,
 };
+use crate::audit::AuditKind;
 
 /// One audit record, as evidence.
 #[derive(Serialize, Clone)]
@@ -17,6 +18,9 @@ pub struct Entry {
     pub at: String,
     pub event: String,
     pub details: Value,
+    /// The kind of record, if this version knows it.
+    #[serde(skip)]
+    pub(super) kind: Option<AuditKind>,
     #[serde(skip)]
     pub(super) ts: SystemTime,
 }
@@ -24,6 +28,10 @@ pub struct Entry {
 impl Entry {
     pub(super) fn get(&self, key: &str) -> &Value {
         &self.details[key]
+    }
+
+    pub(super) fn is(&self, kind: AuditKind) -> bool {
+        self.kind == Some(kind)
     }
 }
 
@@ -35,10 +43,12 @@ impl Records {
     pub fn parse(text: &str) -> Records {
         let entry = |v: Value| {
             let ts = time_of(&v["ts"])?;
+            let event = v["event"].as_str().unwrap_or("-").to_string();
             Some(Entry {
                 seq: v["seq"].as_u64(),
                 at: stamp(ts),
-                event: v["event"].as_str().unwrap_or("-").to_string(),
+                kind: AuditKind::parse(&event),
+                event,
                 details: v["details"].clone(),
                 ts,
             })
@@ -57,7 +67,7 @@ impl Records {
         for r in self
             .0
             .iter()
-            .filter(|r| r.event == "agent_start" && r.ts <= period.until)
+            .filter(|r| r.is(AuditKind::AgentStart) && r.ts <= period.until)
         {
             let path = match r.details.get("event_log") {
                 Some(Value::String(p)) => PathBuf::from(p),

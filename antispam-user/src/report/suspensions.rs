@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{time::time_of, Entry, Period, Report};
+use crate::audit::AuditKind;
 
 /// A suspension in force at some time in the period, from its start to its end.
 #[derive(Serialize)]
@@ -23,7 +24,7 @@ impl Report {
     pub(super) fn suspension_began(&mut self, e: &Entry) {
         let target = e.get("target");
         if let Some(open) = self.open_suspension(target) {
-            if e.event == "suspension_restored" {
+            if e.is(AuditKind::SuspensionRestored) {
                 return; // put back after a restart: the same suspension goes on
             }
             open.ended = Some(e.clone()); // replaced by a new one, as the agent does
@@ -78,9 +79,9 @@ impl Suspension {
             self.held_secs = None;
         }
         let end = self.ended.as_ref().map_or(period.until, |e| e.ts);
-        self.status = match self.ended.as_ref().map(|e| e.event.as_str()) {
-            Some("unsuspend") => "unsuspended",
-            Some("suspend") => "replaced",
+        self.status = match self.ended.as_ref().map(|e| e.kind) {
+            Some(Some(AuditKind::Unsuspend)) => "unsuspended",
+            Some(Some(AuditKind::Suspend)) => "replaced",
             Some(_) => "expired",
             None => "active",
         };

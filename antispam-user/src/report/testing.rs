@@ -27,7 +27,7 @@ impl Log {
     }
 
     pub(super) fn add(&mut self, event: &str, details: Value) -> &mut Log {
-        self.log.append(event, details).unwrap();
+        self.log.append_raw(event, details).unwrap();
         self
     }
 

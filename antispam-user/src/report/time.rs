@@ -17,9 +17,17 @@ impl Period {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum TimeError {
+    #[error("{0} before now is out of range")]
+    OutOfRange(String),
+    #[error("{0:?} is neither a UTC time (2026-11-23T10:00:00Z), a date (2026-11-23) nor a duration back from now (24h, 7d)")]
+    Unreadable(String),
+}
+
 /// Reads `--since`/`--until`: an RFC 3339 UTC time, a date (midnight UTC), or a duration back
 /// from `now` (`24h`, `7d`).
-pub fn parse_time(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+pub fn parse_time(s: &str, now: SystemTime) -> Result<SystemTime, TimeError> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
         return Ok(t);
     }
@@ -29,14 +37,14 @@ pub fn parse_time(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     if let Ok(d) = humantime::parse_duration(s) {
         return now
             .checked_sub(d)
-            .ok_or(format!("{s} before now is out of range"));
+            .ok_or_else(|| TimeError::OutOfRange(s.to_string()));
     }
-    Err(format!("{s:?} is neither a UTC time (2026-11-23T10:00:00Z), a date (2026-11-23) nor a duration back from now (24h, 7d)"))
+    Err(TimeError::Unreadable(s.to_string()))
 }
 
 /// Times in the report: RFC 3339 to the second (so they also compare as strings).
 pub(super) fn stamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    crate::clock::rfc3339(t)
 }
 
 pub(super) fn time_of(v: &Value) -> Option<SystemTime> {
@@ -57,6 +65,7 @@ mod tests {
         assert_eq!(t("7d"), "2026-11-16T12:00:00Z");
         assert!(parse_time("yesterday", now)
             .unwrap_err()
+            .to_string()
             .contains("neither"));
     }
 }

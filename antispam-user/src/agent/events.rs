@@ -4,7 +4,7 @@ use std::{
     io::Write,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{atomic::Ordering, Arc},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use antispam_common::event::{self as ev, Event};
@@ -12,7 +12,8 @@ use aya::maps::{MapData, RingBuf};
 use serde::Serialize;
 use tokio::{io::unix::AsyncFd, sync::watch};
 
-use crate::state::Shared;
+use super::state::Shared;
+use crate::clock::{self, MonoToWall};
 
 /// How often the ring buffer is drained. Events do not wake the agent one by one (see the
 /// connect programs): it is woken early only when the ring is an eighth full.
@@ -49,32 +50,6 @@ pub struct Record<'a> {
     pub generation: u32,
 }
 
-/// Converts the kernel's CLOCK_MONOTONIC nanoseconds to wall-clock time.
-#[derive(Clone, Copy)]
-pub struct Clock {
-    offset_ns: i128,
-}
-
-impl Clock {
-    pub fn new() -> Clock {
-        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
-            .unwrap_or(0);
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(0);
-        Clock {
-            offset_ns: wall - mono,
-        }
-    }
-
-    pub fn wall(&self, mono_ns: u64) -> SystemTime {
-        let ns = (mono_ns as i128 + self.offset_ns).max(0) as u128;
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    }
-}
-
 pub fn destination(e: &Event) -> IpAddr {
     if e.family == antispam_common::net::AF_INET {
         IpAddr::V4(Ipv4Addr::new(
@@ -90,9 +65,9 @@ fn comm(e: &Event) -> String {
     String::from_utf8_lossy(&e.comm[..end]).into_owned()
 }
 
-pub fn record<'a>(shared: &Shared, clock: &Clock, e: &Event) -> Record<'a> {
+pub fn record<'a>(shared: &Shared, clock: &MonoToWall, e: &Event) -> Record<'a> {
     Record {
-        ts: humantime::format_rfc3339_micros(clock.wall(e.ts_ns)).to_string(),
+        ts: clock::rfc3339_micros(clock.wall(e.ts_ns)),
         uid: e.uid,
         user: shared.users.name(e.uid),
         gid: e.gid,
@@ -124,7 +99,7 @@ pub async fn run(
     violations: tokio::sync::mpsc::Sender<Violation>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let clock = Clock::new();
+    let clock = MonoToWall::new();
     // SAFETY: the ring buffer owns its map fd for its whole life, which the AsyncFd takes over.
     let mut fd =
         match unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) } {
@@ -155,7 +130,7 @@ pub async fn run(
     }
 }
 
-/// A refused connect that counts as a strike (see strikes.rs).
+/// A refused connect that counts as a strike (see `strikes`).
 #[derive(Debug, Clone, Copy)]
 pub struct Violation {
     pub uid: u32,
@@ -168,7 +143,7 @@ pub struct Violation {
 fn drain(
     ring: &mut RingBuf<MapData>,
     shared: &Shared,
-    clock: &Clock,
+    clock: &MonoToWall,
     filter: EventFilter,
     out: &mut Box<dyn Write + Send>,
     violations: &tokio::sync::mpsc::Sender<Violation>,

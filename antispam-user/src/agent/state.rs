@@ -8,9 +8,11 @@ use std::{
     time::SystemTime,
 };
 
+use super::operations::Operations;
 use crate::{
-    assign::Assignments, cgroupfs::CgroupNames, compile::Compiled, kernel::KernelView,
-    names::UserNames, policy::Policy,
+    kernel::KernelView,
+    policy::{assign::Assignments, compile::Compiled, Policy},
+    sys::{cgroupfs::CgroupNames, users::UserNames},
 };
 
 /// Agent-side counters (the kernel's are read from its maps).
@@ -61,7 +63,7 @@ pub struct Shared {
     /// The audit log's path.
     pub audit_path: std::path::PathBuf,
     /// Suspensions and the kill switch, as operators set them.
-    pub operations: Mutex<crate::ops::Operations>,
+    pub operations: Mutex<Operations>,
     /// At most this many UIDs and this many cgroups get their own metric series.
     pub metrics_max_keys: usize,
     pub started: SystemTime,
@@ -83,7 +85,7 @@ impl Shared {
         self.assignments.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn operations(&self) -> std::sync::MutexGuard<'_, crate::ops::Operations> {
+    pub fn operations(&self) -> std::sync::MutexGuard<'_, Operations> {
         self.operations.lock().unwrap_or_else(|e| e.into_inner())
     }
 

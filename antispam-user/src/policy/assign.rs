@@ -45,7 +45,7 @@ pub fn own_rule(policy: &Policy, path: &str, id: u64) -> Option<MapRule> {
         .filter(|r| r.kind == RuleKind::Limit)
         .chain(policy.rules.iter().filter(|r| r.kind == RuleKind::Allow));
     let rule = ordered.rfind(|r| r.cgroups.iter().any(|p| p.matches_with(path, PATH_MATCH)))?;
-    let mut value = crate::compile::map_rule(rule);
+    let mut value = super::compile::map_rule(rule);
     if value.action == ACTION_LIMIT {
         value.bucket = if rule.shared {
             BUCKET_SHARED | u64::from(rule.id)

@@ -14,7 +14,11 @@ use antispam_common::{
 };
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::{kernel::KernelView, state::Shared};
+use super::{operations::{Step, Trigger}, state::Shared};
+use crate::{
+    kernel::KernelView,
+    policy::{Mode, RuleKind},
+};
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -44,13 +48,27 @@ fn plain_gauge(reg: &Registry, name: &str, help: &str, v: i64) {
 /// Renders every metric in the Prometheus text format.
 pub fn render(shared: &Shared) -> String {
     let reg = Registry::new();
-    let view = &shared.view;
-    let enforced = shared.enforced();
+    decisions(&reg, &shared.view);
+    kernel_errors(&reg, &shared.view);
+    pipeline(&reg, shared);
+    cgroups(&reg, shared);
+    operations(&reg, shared);
+    policy(&reg, shared);
+    per_key(&reg, shared);
+    let mut out = Vec::new();
+    let families = reg.gather();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        log::error!("encoding metrics: {e}");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
 
-    let conns = counter(&reg, "antispam_smtp_connections_total",
+/// Decisions by verdict and reason, from the kernel's per-CPU counters.
+fn decisions(reg: &Registry, view: &KernelView) {
+    let conns = counter(reg, "antispam_smtp_connections_total",
         "SMTP connects decided, by verdict and reason (in monitor mode, would-be refusals are verdict=\"allowed\" with the refusal's reason).",
         &["verdict", "reason"]);
-    let would = counter(&reg, "antispam_smtp_would_deny_total",
+    let would = counter(reg, "antispam_smtp_would_deny_total",
         "SMTP connects that would have been refused but were allowed because the policy is in monitor mode.",
         &["reason"]);
     for verdict in [
@@ -93,9 +111,12 @@ pub fn render(shared: &Shared) -> String {
             }
         }
     }
+}
 
+/// What only the kernel programs can see go wrong.
+fn kernel_errors(reg: &Registry, view: &KernelView) {
     let errors = counter(
-        &reg,
+        reg,
         "antispam_kernel_errors_total",
         "Problems only the kernel programs can see, by kind (ringbuf_full: events lost).",
         &["kind"],
@@ -109,62 +130,71 @@ pub fn render(shared: &Shared) -> String {
             .inc_by(KernelView::sum(&view.stats, i as u32));
     }
     plain_counter(
-        &reg,
+        reg,
         "antispam_events_lost_total",
         "Decision events dropped because the ring buffer was full.",
         KernelView::sum(&view.stats, stats::RINGBUF_FULL),
     );
+}
+
+/// The event pipeline and the audit log.
+fn pipeline(reg: &Registry, shared: &Shared) {
     let c = &shared.counters;
     plain_counter(
-        &reg,
+        reg,
         "antispam_events_read_total",
         "Decision events read from the ring buffer.",
         c.events_read.load(Ordering::Relaxed),
     );
     plain_counter(
-        &reg,
+        reg,
         "antispam_event_decode_errors_total",
         "Ring-buffer records that could not be decoded.",
         c.decode_errors.load(Ordering::Relaxed),
     );
     plain_counter(
-        &reg,
+        reg,
         "antispam_event_log_errors_total",
         "Failures to write the event log.",
         c.log_errors.load(Ordering::Relaxed),
     );
     plain_counter(
-        &reg,
+        reg,
         "antispam_audit_records_written_total",
         "Audit records written (fsync'd) since the agent started.",
         c.audit_written.load(Ordering::Relaxed),
     );
     plain_counter(
-        &reg,
+        reg,
         "antispam_audit_write_failures_total",
         "Audit records that could not be written.",
         c.audit_failures.load(Ordering::Relaxed),
     );
     plain_gauge(
-        &reg,
+        reg,
         "antispam_audit_head_sequence",
         "Sequence number of the last record in the audit chain.",
         c.audit_head.load(Ordering::Relaxed) as i64,
     );
+}
+
+/// The cgroup tree the agent follows.
+fn cgroups(reg: &Registry, shared: &Shared) {
+    let c = &shared.counters;
     plain_gauge(
-        &reg,
+        reg,
         "antispam_cgroups_followed",
         "Cgroups under the attach point that the agent follows.",
         c.cgroups_known.load(Ordering::Relaxed) as i64,
     );
     plain_gauge(
-        &reg,
+        reg,
         "antispam_cgroups_covered",
         "Cgroups a cgroup rule covers.",
         shared.assignments().len() as i64,
     );
     let changes = counter(
-        &reg,
+        reg,
         "antispam_cgroup_changes_total",
         "Cgroups that appeared or went away under the attach point.",
         &["change"],
@@ -176,66 +206,76 @@ pub fn render(shared: &Shared) -> String {
         .with_label_values(&["removed"])
         .inc_by(c.cgroups_removed.load(Ordering::Relaxed));
     plain_counter(
-        &reg,
+        reg,
         "antispam_cgroup_update_errors_total",
         "Failures to update the kernel maps for a cgroup change.",
         c.cgroup_update_errors.load(Ordering::Relaxed),
     );
     plain_gauge(
-        &reg,
+        reg,
         "antispam_cgroup_watch_errors",
         "Cgroup directories that could not be watched (fs.inotify.max_user_watches?).",
         c.cgroup_watch_errors.load(Ordering::Relaxed) as i64,
     );
+}
+
+/// Suspensions, the kill switch and break glass.
+fn operations(reg: &Registry, shared: &Shared) {
     {
         let ops = shared.operations();
         plain_gauge(
-            &reg,
+            reg,
             "antispam_suspensions_active",
             "UIDs and cgroups suspended now.",
             ops.suspensions.len() as i64,
         );
         let total = counter(
-            &reg,
+            reg,
             "antispam_suspensions_total",
             "Suspensions set since the agent started, by trigger (manual, strikes).",
             &["trigger"],
         );
-        for trigger in ["manual", "strikes"] {
-            let n = ops.suspensions_total.get(trigger).copied().unwrap_or(0);
-            total.with_label_values(&[trigger]).inc_by(n);
+        for trigger in Trigger::ALL {
+            let n = ops.suspensions_total.get(&trigger).copied().unwrap_or(0);
+            total.with_label_values(&[trigger.name()]).inc_by(n);
         }
         plain_gauge(
-            &reg,
+            reg,
             "antispam_kill_switch",
             "1 while the kill switch is on.",
             i64::from(ops.kill_switch.is_some()),
         );
         plain_gauge(
-            &reg,
+            reg,
             "antispam_break_glass_active",
             "Break-glass overrides in force now.",
             ops.break_glass.active.len() as i64,
         );
         plain_gauge(
-            &reg,
+            reg,
             "antispam_break_glass_pending",
             "Break-glass requests waiting for a second operator.",
             ops.break_glass.pending.len() as i64,
         );
         let steps = counter(
-            &reg,
+            reg,
             "antispam_break_glass_total",
             "Break-glass steps since the agent started (requested, approved, refused, revoked, expired, lapsed).",
             &["step"],
         );
-        for step in crate::breakglass::STEPS {
-            let n = ops.break_glass.totals.get(step).copied().unwrap_or(0);
-            steps.with_label_values(&[step]).inc_by(n);
+        for step in Step::ALL {
+            let n = ops.break_glass.totals.get(&step).copied().unwrap_or(0);
+            steps.with_label_values(&[step.name()]).inc_by(n);
         }
     }
+}
+
+/// The policy in force and the agent itself.
+fn policy(reg: &Registry, shared: &Shared) {
+    let c = &shared.counters;
+    let enforced = shared.enforced();
     let reloads = counter(
-        &reg,
+        reg,
         "antispam_policy_reloads_total",
         "Policy reloads, by result.",
         &["result"],
@@ -248,40 +288,36 @@ pub fn render(shared: &Shared) -> String {
         .inc_by(c.reloads_error.load(Ordering::Relaxed));
 
     plain_gauge(
-        &reg,
+        reg,
         "antispam_policy_generation",
         "Generation of the policy in force (1 at start, +1 per successful reload).",
         i64::from(shared.generation.load(Ordering::Relaxed)),
     );
     plain_gauge(
-        &reg,
+        reg,
         "antispam_monitor_mode",
         "1 when the policy is in monitor mode (nothing refused).",
-        i64::from(enforced.policy.mode == crate::policy::Mode::Monitor),
+        i64::from(enforced.policy.mode == Mode::Monitor),
     );
     plain_gauge(
-        &reg,
+        reg,
         "antispam_programs_attached",
         "eBPF programs attached to the cgroup.",
         shared.programs_attached as i64,
     );
     let rules = gauge(
-        &reg,
+        reg,
         "antispam_policy_rules",
         "Rules in the policy in force, by kind.",
         &["kind"],
     );
-    for kind in [
-        crate::policy::RuleKind::Allow,
-        crate::policy::RuleKind::Limit,
-        crate::policy::RuleKind::Block,
-    ] {
+    for kind in [RuleKind::Allow, RuleKind::Limit, RuleKind::Block] {
         rules
             .with_label_values(&[kind.name()])
             .set(enforced.policy.count(kind) as i64);
     }
     gauge(
-        &reg,
+        reg,
         "antispam_build_info",
         "Build information; always 1.",
         &["version"],
@@ -289,7 +325,7 @@ pub fn render(shared: &Shared) -> String {
     .with_label_values(&[env!("CARGO_PKG_VERSION")])
     .set(1);
     plain_gauge(
-        &reg,
+        reg,
         "antispam_start_time_seconds",
         "Unix time the agent started.",
         shared
@@ -298,19 +334,36 @@ pub fn render(shared: &Shared) -> String {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0),
     );
-
-    per_key(&reg, shared);
-
-    let mut out = Vec::new();
-    let families = reg.gather();
-    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
-        log::error!("encoding metrics: {e}");
-    }
-    String::from_utf8(out).unwrap_or_default()
 }
 
 fn activity(s: &KeyState) -> (u64, u64) {
     (s.denied + s.would_deny, s.allowed)
+}
+
+/// The series of one kind of key (UIDs or cgroups).
+struct KeySeries {
+    conns: IntCounterVec,
+    bytes: IntCounterVec,
+    packets: IntCounterVec,
+}
+
+impl KeySeries {
+    fn emit(&self, labels: &[String], s: &KeyState) {
+        let base: Vec<&str> = labels.iter().map(String::as_str).collect();
+        for (verdict, n) in [
+            ("allowed", s.allowed),
+            ("denied", s.denied),
+            ("would_deny", s.would_deny),
+        ] {
+            if n > 0 || verdict == "allowed" {
+                let mut l = base.clone();
+                l.push(verdict);
+                self.conns.with_label_values(&l).inc_by(n);
+            }
+        }
+        self.bytes.with_label_values(&base).inc_by(s.bytes);
+        self.packets.with_label_values(&base).inc_by(s.packets);
+    }
 }
 
 /// Per-UID and per-cgroup series, bounded to the most active keys.
@@ -327,44 +380,55 @@ fn per_key(reg: &Registry, shared: &Shared) {
             .with_label_values(&[name])
             .set(keys.iter().filter(|(k, _)| k.kind == kind).count() as i64);
     }
-    let uid_conns = counter(
-        reg,
-        "antispam_uid_smtp_connections_total",
-        "SMTP connects by UID and verdict (verdict would_deny: monitor mode).",
-        &["uid", "user", "verdict"],
-    );
-    let uid_bytes = counter(
-        reg,
-        "antispam_uid_smtp_bytes_total",
-        "SMTP bytes sent by UID (IP packets, headers included).",
-        &["uid", "user"],
-    );
-    let uid_packets = counter(
-        reg,
-        "antispam_uid_smtp_packets_total",
-        "SMTP packets sent by UID.",
-        &["uid", "user"],
-    );
-    let cg_conns = counter(
-        reg,
-        "antispam_cgroup_smtp_connections_total",
-        "SMTP connects by cgroup and verdict.",
-        &["cgroup", "verdict"],
-    );
-    let cg_bytes = counter(
-        reg,
-        "antispam_cgroup_smtp_bytes_total",
-        "SMTP bytes sent by cgroup.",
-        &["cgroup"],
-    );
-    let cg_packets = counter(
-        reg,
-        "antispam_cgroup_smtp_packets_total",
-        "SMTP packets sent by cgroup.",
-        &["cgroup"],
-    );
-
-    for kind in [KIND_UID, KIND_CGROUP] {
+    let uids = KeySeries {
+        conns: counter(
+            reg,
+            "antispam_uid_smtp_connections_total",
+            "SMTP connects by UID and verdict (verdict would_deny: monitor mode).",
+            &["uid", "user", "verdict"],
+        ),
+        bytes: counter(
+            reg,
+            "antispam_uid_smtp_bytes_total",
+            "SMTP bytes sent by UID (IP packets, headers included).",
+            &["uid", "user"],
+        ),
+        packets: counter(
+            reg,
+            "antispam_uid_smtp_packets_total",
+            "SMTP packets sent by UID.",
+            &["uid", "user"],
+        ),
+    };
+    let cgroups = KeySeries {
+        conns: counter(
+            reg,
+            "antispam_cgroup_smtp_connections_total",
+            "SMTP connects by cgroup and verdict.",
+            &["cgroup", "verdict"],
+        ),
+        bytes: counter(
+            reg,
+            "antispam_cgroup_smtp_bytes_total",
+            "SMTP bytes sent by cgroup.",
+            &["cgroup"],
+        ),
+        packets: counter(
+            reg,
+            "antispam_cgroup_smtp_packets_total",
+            "SMTP packets sent by cgroup.",
+            &["cgroup"],
+        ),
+    };
+    for (kind, series) in [(KIND_UID, &uids), (KIND_CGROUP, &cgroups)] {
+        let label = |key: &KeyId| -> Vec<String> {
+            if kind == KIND_UID {
+                let uid = key.id as u32;
+                vec![uid.to_string(), shared.users.name(uid).unwrap_or_default()]
+            } else {
+                vec![shared.cgroups.label(key.id)]
+            }
+        };
         let mut of_kind: Vec<&(KeyId, KeyState)> =
             keys.iter().filter(|(k, _)| k.kind == kind).collect();
         of_kind.sort_by(|a, b| {
@@ -372,84 +436,25 @@ fn per_key(reg: &Registry, shared: &Shared) {
                 .cmp(&activity(&a.1))
                 .then(a.0.id.cmp(&b.0.id))
         });
-        let mut other = KeyState::default();
-        for (i, (key, s)) in of_kind.iter().enumerate() {
-            if i >= shared.metrics_max_keys {
+        let (shown, rest) = of_kind.split_at(of_kind.len().min(shared.metrics_max_keys));
+        for (key, s) in shown {
+            series.emit(&label(key), s);
+        }
+        if !rest.is_empty() {
+            let mut other = KeyState::default();
+            for (_, s) in rest {
                 other.allowed += s.allowed;
                 other.denied += s.denied;
                 other.would_deny += s.would_deny;
                 other.bytes += s.bytes;
                 other.packets += s.packets;
-                continue;
             }
-            let labels: Vec<String> = if kind == KIND_UID {
-                let uid = key.id as u32;
-                vec![uid.to_string(), shared.users.name(uid).unwrap_or_default()]
-            } else {
-                vec![shared.cgroups.label(key.id)]
-            };
-            emit(
-                kind,
-                &labels,
-                s,
-                &uid_conns,
-                &uid_bytes,
-                &uid_packets,
-                &cg_conns,
-                &cg_bytes,
-                &cg_packets,
-            );
-        }
-        if of_kind.len() > shared.metrics_max_keys {
             let labels = if kind == KIND_UID {
                 vec!["other".to_string(), String::new()]
             } else {
                 vec!["other".to_string()]
             };
-            emit(
-                kind,
-                &labels,
-                &other,
-                &uid_conns,
-                &uid_bytes,
-                &uid_packets,
-                &cg_conns,
-                &cg_bytes,
-                &cg_packets,
-            );
+            series.emit(&labels, &other);
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn emit(
-    kind: u32,
-    labels: &[String],
-    s: &KeyState,
-    uid_conns: &IntCounterVec,
-    uid_bytes: &IntCounterVec,
-    uid_packets: &IntCounterVec,
-    cg_conns: &IntCounterVec,
-    cg_bytes: &IntCounterVec,
-    cg_packets: &IntCounterVec,
-) {
-    let (conns, bytes, packets) = if kind == KIND_UID {
-        (uid_conns, uid_bytes, uid_packets)
-    } else {
-        (cg_conns, cg_bytes, cg_packets)
-    };
-    let base: Vec<&str> = labels.iter().map(String::as_str).collect();
-    for (verdict, n) in [
-        ("allowed", s.allowed),
-        ("denied", s.denied),
-        ("would_deny", s.would_deny),
-    ] {
-        if n > 0 || verdict == "allowed" {
-            let mut l = base.clone();
-            l.push(verdict);
-            conns.with_label_values(&l).inc_by(n);
-        }
-    }
-    bytes.with_label_values(&base).inc_by(s.bytes);
-    packets.with_label_values(&base).inc_by(s.packets);
 }

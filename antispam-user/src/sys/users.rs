@@ -30,3 +30,11 @@ impl UserNames {
         self.name(uid).unwrap_or_else(|| uid.to_string())
     }
 }
+
+/// The user name of `uid` (uncached), or the number as text.
+pub fn name_or_number(uid: u32) -> String {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}

@@ -8,16 +8,34 @@ use std::{
     collections::BTreeMap,
     io::Write,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 
+use super::operations::Grant;
 use crate::{control::Target, policy::SuspensionPolicy};
 
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    #[error("reading the offence book {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the offence book {} is not valid: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("writing the offence book {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What is known of one offender.
@@ -61,7 +79,7 @@ pub struct Book {
     pub kill_switch: Option<SavedKillSwitch>,
     /// Break-glass overrides in force.
     #[serde(default)]
-    pub break_glass: Vec<crate::breakglass::Grant>,
+    pub break_glass: Vec<Grant>,
     #[serde(skip)]
     pub dirty: bool,
 }
@@ -85,25 +103,34 @@ pub struct Verdict {
 
 impl Book {
     /// Reads the book; a missing file is an empty book.
-    pub fn load(path: &Path) -> Result<Book, String> {
+    pub fn load(path: &Path) -> Result<Book, BookError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => serde_json::from_str(&text).map_err(|source| BookError::Parse {
+                path: path.to_path_buf(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Book::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(source) => Err(BookError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
     /// Writes the book atomically (temporary file, fsync, rename).
-    pub fn save(&mut self, path: &Path) -> Result<(), String> {
+    pub fn save(&mut self, path: &Path) -> Result<(), BookError> {
         let tmp: PathBuf = path.with_extension("tmp");
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string_pretty(self).expect("the book serializes");
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             std::fs::rename(&tmp, path)
         };
-        write().map_err(|e| format!("{}: {e}", path.display()))?;
+        write().map_err(|source| BookError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
         self.dirty = false;
         Ok(())
     }

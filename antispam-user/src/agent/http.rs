@@ -10,10 +10,7 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{metrics, state::Shared, status};
-
-/// Default address: loopback only; expose it wider on purpose with `--metrics-addr`.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9897";
+use super::{metrics, state::Shared, status};
 
 fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()

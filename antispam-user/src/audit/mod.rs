@@ -15,18 +15,35 @@ use std::{
 };
 
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
+
+pub use event::*;
+
+use crate::{clock, digest::sha256_hex};
+
+mod event;
 
 /// The `prev` of the first record of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-pub fn sha256_hex(data: &[u8]) -> String {
-    let digest = Sha256::digest(data);
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: the last record is not JSON ({source}); run `antispam audit verify`", path.display())]
+    DamagedTail {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: the last record has no {field}; run `antispam audit verify`", path.display())]
+    IncompleteTail { path: PathBuf, field: &'static str },
+    #[error("encoding an audit record: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// The hash of a record: over the previous hash and the record without its "hash" field, in
@@ -54,42 +71,39 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (or creates) the log and finds the head of its chain. A log whose last line cannot
     /// be read as a record is refused: appending to it would hide the damage.
-    pub fn open(path: &Path) -> Result<AuditLog, String> {
+    pub fn open(path: &Path) -> Result<AuditLog, Error> {
+        let io = |what| {
+            move |source| Error::Io {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
         }
         let (seq, head) = match File::open(path) {
             Ok(f) => {
                 let mut last = None;
                 for line in BufReader::new(f).lines() {
-                    let line = line.map_err(|e| format!("reading {}: {e}", path.display()))?;
+                    let line = line.map_err(io("reading"))?;
                     if !line.trim().is_empty() {
                         last = Some(line);
                     }
                 }
                 match last {
                     None => (0, GENESIS.to_string()),
-                    Some(l) => {
-                        let v: Value = serde_json::from_str(&l)
-                            .map_err(|e| format!("{}: the last record is not JSON ({e}); run `antispam audit verify`", path.display()))?;
-                        let seq = v["seq"].as_u64().ok_or_else(|| {
-                            format!("{}: the last record has no seq", path.display())
-                        })?;
-                        let hash = v["hash"].as_str().ok_or_else(|| {
-                            format!("{}: the last record has no hash", path.display())
-                        })?;
-                        (seq, hash.to_string())
-                    }
+                    Some(l) => head_of(path, &l)?,
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, GENESIS.to_string()),
-            Err(e) => return Err(format!("opening {}: {e}", path.display())),
+            Err(e) => return Err(io("opening")(e)),
         };
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| format!("opening {} for appending: {e}", path.display()))?;
+            .map_err(io("opening for appending"))?;
         Ok(AuditLog {
             path: path.to_path_buf(),
             file,
@@ -109,16 +123,27 @@ impl AuditLog {
         (self.seq, &self.head)
     }
 
-    /// Appends one record and fsyncs it. `details` must be a JSON object.
-    pub fn append(&mut self, event: &str, details: Value) -> Result<u64, String> {
+    /// Appends one record and fsyncs it; returns its sequence number.
+    pub fn append(&mut self, event: &AuditEvent) -> Result<u64, Error> {
+        let Value::Object(rec) = serde_json::to_value(event)? else {
+            unreachable!("an adjacently tagged enum serializes as an object");
+        };
+        self.write(rec)
+    }
+
+    /// Appends a record of any shape: for tests that stand in for older versions' records.
+    #[cfg(test)]
+    pub(crate) fn append_raw(&mut self, event: &str, details: Value) -> Result<u64, Error> {
         let mut rec = Map::new();
-        rec.insert("seq".into(), json!(self.seq + 1));
-        rec.insert(
-            "ts".into(),
-            json!(humantime::format_rfc3339_micros(SystemTime::now()).to_string()),
-        );
         rec.insert("event".into(), json!(event));
         rec.insert("details".into(), details);
+        self.write(rec)
+    }
+
+    /// Chains `rec` (its `event` and `details`) to the head, writes it and fsyncs it.
+    fn write(&mut self, mut rec: Map<String, Value>) -> Result<u64, Error> {
+        rec.insert("seq".into(), json!(self.seq + 1));
+        rec.insert("ts".into(), json!(clock::rfc3339_micros(SystemTime::now())));
         rec.insert("prev".into(), json!(self.head));
         let hash = record_hash(&self.head, &rec);
         rec.insert("hash".into(), json!(hash));
@@ -135,15 +160,31 @@ impl AuditLog {
                 self.written += 1;
                 Ok(self.seq)
             }
-            Err(e) => {
+            Err(source) => {
                 self.failures += 1;
-                Err(format!(
-                    "writing the audit log {}: {e}",
-                    self.path.display()
-                ))
+                Err(Error::Io {
+                    what: "writing the audit log",
+                    path: self.path.clone(),
+                    source,
+                })
             }
         }
     }
+}
+
+/// (sequence number, hash) of the record on the last line of a log.
+fn head_of(path: &Path, line: &str) -> Result<(u64, String), Error> {
+    let v: Value = serde_json::from_str(line).map_err(|source| Error::DamagedTail {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let missing = |field| Error::IncompleteTail {
+        path: path.to_path_buf(),
+        field,
+    };
+    let seq = v["seq"].as_u64().ok_or_else(|| missing("seq"))?;
+    let hash = v["hash"].as_str().ok_or_else(|| missing("hash"))?;
+    Ok((seq, hash.to_string()))
 }
 
 /// The result of verifying a chain.
@@ -238,6 +279,13 @@ pub fn verify(text: &str) -> Result<Verified, Broken> {
 mod tests {
     use super::*;
 
+    fn stop(reason: &str) -> AuditEvent {
+        AuditEvent::AgentStop(AgentStop {
+            reason: reason.into(),
+            generation: 1,
+        })
+    }
+
     fn chain(n: usize) -> (PathBuf, String) {
         // Tests run in parallel: each gets its own directory.
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -248,12 +296,12 @@ mod tests {
         let path = dir.join("audit.jsonl");
         let mut log = AuditLog::open(&path).unwrap();
         for i in 0..n {
-            log.append("test", json!({"i": i})).unwrap();
+            log.append(&stop(&format!("i{i}"))).unwrap();
         }
         // Reopening continues the same chain.
         let mut log = AuditLog::open(&path).unwrap();
         assert_eq!(log.head().0, n as u64);
-        log.append("reopened", json!({})).unwrap();
+        log.append(&stop("reopened")).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         (dir, text)
     }
@@ -272,7 +320,7 @@ mod tests {
         let (dir, text) = chain(5);
         let lines: Vec<&str> = text.lines().collect();
 
-        let edited = text.replace("\"i\":2", "\"i\":7");
+        let edited = text.replace("\"i2\"", "\"i7\"");
         assert_eq!(verify(&edited).unwrap_err().line, 3);
         assert!(verify(&edited)
             .unwrap_err()
@@ -305,6 +353,7 @@ mod tests {
         f.write_all(b"{not json\n").unwrap();
         assert!(AuditLog::open(&path)
             .unwrap_err()
+            .to_string()
             .contains("the last record is not JSON"));
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -29,7 +29,7 @@ pub struct Options {
     pub events_allowed: bool,
 }
 
-/// Compiles everything of `policy` but its cgroup rules (see [`crate::assign`]).
+/// Compiles everything of `policy` but its cgroup rules (see [`super::assign`]).
 ///
 /// Precedence: `[[allow]]` wins over `[[limit]]`; among `[[limit]]` rules naming the same UID,
 /// the later one in the file wins; among destinations the longest prefix wins, except that a

@@ -13,7 +13,7 @@ use std::{
 use futures_util::StreamExt as _;
 use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask};
 
-use crate::cgroupfs::{cgroup_id, relative};
+use super::cgroupfs::{cgroup_id, relative};
 
 /// A change in the cgroup tree.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,15 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::error::Error;
+use super::Error;
 
 /// The mount point of the cgroup v2 hierarchy, from /proc/self/mountinfo (never assumed: it is
 /// /sys/fs/cgroup on current distros and /sys/fs/cgroup/unified on hybrid layouts).
 pub fn cgroup2_mount() -> Result<PathBuf, Error> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| Error::Io {
-        what: "reading /proc/self/mountinfo".into(),
-        source,
-    })?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(Error::Mountinfo)?;
     mount_from_mountinfo(&text).ok_or(Error::NoCgroup2)
 }
 

@@ -17,78 +17,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use antispam_common::{config, event, key, maps as m, rule};
+use antispam_common::maps as m;
 
-/// Default root directory of the pins.
-pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/antispam";
+use super::{layout::layout, Error};
+
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// A fingerprint of every map's name, key, value and capacity: two agents with the same one can
-/// share maps.
-pub fn layout() -> u32 {
-    use std::mem::size_of;
-    let s = m::SLOTS;
-    let parts: &[(&str, usize, usize, u32)] = &[
-        (m::ACTIVE, 4, 4, 1),
-        (m::CONFIG, 4, size_of::<config::Config>(), s),
-        (m::PORTS, 4, 8, s * m::PORTS_WORDS),
-        (
-            m::UID_RULES,
-            size_of::<rule::UidKey>(),
-            size_of::<rule::Rule>(),
-            s * m::UID_RULES_MAX,
-        ),
-        (
-            m::CGROUP_RULES,
-            size_of::<rule::CgroupKey>(),
-            size_of::<rule::Rule>(),
-            s * m::CGROUP_RULES_MAX,
-        ),
-        (
-            m::DEST_V4,
-            4 + 5,
-            size_of::<rule::DestRule>(),
-            s * m::DEST_MAX,
-        ),
-        (
-            m::DEST_V6,
-            4 + 17,
-            size_of::<rule::DestRule>(),
-            s * m::DEST_MAX,
-        ),
-        (m::KEYS, 16, size_of::<key::KeyState>(), m::KEYS_MAX),
-        (
-            m::SUSPENDED,
-            16,
-            size_of::<key::Suspension>(),
-            m::SUSPENDED_MAX,
-        ),
-        (
-            m::OVERRIDES,
-            16,
-            size_of::<key::Override>(),
-            m::OVERRIDES_MAX,
-        ),
-        (m::DECISIONS, 4, 8, event::DECISIONS_LEN),
-        (m::STATS, 4, 8, antispam_common::stats::COUNT),
-        (m::EVENTS, 0, size_of::<event::Event>(), m::EVENTS_BYTES),
-    ];
-    // FNV-1a: stable across builds and Rust versions.
-    let mut h: u32 = 0x811c_9dc5;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u32::from(*b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    };
-    for (name, k, v, n) in parts {
-        eat(name.as_bytes());
-        eat(&(*k as u32).to_le_bytes());
-        eat(&(*v as u32).to_le_bytes());
-        eat(&n.to_le_bytes());
-    }
-    h
-}
 
 /// The pin directory of one attach point, and what was found there.
 #[derive(Debug)]
@@ -132,19 +65,16 @@ pub fn instances(root: &Path) -> Vec<(PathBuf, u64, u32)> {
 }
 
 /// Finds or makes the pin directory for the cgroup with id `cgroup_id`.
-pub fn prepare(root: &Path, cgroup_id: u64) -> Result<Pins, String> {
+pub fn prepare(root: &Path, cgroup_id: u64) -> Result<Pins, Error> {
     let parent = root
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
     if !is_bpffs(parent) {
-        return Err(format!(
-            "{} is not on a BPF filesystem (mount one: mount -t bpf bpf /sys/fs/bpf), so the programs could not outlive the agent",
-            root.display()
-        ));
+        return Err(Error::NotBpffs(root.to_path_buf()));
     }
     let dir = root.join(format!("cg{cgroup_id}-{:08x}", layout()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     let adopting = link_path(&dir, m::programs::CONNECT4).exists();
     let older = instances(root)
         .into_iter()

@@ -1,0 +1,36 @@
+//! `uninstall` through a running agent: it unpins everything (the programs detach once this
+//! agent lets go of them), audits it, and stops.
+
+use super::{actor, reason_given, ActionError};
+use crate::{
+    agent::core::Core,
+    audit::{AuditEvent, Uninstall},
+    control::{Peer, Reply},
+    kernel::pins,
+};
+
+impl Core {
+    pub fn uninstall(&mut self, reason: &str, peer: &Peer) -> Result<Reply, ActionError> {
+        reason_given(reason)?;
+        let n = pins::remove(&self.pin_dir).map_err(|source| ActionError::Unpin {
+            path: self.pin_dir.clone(),
+            source,
+        })?;
+        self.audit(AuditEvent::Uninstall(Uninstall {
+            reason: reason.to_string(),
+            by: actor(peer),
+            pin_dir: Some(self.pin_dir.clone()),
+            unpinned: Some(n),
+            removed: None,
+            agent_running: true,
+        }));
+        self.quit = Some("uninstall");
+        let message = format!(
+            "uninstalled from cgroup {}: {n} pinned objects removed from {}; the agent stops",
+            self.shared.attach_cgroup,
+            self.pin_dir.display()
+        );
+        log::warn!("{message} (by {}): {reason}", peer.user);
+        Ok(Reply::said(message))
+    }
+}

@@ -1,0 +1,26 @@
+//! What `antispam run` asks of the agent (built from the command line by `cli/run.rs`).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use super::events::EventFilter;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The policy file; the built-in policy when None.
+    pub policy: Option<PathBuf>,
+    /// The cgroup v2 directory to enforce on; the root of the mount when None.
+    pub cgroup: Option<PathBuf>,
+    pub metrics_addr: SocketAddr,
+    /// The event log; standard output when None.
+    pub log: Option<PathBuf>,
+    pub events: EventFilter,
+    pub metrics_max_keys: usize,
+    /// Forward the kernel programs' aya-log output.
+    pub kernel_debug: bool,
+    pub audit_log: PathBuf,
+    pub control_socket: PathBuf,
+    pub operators_group: String,
+    pub pin_dir: PathBuf,
+    /// Reload when the policy file changes, not only on SIGHUP.
+    pub reload_on_change: bool,
+}

@@ -1,0 +1,439 @@
+//! The running agent: it loads the policy, attaches the kernel programs, then serves until told
+//! to stop. Its tasks: the main loop (signals, policy reloads, cgroup changes, operator
+//! requests, strikes, timers: `Core`), the event reader (`events`), the HTTP server (`http`,
+//! with `metrics` and `status`) and the control socket (`control::server`).
+//!
+//! `start` is a short list of steps; each step is a function below or in the files beside.
+
+mod actions;
+mod book;
+mod cgroups;
+mod config;
+mod core;
+mod error;
+mod events;
+mod http;
+mod metrics;
+mod operations;
+mod policy_watch;
+mod reload;
+mod restore;
+mod state;
+mod status;
+mod strikes;
+
+use std::{
+    fs::OpenOptions,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{atomic::Ordering, Arc, Mutex, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use tokio::{
+    signal::unix::{signal, Signal, SignalKind},
+    sync::{mpsc, watch},
+};
+
+pub use config::Config;
+pub use error::Error;
+pub use events::EventFilter;
+
+use self::{
+    book::Book,
+    core::{record, Core},
+    events::Violation,
+    policy_watch::PolicyWatch,
+    state::{Counters, Enforced, Shared},
+};
+use crate::{
+    audit::{AgentStart, AgentStop, AuditEvent, AuditLog},
+    control::server::{self, Message},
+    defaults,
+    kernel::{pins, Kernel},
+    policy::{
+        assign::{self, Assignments},
+        compile::{self, Options},
+        Policy,
+    },
+    sys::{
+        cgroup_watch::CgroupWatcher,
+        cgroupfs::{self, CgroupNames},
+        users::UserNames,
+    },
+};
+
+/// How often suspensions and overrides are expired and the pins checked.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Runs the agent until SIGTERM, SIGINT or `antispam uninstall`.
+pub async fn run(config: Config) -> Result<(), Error> {
+    // Watched before it is read, so that no change made meanwhile is missed.
+    let mut policy_watch = watch_policy(&config);
+    let policy = load_policy(config.policy.as_deref())?;
+    let mount = cgroupfs::cgroup2_mount()?;
+    let dir = attach_dir(&mount, config.cgroup.as_deref())?;
+    let out = open_event_log(config.log.as_deref())?;
+    let mut audit = AuditLog::open(&config.audit_log)?;
+    let book_path = defaults::offence_book(&config.audit_log);
+    let book = Book::load(&book_path)?;
+    let operators_gid = operators_gid(&config.operators_group);
+    // The socket file goes when `_control_file` drops, however run() ends.
+    let (control_listener, _control_file) =
+        server::bind(&config.control_socket, operators_gid).map_err(Error::io(format!(
+            "control socket {}",
+            config.control_socket.display()
+        )))?;
+
+    let cgroup_id = cgroupfs::cgroup_id(&dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
+    let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
+    let mut kernel = Kernel::load(config.kernel_debug, &pins)?;
+    // Watch before the first assignment, so no cgroup created meanwhile is missed.
+    let watcher = watch_cgroups(&mount, &dir);
+    // An agent taking over from a previous one goes on counting its generations.
+    let generation = kernel
+        .previous
+        .map_or(1, |c| c.generation.wrapping_add(1).max(1));
+    let opts = Options {
+        events_allowed: config.events == EventFilter::All,
+    };
+    let compiled = compile::compile(&policy, generation, opts);
+    let tree = match &watcher {
+        Some(w) => w.tree(),
+        None => cgroupfs::walk(&mount, &dir),
+    };
+    let assignments = assign_all(&policy, &tree, &dir);
+    kernel.rules.apply(&compiled, &assignments)?;
+    kernel.attach(&dir, &pins)?;
+
+    let shared = Arc::new(Shared {
+        enforced: RwLock::new(Arc::new(Enforced { policy, compiled })),
+        assignments: Mutex::new(assignments),
+        generation: generation.into(),
+        cgroups: CgroupNames::new(mount.clone(), dir.clone()),
+        users: UserNames::default(),
+        counters: Counters::default(),
+        view: kernel.view.take().expect("view taken once"),
+        programs_attached: kernel.attached.len(),
+        attach_cgroup: cgroupfs::relative(&mount, &dir),
+        audit_path: audit.path().to_path_buf(),
+        operations: Mutex::default(),
+        metrics_max_keys: config.metrics_max_keys,
+        started: SystemTime::now(),
+    });
+    for (path, id) in &tree {
+        shared.cgroups.insert(*id, path);
+    }
+    let c = &shared.counters;
+    c.cgroups_known.store(tree.len() as u64, Ordering::Relaxed);
+    if let Some(w) = &watcher {
+        c.cgroup_watch_errors.store(w.watch_errors, Ordering::Relaxed);
+    }
+    record_start(&mut audit, &shared, &config, &pins, kernel.adopted > 0);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (control_tx, mut control_rx) = mpsc::channel(16);
+    let (violations_tx, mut violations_rx) = mpsc::channel(4096);
+    let control_task = tokio::spawn(server::serve(
+        control_listener,
+        operators_gid,
+        control_tx,
+        stop_rx.clone(),
+    ));
+    let ring = kernel.events.take().expect("ring buffer taken once");
+    let events_task = tokio::spawn(events::run(
+        ring,
+        shared.clone(),
+        config.events,
+        out,
+        violations_tx,
+        stop_rx.clone(),
+    ));
+    let (addr, http_task) = http::serve(config.metrics_addr, shared.clone(), stop_rx.clone())
+        .await
+        .map_err(Error::io(format!("serving metrics on {}", config.metrics_addr)))?;
+    {
+        let e = shared.enforced();
+        log::info!(
+            "enforcing {} (mode {}, generation {generation}) on cgroup {} with {} programs; {} cgroups followed; metrics and status on http://{addr}/",
+            e.policy.origin,
+            e.policy.mode.name(),
+            dir.display(),
+            kernel.attached.len(),
+            tree.len(),
+        );
+    }
+
+    let mut signals = Signals::new()?;
+    let mut core = Core {
+        shared: shared.clone(),
+        kernel,
+        watcher,
+        audit,
+        book,
+        book_path,
+        opts,
+        policy_path: config.policy.clone(),
+        dir,
+        pin_dir: pins.dir.clone(),
+        quit: None,
+        last_refused: None,
+    };
+    core.restore();
+    core.break_glass_restore();
+    core.prune_runtime();
+    let stop_reason = core
+        .serve(
+            &mut signals,
+            &mut policy_watch,
+            &mut control_rx,
+            &mut violations_rx,
+        )
+        .await;
+
+    let _ = stop_tx.send(true);
+    let _ = control_task.await;
+    let _ = events_task.await;
+    let _ = http_task.await;
+    let Core {
+        kernel, mut audit, ..
+    } = core;
+    drop(kernel);
+    if pins.dir.exists() {
+        log::info!(
+            "the programs stay attached and keep enforcing (pinned in {}); `antispam uninstall` removes them",
+            pins.dir.display()
+        );
+    } else {
+        log::info!("uninstalled: nothing of antispam is left attached");
+    }
+    record(
+        &mut audit,
+        &shared,
+        &AuditEvent::AgentStop(AgentStop {
+            reason: stop_reason.to_string(),
+            generation: shared.generation.load(Ordering::Relaxed),
+        }),
+    );
+    Ok(())
+}
+
+/// The signals the agent acts on.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Error> {
+        let io = Error::io("installing signal handlers");
+        let (term, int, hup) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(io(e)),
+        };
+        Ok(Signals { term, int, hup })
+    }
+}
+
+impl Core {
+    /// The main loop: returns why it stopped.
+    async fn serve(
+        &mut self,
+        signals: &mut Signals,
+        policy_watch: &mut Option<PolicyWatch>,
+        control: &mut mpsc::Receiver<Message>,
+        violations: &mut mpsc::Receiver<Violation>,
+    ) -> &'static str {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            let policy_changed = async {
+                match policy_watch.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let cgroup_changes = async {
+                match self.watcher.as_mut() {
+                    Some(w) => w.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = signals.term.recv() => { log::info!("SIGTERM: exiting"); return "SIGTERM"; }
+                _ = signals.int.recv() => { log::info!("SIGINT: exiting"); return "SIGINT"; }
+                _ = signals.hup.recv() => self.reload("SIGHUP"),
+                c = policy_changed => match c {
+                    Some(()) => self.reload("file change"),
+                    None => {
+                        log::error!("stopped watching the policy file; reload with SIGHUP");
+                        *policy_watch = None;
+                    }
+                },
+                Some(msg) = control.recv() => {
+                    self.handle(msg);
+                    if let Some(why) = self.quit {
+                        return why;
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Some(why) = self.every_second() {
+                        return why;
+                    }
+                }
+                Some(v) = violations.recv() => self.violation(v),
+                c = cgroup_changes => match c {
+                    Some(c) => self.cgroups_changed(c),
+                    None => {
+                        log::error!("stopped following the cgroup tree; new cgroups are covered at the next reload");
+                        self.watcher = None;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Ends what ran out, saves the book, and stops when the pins are gone.
+    fn every_second(&mut self) -> Option<&'static str> {
+        self.expire();
+        self.break_glass_expire();
+        self.save_book();
+        let link = pins::link_path(&self.pin_dir, antispam_common::maps::programs::CONNECT4);
+        if link.exists() {
+            return None;
+        }
+        log::warn!(
+            "the pinned links in {} are gone (antispam uninstall?): exiting",
+            self.pin_dir.display()
+        );
+        Some("links unpinned")
+    }
+}
+
+fn watch_policy(config: &Config) -> Option<PolicyWatch> {
+    let path = config.policy.as_ref().filter(|_| config.reload_on_change)?;
+    match PolicyWatch::new(path) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::warn!(
+                "cannot watch {} for changes ({e}); reload with SIGHUP",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+fn watch_cgroups(mount: &Path, dir: &Path) -> Option<CgroupWatcher> {
+    match CgroupWatcher::new(mount, dir) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::error!("cannot follow the cgroup tree with inotify ({e}): cgroup rules apply to cgroups that exist at start and reload only");
+            None
+        }
+    }
+}
+
+/// The policy file, or the built-in policy; its warnings are logged.
+pub(crate) fn load_policy(path: Option<&Path>) -> Result<Policy, crate::policy::Problems> {
+    let policy = match path {
+        Some(p) => Policy::load(p)?,
+        None => Policy::builtin(),
+    };
+    for w in &policy.warnings {
+        log::warn!("{w}");
+    }
+    Ok(policy)
+}
+
+/// The attach directory, checked to be inside the cgroup v2 mount.
+fn attach_dir(mount: &Path, wanted: Option<&Path>) -> Result<PathBuf, Error> {
+    let dir = wanted.unwrap_or(mount);
+    let canon = dir
+        .canonicalize()
+        .map_err(Error::io(format!("cgroup {}", dir.display())))?;
+    if !canon.starts_with(mount) || !canon.join("cgroup.procs").exists() {
+        return Err(Error::NotACgroup {
+            path: dir.to_path_buf(),
+            mount: mount.to_path_buf(),
+        });
+    }
+    Ok(canon)
+}
+
+/// The event log (its directory created), or standard output.
+fn open_event_log(path: Option<&Path>) -> Result<Box<dyn Write + Send>, Error> {
+    let Some(path) = path else {
+        return Ok(Box::new(std::io::BufWriter::new(std::io::stdout())));
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(Error::io(format!(
+            "creating the event log's directory {}",
+            parent.display()
+        )))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(Error::io(format!("opening event log {}", path.display())))?;
+    Ok(Box::new(std::io::BufWriter::new(file)))
+}
+
+/// The gid of the operators group; None (root only) if it does not exist.
+fn operators_gid(group: &str) -> Option<u32> {
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => {
+            log::warn!("operators group {group:?} does not exist: only root may use the control socket");
+            None
+        }
+    }
+}
+
+/// Assigns cgroup rules over the whole tree and says which rules cover nothing yet.
+fn assign_all(policy: &Policy, tree: &[(String, u64)], dir: &Path) -> Assignments {
+    let a = assign::assign_tree(policy, tree);
+    for rule in policy.rules.iter().filter(|r| !r.cgroups.is_empty()) {
+        if !a.values().any(|x| x.rule.rule_id == rule.id) {
+            log::info!(
+                "{}:{}: {} matches no cgroup under {} yet; it applies as soon as one appears",
+                policy.origin,
+                rule.line,
+                rule.name(),
+                dir.display()
+            );
+        }
+    }
+    a
+}
+
+fn record_start(
+    audit: &mut AuditLog,
+    shared: &Shared,
+    config: &Config,
+    pins: &pins::Pins,
+    took_over: bool,
+) {
+    let e = shared.enforced();
+    let event = AuditEvent::AgentStart(AgentStart {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        cgroup: shared.attach_cgroup.clone(),
+        policy: e.policy.origin.clone(),
+        policy_sha256: e.policy.sha256.clone(),
+        mode: e.policy.mode.name().to_string(),
+        generation: shared.generation.load(Ordering::Relaxed),
+        pin_dir: pins.dir.clone(),
+        took_over,
+        event_log: config
+            .log
+            .as_deref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+    });
+    record(audit, shared, &event);
+}

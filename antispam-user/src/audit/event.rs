@@ -1,0 +1,547 @@
+//! What the audit log records: one serde-tagged enum, written by the agent and the CLI, read back
+//! by `antispam report`. A record is `{"seq", "ts", "event": <name>, "details": {...}, "prev",
+//! "hash"}`; the names and fields here are what auditors' scripts read, so they only grow.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::Target;
+
+/// Who did something: an operator (from the control socket's peer credentials), the agent
+/// itself (`antispam`), or the clock (`expiry`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// When the person is known by their login UID: the UID the process ran as (root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_uid: Option<u32>,
+    /// The audit login UID of the process (`/proc/PID/loginuid`), where it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_uid: Option<u32>,
+}
+
+impl Actor {
+    /// The agent itself (automatic suspensions).
+    pub fn agent() -> Actor {
+        Actor {
+            pid: Some(std::process::id() as i32),
+            ..Actor::named("antispam", Some(0))
+        }
+    }
+
+    /// Time running out.
+    pub fn expiry() -> Actor {
+        Actor::named("expiry", None)
+    }
+
+    pub fn named(user: &str, uid: Option<u32>) -> Actor {
+        Actor {
+            user: user.to_string(),
+            uid,
+            pid: None,
+            process_uid: None,
+            login_uid: None,
+        }
+    }
+}
+
+/// A person in the two-person rule, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonRef {
+    pub user: String,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStart {
+    pub version: String,
+    pub pid: u32,
+    /// The attach point, relative to the cgroup2 mount.
+    pub cgroup: String,
+    pub policy: String,
+    pub policy_sha256: String,
+    pub mode: String,
+    pub generation: u32,
+    pub pin_dir: PathBuf,
+    /// The programs of a previous agent were taken over (no enforcement gap).
+    pub took_over: bool,
+    /// Where the connection trail goes, for `antispam report` (null: standard output).
+    pub event_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStop {
+    pub reason: String,
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyReload {
+    pub policy: String,
+    pub policy_sha256: String,
+    pub previous_sha256: String,
+    pub mode: String,
+    pub generation: u32,
+    /// `SIGHUP` or `file change`.
+    pub trigger: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyReloadRefused {
+    pub policy: String,
+    pub policy_sha256: String,
+    pub in_force_sha256: String,
+    /// Every problem, as `FILE:LINE:COLUMN: reason`.
+    pub problems: Vec<String>,
+    pub trigger: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlDenied {
+    pub by: Actor,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspend {
+    pub target: Target,
+    pub reason: String,
+    pub by: Actor,
+    /// `manual` or `strikes`.
+    pub trigger: String,
+    pub for_secs: Option<u64>,
+    pub until: Option<String>,
+    /// Kernel entries written: the UID, or the cgroup and its descendants.
+    pub kernel_keys: usize,
+    /// Open SMTP sessions ended (null: sock_diag failed; their packets are dropped instead).
+    pub sessions_ended: Option<usize>,
+}
+
+/// An operator lifting a suspension (`unsuspend`), or its time running out
+/// (`suspension_expired`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspensionEnded {
+    pub target: Target,
+    pub reason: String,
+    pub by: Actor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspensionRestored {
+    pub target: Target,
+    pub reason: String,
+    pub by: Actor,
+    pub trigger: String,
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillSwitch {
+    pub on: bool,
+    pub reason: String,
+    pub by: Actor,
+    pub sessions_ended: Option<usize>,
+    pub was_on_since: Option<String>,
+    pub was_set_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillSwitchRestored {
+    pub reason: String,
+    pub by: String,
+    pub since: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassRequested {
+    pub id: String,
+    pub target: Target,
+    pub reason: String,
+    pub ttl_secs: u64,
+    pub requester: Actor,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassRefused {
+    pub id: String,
+    pub target: Target,
+    pub by: Actor,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassApproved {
+    pub id: String,
+    pub target: Target,
+    pub reason: String,
+    pub ttl_secs: u64,
+    pub requester: PersonRef,
+    pub approver: Actor,
+    pub expires_at: String,
+    pub kernel_keys: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassRevoked {
+    pub id: String,
+    pub target: Target,
+    pub by: Actor,
+    pub reason: String,
+    pub requester: PersonRef,
+    pub approver: Option<PersonRef>,
+    pub was_in_force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassExpired {
+    pub id: String,
+    pub target: Target,
+    pub requester: PersonRef,
+    pub approver: Option<PersonRef>,
+    pub expires_at: Option<String>,
+    /// Set when it ran out while no agent was running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#while: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassLapsed {
+    pub id: String,
+    pub target: Target,
+    pub requester: PersonRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassRestored {
+    pub id: String,
+    pub target: Target,
+    pub expires_at: Option<String>,
+}
+
+/// One attach point's pins removed by `antispam uninstall` when no agent was running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unpinned {
+    pub pin_dir: PathBuf,
+    pub cgroup_id: u64,
+    pub unpinned: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uninstall {
+    pub reason: String,
+    pub by: Actor,
+    /// Set when the running agent did it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpinned: Option<usize>,
+    /// Set when the CLI did it, no agent running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<Unpinned>>,
+    #[serde(default = "yes")]
+    pub agent_running: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Every kind of audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "details", rename_all = "snake_case")]
+pub enum AuditEvent {
+    AgentStart(AgentStart),
+    AgentStop(AgentStop),
+    PolicyReload(PolicyReload),
+    PolicyReloadRefused(PolicyReloadRefused),
+    ControlDenied(ControlDenied),
+    Suspend(Suspend),
+    Unsuspend(SuspensionEnded),
+    SuspensionExpired(SuspensionEnded),
+    SuspensionRestored(SuspensionRestored),
+    KillSwitch(KillSwitch),
+    KillSwitchRestored(KillSwitchRestored),
+    BreakGlassRequested(BreakGlassRequested),
+    BreakGlassRefused(BreakGlassRefused),
+    BreakGlassApproved(BreakGlassApproved),
+    BreakGlassRevoked(BreakGlassRevoked),
+    BreakGlassExpired(BreakGlassExpired),
+    BreakGlassRequestLapsed(BreakGlassLapsed),
+    BreakGlassRestored(BreakGlassRestored),
+    Uninstall(Uninstall),
+}
+
+/// The name of each kind of record, without its details: what `antispam report` sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    AgentStart,
+    AgentStop,
+    PolicyReload,
+    PolicyReloadRefused,
+    ControlDenied,
+    Suspend,
+    Unsuspend,
+    SuspensionExpired,
+    SuspensionRestored,
+    KillSwitch,
+    KillSwitchRestored,
+    BreakGlassRequested,
+    BreakGlassRefused,
+    BreakGlassApproved,
+    BreakGlassRevoked,
+    BreakGlassExpired,
+    BreakGlassRequestLapsed,
+    BreakGlassRestored,
+    Uninstall,
+}
+
+impl AuditKind {
+    /// The kind named `event` in a record, if this version knows it.
+    pub fn parse(event: &str) -> Option<AuditKind> {
+        serde_json::from_value(serde_json::Value::String(event.to_string())).ok()
+    }
+
+    /// The record's `event` name.
+    #[cfg(test)]
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => unreachable!("a unit variant serializes as its name"),
+        }
+    }
+}
+
+impl AuditEvent {
+    /// Compiled in tests only: the exhaustive match keeps [`AuditKind`] in step with the enum.
+    #[cfg(test)]
+    pub fn kind(&self) -> AuditKind {
+        match self {
+            AuditEvent::AgentStart(_) => AuditKind::AgentStart,
+            AuditEvent::AgentStop(_) => AuditKind::AgentStop,
+            AuditEvent::PolicyReload(_) => AuditKind::PolicyReload,
+            AuditEvent::PolicyReloadRefused(_) => AuditKind::PolicyReloadRefused,
+            AuditEvent::ControlDenied(_) => AuditKind::ControlDenied,
+            AuditEvent::Suspend(_) => AuditKind::Suspend,
+            AuditEvent::Unsuspend(_) => AuditKind::Unsuspend,
+            AuditEvent::SuspensionExpired(_) => AuditKind::SuspensionExpired,
+            AuditEvent::SuspensionRestored(_) => AuditKind::SuspensionRestored,
+            AuditEvent::KillSwitch(_) => AuditKind::KillSwitch,
+            AuditEvent::KillSwitchRestored(_) => AuditKind::KillSwitchRestored,
+            AuditEvent::BreakGlassRequested(_) => AuditKind::BreakGlassRequested,
+            AuditEvent::BreakGlassRefused(_) => AuditKind::BreakGlassRefused,
+            AuditEvent::BreakGlassApproved(_) => AuditKind::BreakGlassApproved,
+            AuditEvent::BreakGlassRevoked(_) => AuditKind::BreakGlassRevoked,
+            AuditEvent::BreakGlassExpired(_) => AuditKind::BreakGlassExpired,
+            AuditEvent::BreakGlassRequestLapsed(_) => AuditKind::BreakGlassRequestLapsed,
+            AuditEvent::BreakGlassRestored(_) => AuditKind::BreakGlassRestored,
+            AuditEvent::Uninstall(_) => AuditKind::Uninstall,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod samples {
+    //! One record of every kind, for tests here and in `report/`.
+    use super::*;
+
+    pub fn all() -> Vec<AuditEvent> {
+        let t = Target::Uid(1000);
+        let a = Actor::named("root", Some(0));
+        let p = PersonRef {
+            user: "alice".into(),
+            uid: 1001,
+        };
+        let ended = SuspensionEnded {
+            target: t.clone(),
+            reason: "r".into(),
+            by: a.clone(),
+            suspended_since: None,
+            suspended_by: None,
+            suspension_reason: None,
+            held_secs: None,
+        };
+        vec![
+            AuditEvent::AgentStart(AgentStart {
+                version: "0".into(),
+                pid: 1,
+                cgroup: "/".into(),
+                policy: "p".into(),
+                policy_sha256: "s".into(),
+                mode: "enforce".into(),
+                generation: 1,
+                pin_dir: "/sys/fs/bpf/antispam/x".into(),
+                took_over: false,
+                event_log: None,
+            }),
+            AuditEvent::AgentStop(AgentStop {
+                reason: "SIGTERM".into(),
+                generation: 1,
+            }),
+            AuditEvent::PolicyReload(PolicyReload {
+                policy: "p".into(),
+                policy_sha256: "b".into(),
+                previous_sha256: "a".into(),
+                mode: "enforce".into(),
+                generation: 2,
+                trigger: "SIGHUP".into(),
+            }),
+            AuditEvent::PolicyReloadRefused(PolicyReloadRefused {
+                policy: "p".into(),
+                policy_sha256: "c".into(),
+                in_force_sha256: "b".into(),
+                problems: vec!["p:1:1: x".into()],
+                trigger: "SIGHUP".into(),
+            }),
+            AuditEvent::ControlDenied(ControlDenied {
+                by: a.clone(),
+                why: "w".into(),
+            }),
+            AuditEvent::Suspend(Suspend {
+                target: t.clone(),
+                reason: "r".into(),
+                by: a.clone(),
+                trigger: "manual".into(),
+                for_secs: None,
+                until: None,
+                kernel_keys: 1,
+                sessions_ended: Some(0),
+            }),
+            AuditEvent::Unsuspend(ended.clone()),
+            AuditEvent::SuspensionExpired(ended),
+            AuditEvent::SuspensionRestored(SuspensionRestored {
+                target: t.clone(),
+                reason: "r".into(),
+                by: a.clone(),
+                trigger: "manual".into(),
+                until: None,
+            }),
+            AuditEvent::KillSwitch(KillSwitch {
+                on: true,
+                reason: "r".into(),
+                by: a.clone(),
+                sessions_ended: None,
+                was_on_since: None,
+                was_set_by: None,
+            }),
+            AuditEvent::KillSwitchRestored(KillSwitchRestored {
+                reason: "r".into(),
+                by: "root".into(),
+                since: "t".into(),
+            }),
+            AuditEvent::BreakGlassRequested(BreakGlassRequested {
+                id: "bg-1".into(),
+                target: t.clone(),
+                reason: "r".into(),
+                ttl_secs: 60,
+                requester: a.clone(),
+            }),
+            AuditEvent::BreakGlassRefused(BreakGlassRefused {
+                id: "bg-1".into(),
+                target: t.clone(),
+                by: a.clone(),
+                why: "w".into(),
+            }),
+            AuditEvent::BreakGlassApproved(BreakGlassApproved {
+                id: "bg-1".into(),
+                target: t.clone(),
+                reason: "r".into(),
+                ttl_secs: 60,
+                requester: p.clone(),
+                approver: a.clone(),
+                expires_at: "t".into(),
+                kernel_keys: 1,
+            }),
+            AuditEvent::BreakGlassRevoked(BreakGlassRevoked {
+                id: "bg-1".into(),
+                target: t.clone(),
+                by: a.clone(),
+                reason: "r".into(),
+                requester: p.clone(),
+                approver: None,
+                was_in_force: true,
+            }),
+            AuditEvent::BreakGlassExpired(BreakGlassExpired {
+                id: "bg-1".into(),
+                target: t.clone(),
+                requester: p.clone(),
+                approver: None,
+                expires_at: None,
+                r#while: None,
+            }),
+            AuditEvent::BreakGlassRequestLapsed(BreakGlassLapsed {
+                id: "bg-1".into(),
+                target: t.clone(),
+                requester: p,
+            }),
+            AuditEvent::BreakGlassRestored(BreakGlassRestored {
+                id: "bg-1".into(),
+                target: t,
+                expires_at: None,
+            }),
+            AuditEvent::Uninstall(Uninstall {
+                reason: "r".into(),
+                by: a,
+                pin_dir: None,
+                unpinned: None,
+                removed: Some(Vec::new()),
+                agent_running: false,
+            }),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_named_as_its_event_and_round_trips() {
+        let all = samples::all();
+        let mut kinds: Vec<AuditKind> = all.iter().map(AuditEvent::kind).collect();
+        kinds.dedup();
+        assert_eq!(kinds.len(), all.len(), "one sample of each kind");
+        for e in all {
+            let v = serde_json::to_value(&e).unwrap();
+            let name = v["event"].as_str().unwrap();
+            assert_eq!(AuditKind::parse(name), Some(e.kind()), "{name}");
+            assert_eq!(e.kind().name(), name);
+            assert!(v["details"].is_object(), "{v}");
+            let back: AuditEvent = serde_json::from_value(v).unwrap();
+            assert_eq!(back, e);
+        }
+        assert_eq!(AuditKind::parse("mystery"), None);
+    }
+
+    #[test]
+    fn field_names_are_the_published_ones() {
+        let v = serde_json::to_value(AuditEvent::BreakGlassExpired(BreakGlassExpired {
+            id: "bg-1".into(),
+            target: Target::Cgroup("/a".into()),
+            requester: PersonRef {
+                user: "alice".into(),
+                uid: 1,
+            },
+            approver: None,
+            expires_at: None,
+            r#while: Some("the agent was stopped".into()),
+        }))
+        .unwrap();
+        assert_eq!(v["event"], "break_glass_expired");
+        assert_eq!(v["details"]["while"], "the agent was stopped");
+        assert_eq!(v["details"]["target"]["cgroup"], "/a");
+    }
+}

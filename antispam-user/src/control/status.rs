@@ -1,0 +1,157 @@
+//! What the running agent enforces now: served as JSON at `GET /status` and over the control
+//! socket, shown by `antispam status`. One type for both sides; the field names are a contract
+//! (tools read `/status`), so they only grow.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    /// `enforce` or `monitor`.
+    pub mode: String,
+    /// The policy file, or `<built-in policy>`.
+    pub policy: String,
+    pub generation: u32,
+    /// The attach point, relative to the cgroup2 mount.
+    pub cgroup: String,
+    pub programs_attached: usize,
+    pub ports: Vec<u16>,
+    pub default_rate: String,
+    pub rules: Vec<RuleView>,
+    pub rule_counts: RuleCounts,
+    /// Which cgroup rule covers which cgroup (at most [`crate::defaults::STATUS_MAX_KEYS`]).
+    pub cgroup_rules: Vec<CgroupMatch>,
+    pub cgroups_covered: usize,
+    pub cgroups_followed: u64,
+    /// Usage per UID and cgroup, most refused first (at most `STATUS_MAX_KEYS`).
+    pub keys: Vec<KeyUsage>,
+    pub tracked: Tracked,
+    /// Problems only the kernel programs can see, by kind.
+    pub kernel_errors: BTreeMap<String, u64>,
+    pub suspensions: Vec<SuspensionView>,
+    pub kill_switch: KillSwitchView,
+    pub break_glass: BreakGlassView,
+    pub audit: AuditView,
+    pub kernel_maps: KernelMaps,
+    pub events_read: u64,
+    pub reloads: Reloads,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RuleView {
+    pub id: u32,
+    /// `limit[0]`, `allow[1]`…
+    pub name: String,
+    pub kind: String,
+    /// Line of the rule in the policy file.
+    pub line: usize,
+    pub users: Vec<String>,
+    pub cgroups: Vec<String>,
+    pub destinations: Vec<String>,
+    pub rate: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RuleCounts {
+    pub allow: usize,
+    pub limit: usize,
+    pub block: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CgroupMatch {
+    pub cgroup: String,
+    pub id: u64,
+    pub rule: String,
+    /// The bucket the cgroup draws on (`-` for an allow rule).
+    pub bucket: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeyUsage {
+    /// `uid`, `cgroup` or `shared`.
+    pub kind: String,
+    pub id: u64,
+    pub name: String,
+    pub rule: String,
+    pub limit: String,
+    /// Tokens left in the bucket it draws on (none for unlimited keys).
+    pub available: Option<u64>,
+    /// The bucket, when a cgroup draws on another's (an ancestor's or a shared one).
+    pub bucket: Option<String>,
+    pub allowed: u64,
+    pub denied: u64,
+    pub would_deny: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tracked {
+    pub uids: usize,
+    pub cgroups: usize,
+    pub shared: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SuspensionView {
+    pub target: String,
+    pub reason: String,
+    pub by: String,
+    pub since: String,
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KillSwitchView {
+    pub on: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// Break-glass requests waiting for a second operator, and overrides in force.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BreakGlassView {
+    pub active: Vec<GrantView>,
+    pub pending: Vec<GrantView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GrantView {
+    pub id: String,
+    pub target: String,
+    pub reason: String,
+    pub ttl_secs: u64,
+    pub requester: String,
+    pub requested_at: String,
+    pub approver: Option<String>,
+    pub expires_at: Option<String>,
+    /// When a request nobody approved lapses.
+    pub lapses_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuditView {
+    pub path: String,
+    pub head_sequence: u64,
+    pub written: u64,
+    pub failures: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KernelMaps {
+    pub cgroup_rules: usize,
+    pub keys: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reloads {
+    pub ok: u64,
+    pub error: u64,
+}

@@ -1,0 +1,24 @@
+//! Every default path and address of the agent and its commands, in one place: `run` and the
+//! operator commands take the same defaults, so they find each other without flags.
+
+/// The tamper-evident audit log (`--audit-log`).
+pub const AUDIT_LOG: &str = "/var/lib/antispam/audit.jsonl";
+/// The offence history and the suspensions in force, kept beside the audit log.
+pub const OFFENCE_BOOK_NAME: &str = "offences.json";
+/// The control socket operators' commands reach the agent on (`--control-socket`).
+pub const CONTROL_SOCKET: &str = "/run/antispam/control.sock";
+/// Members of this group (and root) may use the control socket (`--operators-group`).
+pub const OPERATORS_GROUP: &str = "antispam";
+/// Where programs and maps are pinned in the BPF filesystem (`--pin-dir`).
+pub const PIN_DIR: &str = "/sys/fs/bpf/antispam";
+/// `/metrics` and `/status` (`--metrics-addr`): loopback only; widen it on purpose.
+pub const METRICS_ADDR: &str = "127.0.0.1:9897";
+/// UIDs (and as many cgroups) that get their own metric series (`--metrics-max-keys`).
+pub const METRICS_MAX_KEYS: usize = 100;
+/// UIDs and cgroups listed in the status, most active first.
+pub const STATUS_MAX_KEYS: usize = 200;
+
+/// The offence book's path for an audit log path.
+pub fn offence_book(audit_log: &std::path::Path) -> std::path::PathBuf {
+    audit_log.with_file_name(OFFENCE_BOOK_NAME)
+}

@@ -1,0 +1,281 @@
+//! The maps the agent writes: the policy (two rule sets, switched atomically) and the runtime
+//! state (suspensions, break-glass overrides, the kill switch).
+
+use std::collections::HashSet;
+
+use antispam_common::{
+    config::{Config, FLAG_KILL_SWITCH, FLAG_OVERRIDES, FLAG_SUSPENSIONS},
+    key::{KeyId, Override, Suspension},
+    maps as m,
+    rule::{dest_v4_key, dest_v6_key, CgroupKey, DestRule, Rule, UidKey, SLOT_BITS},
+};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
+
+use super::Error;
+use crate::policy::{assign::Assignments, compile::Compiled};
+
+/// The flags set at run time rather than by the policy.
+pub(super) const RUNTIME_FLAGS: u32 = FLAG_KILL_SWITCH | FLAG_SUSPENSIONS | FLAG_OVERRIDES;
+
+pub struct RuleMaps {
+    /// The rule set in force (see `antispam_common::maps::ACTIVE`).
+    pub(super) active: Array<MapData, u32>,
+    pub(super) slot: u32,
+    pub(super) config: Array<MapData, Config>,
+    pub(super) ports: Array<MapData, u64>,
+    pub(super) uid_rules: HashMap<MapData, UidKey, Rule>,
+    pub(super) cgroup_rules: HashMap<MapData, CgroupKey, Rule>,
+    pub(super) dest_v4: LpmTrie<MapData, [u8; 5], DestRule>,
+    pub(super) dest_v6: LpmTrie<MapData, [u8; 17], DestRule>,
+    pub(super) suspended: HashMap<MapData, KeyId, Suspension>,
+    pub(super) overrides: HashMap<MapData, KeyId, Override>,
+    /// The configuration of the policy in force, before the runtime flags are added.
+    pub(super) policy_config: Config,
+    /// Flags set at run time, not by the policy: FLAG_KILL_SWITCH, FLAG_SUSPENSIONS.
+    pub(super) runtime_flags: u32,
+}
+
+impl RuleMaps {
+    /// Writes the configuration: the policy's, with the runtime flags.
+    fn write_config(&mut self) -> Result<(), Error> {
+        let mut c = self.policy_config;
+        c.flags |= self.runtime_flags;
+        self.config
+            .set(self.slot, c, 0)
+            .map_err(Error::map(m::CONFIG))
+    }
+
+    /// Sets or clears a runtime flag (kill switch, suspensions present).
+    pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<(), Error> {
+        let before = self.runtime_flags;
+        if on {
+            self.runtime_flags |= flag;
+        } else {
+            self.runtime_flags &= !flag;
+        }
+        if before == self.runtime_flags {
+            return Ok(());
+        }
+        self.write_config()
+    }
+
+    /// Suspends `key` (the entry is written before the flag that makes the programs look).
+    pub fn suspend(&mut self, key: KeyId, s: Suspension) -> Result<(), Error> {
+        self.suspended
+            .insert(key, s, 0)
+            .map_err(Error::map(m::SUSPENDED))?;
+        self.set_flag(FLAG_SUSPENSIONS, true)
+    }
+
+    /// Lifts the suspension of `key`; when none are left, the programs stop looking.
+    pub fn unsuspend(&mut self, key: KeyId) -> Result<(), Error> {
+        match self.suspended.remove(&key) {
+            Err(e) if !missing(&e) => {
+                return Err(Error::Map {
+                    name: m::SUSPENDED,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        let any = self.suspended.keys().next().is_some();
+        self.set_flag(FLAG_SUSPENSIONS, any)
+    }
+
+    /// Puts `key` under a break-glass override (the entry before the flag, as for suspensions).
+    pub fn grant(&mut self, key: KeyId, o: Override) -> Result<(), Error> {
+        self.overrides
+            .insert(key, o, 0)
+            .map_err(Error::map(m::OVERRIDES))?;
+        self.set_flag(FLAG_OVERRIDES, true)
+    }
+
+    /// Ends the override of `key`; when none are left, the programs stop looking.
+    pub fn ungrant(&mut self, key: KeyId) -> Result<(), Error> {
+        match self.overrides.remove(&key) {
+            Err(e) if !missing(&e) => {
+                return Err(Error::Map {
+                    name: m::OVERRIDES,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        let any = self.overrides.keys().next().is_some();
+        self.set_flag(FLAG_OVERRIDES, any)
+    }
+
+    /// Drops the suspensions and overrides a previous agent left in the pinned maps that this
+    /// agent did not restore (they ended while no agent ran), and sets the flags to match.
+    pub fn prune_runtime(
+        &mut self,
+        suspended: &HashSet<KeyId>,
+        overridden: &HashSet<KeyId>,
+        kill_switch: bool,
+    ) -> Result<(), Error> {
+        let stale: Vec<KeyId> = self
+            .suspended
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !suspended.contains(k))
+            .collect();
+        for k in stale {
+            self.unsuspend(k)?;
+        }
+        let stale: Vec<KeyId> = self
+            .overrides
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !overridden.contains(k))
+            .collect();
+        for k in stale {
+            self.ungrant(k)?;
+        }
+        self.set_flag(FLAG_KILL_SWITCH, kill_switch)?;
+        self.set_flag(FLAG_SUSPENSIONS, self.suspended.keys().next().is_some())?;
+        self.set_flag(FLAG_OVERRIDES, self.overrides.keys().next().is_some())
+    }
+
+    /// Writes a cgroup's rule into the rule set in force (a cgroup that appeared).
+    pub fn set_cgroup(&mut self, id: u64, rule: &Rule) -> Result<(), Error> {
+        self.cgroup_rules
+            .insert(CgroupKey::new(id, self.slot), rule, 0)
+            .map_err(Error::map(m::CGROUP_RULES))
+    }
+
+    /// Removes a cgroup's rule from the rule set in force; a cgroup that had none is not an
+    /// error.
+    pub fn remove_cgroup(&mut self, id: u64) -> Result<(), Error> {
+        match self.cgroup_rules.remove(&CgroupKey::new(id, self.slot)) {
+            Err(e) if !missing(&e) => Err(Error::Map {
+                name: m::CGROUP_RULES,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts the policy `c`, with the cgroup assignment `a`, in force in one step: it is written
+    /// whole into the rule set not in force, then `AS_ACTIVE` is flipped to it (a single
+    /// 4-byte store: each decision reads it once and sees either policy entire, never a mix),
+    /// then the old rule set is cleared. If writing fails (a full map), nothing has changed:
+    /// the policy in force stays, and what was written of the new one is removed.
+    pub fn apply(&mut self, c: &Compiled, a: &Assignments) -> Result<(), Error> {
+        let next = self.slot ^ 1;
+        // Leftovers of a write that failed, or of a previous agent's.
+        self.clear_slot(next)?;
+        if let Err(e) = self.fill_slot(next, c, a) {
+            if let Err(e2) = self.clear_slot(next) {
+                log::warn!("clearing the half-written rule set: {e2}");
+            }
+            return Err(e);
+        }
+        let mut cfg = c.config;
+        cfg.flags |= self.runtime_flags;
+        self.config
+            .set(next, cfg, 0)
+            .map_err(Error::map(m::CONFIG))?;
+        self.active.set(0, next, 0).map_err(Error::map(m::ACTIVE))?;
+        let old = self.slot;
+        self.slot = next;
+        self.policy_config = c.config;
+        if let Err(e) = self.clear_slot(old) {
+            // Harmless: no decision reads the old set; the next apply clears it first.
+            log::warn!("clearing the previous rule set: {e}");
+        }
+        Ok(())
+    }
+
+    fn fill_slot(&mut self, slot: u32, c: &Compiled, a: &Assignments) -> Result<(), Error> {
+        for (i, word) in c.ports.iter().enumerate() {
+            self.ports
+                .set(slot * m::PORTS_WORDS + i as u32, word, 0)
+                .map_err(Error::map(m::PORTS))?;
+        }
+        for (uid, rule) in &c.uid_rules {
+            self.uid_rules
+                .insert(UidKey { uid: *uid, slot }, rule, 0)
+                .map_err(Error::map(m::UID_RULES))?;
+        }
+        for (id, x) in a {
+            self.cgroup_rules
+                .insert(CgroupKey::new(*id, slot), x.rule, 0)
+                .map_err(Error::map(m::CGROUP_RULES))?;
+        }
+        for ((len, addr), v) in &c.dest_v4 {
+            self.dest_v4
+                .insert(&Key::new(SLOT_BITS + len, dest_v4_key(slot, *addr)), v, 0)
+                .map_err(Error::map(m::DEST_V4))?;
+        }
+        for ((len, addr), v) in &c.dest_v6 {
+            self.dest_v6
+                .insert(&Key::new(SLOT_BITS + len, dest_v6_key(slot, addr)), v, 0)
+                .map_err(Error::map(m::DEST_V6))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every entry of rule set `slot` (the ports bitmap is overwritten whole when the
+    /// set is next written).
+    fn clear_slot(&mut self, slot: u32) -> Result<(), Error> {
+        let uids: Vec<UidKey> = self
+            .uid_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in uids {
+            match self.uid_rules.remove(&k) {
+                Err(e) if !missing(&e) => return Err(Error::map(m::UID_RULES)(e)),
+                _ => {}
+            }
+        }
+        let cgroups: Vec<CgroupKey> = self
+            .cgroup_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in cgroups {
+            match self.cgroup_rules.remove(&k) {
+                Err(e) if !missing(&e) => return Err(Error::map(m::CGROUP_RULES)(e)),
+                _ => {}
+            }
+        }
+        clear_trie(&mut self.dest_v4, slot, m::DEST_V4)?;
+        clear_trie(&mut self.dest_v6, slot, m::DEST_V6)
+    }
+}
+
+fn clear_trie<const N: usize>(
+    trie: &mut LpmTrie<MapData, [u8; N], DestRule>,
+    slot: u32,
+    name: &'static str,
+) -> Result<(), Error>
+where
+    [u8; N]: aya::Pod,
+{
+    let keys: Vec<Key<[u8; N]>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.data()[0] == slot as u8)
+        .collect();
+    for k in keys {
+        match trie.remove(&k) {
+            Err(e) if !missing(&e) => return Err(Error::map(name)(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Is this the error of deleting or reading a key that is not there?
+pub fn missing(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(aya::sys::SyscallError { io_error, .. }) => {
+            io_error.raw_os_error() == Some(libc::ENOENT)
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,272 @@
+//! The kernel side as the agent sees it: load the object, fill the maps, attach the programs.
+//!
+//! `maps` writes the policy and the runtime state (suspensions, overrides, the kill switch),
+//! `view` reads counters for metrics and status, `pins` keeps programs and maps alive in the BPF
+//! filesystem across agent restarts, `layout` describes every map once.
+
+mod error;
+pub mod layout;
+mod maps;
+pub mod pins;
+mod view;
+
+use std::{
+    fs::File,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use antispam_common::{
+    config::Config,
+    key::{KeyId, KeyState},
+    maps as m,
+};
+use aya::{
+    maps::{Array, HashMap, IterableMap as _, MapData, RingBuf},
+    programs::{links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    Ebpf, EbpfLoader,
+};
+
+pub use error::Error;
+pub use maps::{missing, RuleMaps};
+
+use maps::RUNTIME_FLAGS;
+pub use view::KernelView;
+
+use pins::Pins;
+
+/// The eBPF object built by build.rs from the antispam-ebpf crate.
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/antispam"));
+
+/// The loaded programs (attached while this lives) and the maps the agent writes.
+pub struct Kernel {
+    ebpf: Ebpf,
+    /// Policy maps, written on load and reload.
+    pub rules: RuleMaps,
+    /// Read-only views for metrics and status; taken by the agent's shared state.
+    pub view: Option<KernelView>,
+    /// The ring buffer of decisions; taken by the event reader.
+    pub events: Option<RingBuf<MapData>>,
+    /// A second, writable handle on the per-key state map, to drop the state of cgroups that
+    /// are gone.
+    pub keys_writer: HashMap<MapData, KeyId, KeyState>,
+    pub attached: Vec<&'static str>,
+    /// Links taken over from a previous agent (0 on a fresh start).
+    pub adopted: usize,
+    pub cgroup: PathBuf,
+    /// The configuration a previous agent left in the pinned map, if any.
+    pub previous: Option<Config>,
+}
+
+/// A second handle on a map, from a duplicate of its fd (re-opening it by id instead would need
+/// CAP_SYS_ADMIN for BPF_MAP_GET_FD_BY_ID).
+fn dup(map: &MapData, name: &'static str) -> Result<MapData, Error> {
+    use std::os::fd::AsFd as _;
+    let fd = map
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| Error::Io {
+            what: format!("duplicating the {name} map fd"),
+            source,
+        })?;
+    MapData::from_fd(fd).map_err(Error::map(name))
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(Error::Missing { kind: "map", name })?;
+    T::try_from(map).map_err(Error::map(name))
+}
+
+impl Kernel {
+    /// Loads the programs, and creates the maps or opens those pinned in `pins.dir`; nothing is
+    /// attached yet.
+    pub fn load(kernel_debug: bool, pins: &Pins) -> Result<Kernel, Error> {
+        // aya-log records are off unless asked for: level 0 disables every log statement.
+        let level: u8 = if kernel_debug { 5 } else { 0 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &level, true)
+            .default_map_pin_directory(&pins.dir)
+            .load(OBJECT)?;
+        if kernel_debug {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(logger) => spawn_kernel_logger(logger),
+                Err(e) => log::warn!("kernel debug log unavailable: {e}"),
+            }
+        }
+        let active: Array<MapData, u32> = take(&mut ebpf, m::ACTIVE)?;
+        let slot = active.get(&0, 0).unwrap_or(0) & 1;
+        let config: Array<MapData, Config> = take(&mut ebpf, m::CONFIG)?;
+        let previous = config
+            .get(&slot, 0)
+            .ok()
+            .filter(|c| pins.adopting && *c != Config::default());
+        let rules = RuleMaps {
+            active,
+            slot,
+            config,
+            ports: take(&mut ebpf, m::PORTS)?,
+            uid_rules: take(&mut ebpf, m::UID_RULES)?,
+            cgroup_rules: take(&mut ebpf, m::CGROUP_RULES)?,
+            dest_v4: take(&mut ebpf, m::DEST_V4)?,
+            dest_v6: take(&mut ebpf, m::DEST_V6)?,
+            suspended: take(&mut ebpf, m::SUSPENDED)?,
+            overrides: take(&mut ebpf, m::OVERRIDES)?,
+            policy_config: Config::default(),
+            // Kept as the previous agent left them (kill switch, suspensions, overrides) until
+            // this agent has restored its own state: no gap in between.
+            runtime_flags: previous.map_or(0, |c| c.flags & RUNTIME_FLAGS),
+        };
+        let keys: HashMap<MapData, KeyId, KeyState> = take(&mut ebpf, m::KEYS)?;
+        let keys_writer = HashMap::try_from(aya::maps::Map::LruHashMap(dup(keys.map(), m::KEYS)?))
+            .map_err(Error::map(m::KEYS))?;
+        let cgroup_rules_reader = HashMap::try_from(aya::maps::Map::HashMap(dup(
+            rules.cgroup_rules.map(),
+            m::CGROUP_RULES,
+        )?))
+        .map_err(Error::map(m::CGROUP_RULES))?;
+        let view = KernelView {
+            keys,
+            cgroup_rules: cgroup_rules_reader,
+            decisions: take(&mut ebpf, m::DECISIONS)?,
+            stats: take(&mut ebpf, m::STATS)?,
+        };
+        let events = Some(take(&mut ebpf, m::EVENTS)?);
+        for name in [m::programs::CONNECT4, m::programs::CONNECT6] {
+            let p: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(Error::Missing {
+                    kind: "program",
+                    name,
+                })?
+                .try_into()
+                .map_err(Error::program(name))?;
+            p.load().map_err(Error::program(name))?;
+        }
+        let name = m::programs::EGRESS;
+        let p: &mut CgroupSkb = ebpf
+            .program_mut(name)
+            .ok_or(Error::Missing {
+                kind: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(Error::program(name))?;
+        p.load().map_err(Error::program(name))?;
+        Ok(Kernel {
+            ebpf,
+            rules,
+            view: Some(view),
+            events,
+            keys_writer,
+            attached: Vec::new(),
+            adopted: 0,
+            cgroup: PathBuf::new(),
+            previous,
+        })
+    }
+
+    /// Makes the three programs run on the cgroup directory `dir`, through links pinned in
+    /// `pins.dir`. Links a previous agent pinned there (or in an older layout's directory) are
+    /// taken over with BPF_LINK_UPDATE: the new program replaces the old one atomically. Otherwise
+    /// new links are made and pinned. Links always run alongside other programs attached there
+    /// (the kernel refuses BPF_F_ALLOW_MULTI in `link_create` with EINVAL: flags must be 0, which
+    /// aya's `Single` mode passes). The links stay when the agent exits; `antispam uninstall`
+    /// removes them.
+    pub fn attach(&mut self, dir: &Path, pins: &Pins) -> Result<(), Error> {
+        let file = File::open(dir).map_err(|source| Error::Io {
+            what: format!("opening cgroup {}", dir.display()),
+            source,
+        })?;
+        let io = |what: String| move |source| Error::Io { what, source };
+        for name in [
+            m::programs::CONNECT4,
+            m::programs::CONNECT6,
+            m::programs::EGRESS,
+        ] {
+            let pin = pins::link_path(&pins.dir, name);
+            // A link of an older layout moves here first (rename within the BPF filesystem).
+            for older in &pins.older {
+                let old = pins::link_path(older, name);
+                if old.exists() && !pin.exists() {
+                    std::fs::rename(&old, &pin).map_err(io(format!(
+                        "moving {} to {}",
+                        old.display(),
+                        pin.display()
+                    )))?;
+                }
+            }
+            let program = self.ebpf.program_mut(name).ok_or(Error::Missing {
+                kind: "program",
+                name,
+            })?;
+            if pin.exists() {
+                let link = pins::obj_get(&pin).map_err(io(format!("opening {}", pin.display())))?;
+                let prog = program.fd().map_err(Error::program(name))?;
+                pins::link_update(link.as_fd(), prog.as_fd())
+                    .map_err(io(format!("BPF_LINK_UPDATE of {}", pin.display())))?;
+                self.adopted += 1;
+            } else {
+                let link: FdLink = if name == m::programs::EGRESS {
+                    let p: &mut CgroupSkb = program.try_into().map_err(Error::program(name))?;
+                    let id = p
+                        .attach(&file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                        .map_err(Error::program(name))?;
+                    p.take_link(id).map_err(Error::program(name))?.try_into()
+                } else {
+                    let p: &mut CgroupSockAddr =
+                        program.try_into().map_err(Error::program(name))?;
+                    let id = p
+                        .attach(&file, CgroupAttachMode::Single)
+                        .map_err(Error::program(name))?;
+                    p.take_link(id).map_err(Error::program(name))?.try_into()
+                }
+                .map_err(|e| Error::Io {
+                    what: format!("link of {name}"),
+                    source: std::io::Error::other(e),
+                })?;
+                // The pinned file keeps the link (and the program) alive; the fd closes here.
+                link.pin(&pin).map_err(|e| Error::Io {
+                    what: format!("pinning {}", pin.display()),
+                    source: std::io::Error::other(e),
+                })?;
+            }
+            self.attached.push(name);
+        }
+        for older in &pins.older {
+            match pins::remove(older) {
+                Ok(n) => log::info!(
+                    "took over the links of {} and removed its {n} pinned objects",
+                    older.display()
+                ),
+                Err(e) => log::warn!("removing {}: {e}", older.display()),
+            }
+        }
+        self.cgroup = dir.to_path_buf();
+        Ok(())
+    }
+}
+
+fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    tokio::spawn(async move {
+        // SAFETY: the logger owns its ring-buffer fd for its whole life.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
+        let Ok(mut fd) = registered else {
+            return;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}

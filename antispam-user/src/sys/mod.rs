@@ -1,0 +1,16 @@
+//! What the agent reads and does in the operating system, outside BPF: the cgroup v2 tree and
+//! its changes, sockets (sock_diag), users, /proc.
+
+pub mod cgroup_watch;
+pub mod cgroupfs;
+pub mod procfs;
+pub mod sockdiag;
+pub mod users;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no cgroup v2 hierarchy is mounted (looked for fstype cgroup2 in /proc/self/mountinfo)")]
+    NoCgroup2,
+    #[error("reading /proc/self/mountinfo: {0}")]
+    Mountinfo(#[source] std::io::Error),
+}
