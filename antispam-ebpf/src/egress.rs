@@ -14,10 +14,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 
-use crate::{
-    connect::{overridden, suspended},
-    maps::{active_slot, add, is_smtp, key_state, stat, CONFIG},
-};
+use crate::maps::{self, active_slot, is_smtp, overridden, stat, suspended, KeyEntry};
 
 const PASS: i32 = 1;
 const DROP: i32 = 0;
@@ -43,7 +40,7 @@ fn count(ctx: &SkBuffContext) -> i32 {
     let uid = ctx.get_socket_uid();
     // SAFETY: the skb pointer the kernel passed to this program.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr().cast()) };
-    let flags = CONFIG.get(slot).map_or(0, |c| c.flags);
+    let flags = maps::config(slot).map_or(0, |c| c.flags);
     if flags & FLAG_SUSPENSIONS != 0 {
         // SAFETY: a helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
@@ -57,12 +54,8 @@ fn count(ctx: &SkBuffContext) -> i32 {
         }
     }
     for key in [KeyId::uid(uid), KeyId::cgroup(cgroup_id)] {
-        if let Some(state) = key_state(&key) {
-            // SAFETY: pointers into a live map value.
-            unsafe {
-                add(&raw mut (*state).packets, 1);
-                add(&raw mut (*state).bytes, len);
-            }
+        if let Some(state) = KeyEntry::get(&key) {
+            state.count_packet(len);
         }
     }
     PASS

@@ -15,13 +15,20 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The BPF target has no compare-and-swap in core::sync::atomic (`atomic-cas` is false in its
 // target spec) although the instructions exist (BPF_ATOMIC, kernel 5.12+): use the intrinsics.
-#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(internal_features, reason = "core_intrinsics: the atomic intrinsics below")
+)]
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 
 #[cfg(target_arch = "bpf")]
 mod connect;
 #[cfg(target_arch = "bpf")]
+mod decide;
+#[cfg(target_arch = "bpf")]
 mod egress;
+#[cfg(target_arch = "bpf")]
+mod events;
 #[cfg(target_arch = "bpf")]
 mod maps;
 

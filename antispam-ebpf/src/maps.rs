@@ -1,5 +1,10 @@
-//! The maps, and small helpers around them used by every program. Every map is pinned by name
-//! in the agent's pin directory, so that it outlives the agent (see antispam-user/src/pins.rs).
+//! The maps, and small safe wrappers around their values used by every program. Every map is
+//! pinned by name in the agent's pin directory, so that it outlives the agent (see
+//! antispam-user/src/kernel/pins.rs).
+//!
+//! Values that several CPUs update at once (the per-key buckets and counters) are reached only
+//! through [`KeyEntry`] and [`Bucket`], which use BPF atomic instructions; nothing else here
+//! hands out a raw pointer.
 
 use core::intrinsics::{atomic_cxchg, atomic_xadd, atomic_xsub, AtomicOrdering::Relaxed};
 
@@ -7,11 +12,12 @@ use antispam_common::{
     config::Config,
     key::{KeyId, KeyState, Override, Suspension},
     maps as m,
+    rate::{gcra, Rate},
     rule::{CgroupKey, DestRule, Rule, UidKey},
     stats,
 };
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -41,6 +47,24 @@ pub static DEST_V4: LpmTrie<[u8; 5], DestRule> =
 pub static DEST_V6: LpmTrie<[u8; 17], DestRule> =
     LpmTrie::pinned(m::SLOTS * m::DEST_MAX, BPF_F_NO_PREALLOC);
 
+#[map(name = "AS_KEYS")]
+static KEYS: LruHashMap<KeyId, KeyState> = LruHashMap::pinned(m::KEYS_MAX, 0);
+
+#[map(name = "AS_SUSPENDED")]
+static SUSPENDED: HashMap<KeyId, Suspension> = HashMap::pinned(m::SUSPENDED_MAX, BPF_F_NO_PREALLOC);
+
+#[map(name = "AS_OVERRIDES")]
+static OVERRIDES: HashMap<KeyId, Override> = HashMap::pinned(m::OVERRIDES_MAX, BPF_F_NO_PREALLOC);
+
+#[map(name = "AS_DECISIONS")]
+static DECISIONS: PerCpuArray<u64> = PerCpuArray::pinned(antispam_common::event::DECISIONS_LEN, 0);
+
+#[map(name = "AS_STATS")]
+static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::COUNT, 0);
+
+#[map(name = "AS_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::pinned(m::EVENTS_BYTES, 0);
+
 /// The rule set in force (see `antispam_common::maps::ACTIVE`).
 #[inline(always)]
 pub fn active_slot() -> u32 {
@@ -60,30 +84,49 @@ pub fn is_smtp(slot: u32, port: u16) -> bool {
     }
 }
 
-#[map(name = "AS_KEYS")]
-pub static KEYS: LruHashMap<KeyId, KeyState> = LruHashMap::pinned(m::KEYS_MAX, 0);
+/// The configuration of rule set `slot`.
+#[inline(always)]
+pub fn config(slot: u32) -> Option<&'static Config> {
+    CONFIG.get(slot)
+}
 
-#[map(name = "AS_SUSPENDED")]
-pub static SUSPENDED: HashMap<KeyId, Suspension> =
-    HashMap::pinned(m::SUSPENDED_MAX, BPF_F_NO_PREALLOC);
+/// The UID's rule in rule set `slot`.
+#[inline(always)]
+pub fn uid_rule(uid: u32, slot: u32) -> Option<&'static Rule> {
+    // SAFETY: a lookup of plain data that only the agent rewrites, whole, with map updates.
+    unsafe { UID_RULES.get(UidKey { uid, slot }) }
+}
 
-#[map(name = "AS_OVERRIDES")]
-pub static OVERRIDES: HashMap<KeyId, Override> =
-    HashMap::pinned(m::OVERRIDES_MAX, BPF_F_NO_PREALLOC);
+/// The cgroup's rule in rule set `slot`.
+#[inline(always)]
+pub fn cgroup_rule(id: u64, slot: u32) -> Option<&'static Rule> {
+    // SAFETY: as for `uid_rule`.
+    unsafe { CGROUP_RULES.get(CgroupKey::new(id, slot)) }
+}
 
-#[map(name = "AS_DECISIONS")]
-pub static DECISIONS: PerCpuArray<u64> =
-    PerCpuArray::pinned(antispam_common::event::DECISIONS_LEN, 0);
+/// Is `key` suspended at `now`?
+#[inline(always)]
+pub fn suspended(key: &KeyId, now: u64) -> bool {
+    // SAFETY: a lookup of plain data that only the agent writes, whole.
+    match unsafe { SUSPENDED.get(key) } {
+        Some(s) => s.active(now),
+        None => false,
+    }
+}
 
-#[map(name = "AS_STATS")]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stats::COUNT, 0);
-
-#[map(name = "AS_EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::pinned(m::EVENTS_BYTES, 0);
+/// Is `key` under a break-glass override at `now`?
+#[inline(always)]
+pub fn overridden(key: &KeyId, now: u64) -> bool {
+    // SAFETY: as for `suspended`.
+    match unsafe { OVERRIDES.get(key) } {
+        Some(o) => o.active(now),
+        None => false,
+    }
+}
 
 /// Adds one to a per-CPU counter (no atomics needed: the slot belongs to this CPU).
 #[inline(always)]
-pub fn bump(map: &PerCpuArray<u64>, index: u32) {
+fn bump(map: &PerCpuArray<u64>, index: u32) {
     if let Some(p) = map.get_ptr_mut(index) {
         // SAFETY: a valid pointer into this CPU's slot of the array; BPF programs are not
         // preempted by another program on the same CPU for these program types.
@@ -91,62 +134,160 @@ pub fn bump(map: &PerCpuArray<u64>, index: u32) {
     }
 }
 
+/// Counts one decision (see `antispam_common::event::counter_index`).
+#[inline(always)]
+pub fn count_decision(index: u32) {
+    bump(&DECISIONS, index);
+}
+
+/// Counts something only the kernel side can see (`antispam_common::stats`).
 #[inline(always)]
 pub fn stat(index: u32) {
     bump(&STATS, index);
 }
 
-// SAFETY (all four below): `p` points into a map value, 8-byte aligned (every `KeyState` field
-// is a `u64` at an offset that is a multiple of 8), alive for the whole program run.
-
-/// Adds `n` to a shared counter in a map value (BPF_ATOMIC_ADD).
+/// Adds `n` to a shared `u64` (BPF_ATOMIC_ADD).
+///
+/// # Safety
+/// `p` points to a live, 8-byte aligned `u64` inside a map value.
 #[inline(always)]
-pub fn add(p: *mut u64, n: u64) {
+unsafe fn add(p: *mut u64, n: u64) {
+    // SAFETY: the caller's promise.
     unsafe { atomic_xadd::<u64, u64, { Relaxed }>(p, n) };
 }
 
-/// Subtracts `n` from a shared value in a map value.
+/// Subtracts `n` from a shared `u64`.
+///
+/// # Safety
+/// As for [`add`].
 #[inline(always)]
-pub fn sub(p: *mut u64, n: u64) {
+unsafe fn sub(p: *mut u64, n: u64) {
+    // SAFETY: the caller's promise.
     unsafe { atomic_xsub::<u64, u64, { Relaxed }>(p, n) };
-}
-
-/// Reads a shared value in a map value.
-#[inline(always)]
-pub fn load(p: *mut u64) -> u64 {
-    // A plain 8-byte load is single-copy atomic on every BPF JIT; the compare-and-swap that
-    // follows catches any change made in between.
-    unsafe { core::ptr::read_volatile(p) }
 }
 
 /// Compare-and-swap (BPF_CMPXCHG): `Ok(())` when `*p` was `old` and is now `new`, otherwise
 /// `Err(actual)`.
+///
+/// # Safety
+/// As for [`add`].
 #[inline(always)]
-pub fn cas(p: *mut u64, old: u64, new: u64) -> Result<(), u64> {
+unsafe fn cas(p: *mut u64, old: u64, new: u64) -> Result<(), u64> {
+    // SAFETY: the caller's promise.
     match unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(p, old, new) } {
         (_, true) => Ok(()),
         (actual, false) => Err(actual),
     }
 }
 
-/// The state entry of `key`, inserted zeroed (a full bucket) when missing.
-#[inline(always)]
-pub fn key_state(key: &KeyId) -> Option<*mut KeyState> {
-    if let Some(p) = KEYS.get_ptr_mut(key) {
-        return Some(p);
+/// Attempts at a compare-and-swap on one bucket before giving up.
+const CAS_TRIES: u32 = 8;
+
+/// What taking a token from a bucket did.
+pub enum Take {
+    Taken,
+    Empty,
+    /// Other CPUs changed the bucket on every attempt.
+    Contended,
+}
+
+/// The GCRA bucket (its theoretical arrival time) of one key.
+#[derive(Clone, Copy)]
+pub struct Bucket(*mut u64);
+
+impl Bucket {
+    /// Takes one token, race-free across CPUs.
+    #[inline(always)]
+    pub fn take(self, now: u64, rate: &Rate) -> Take {
+        if rate.interval_ns == 0 {
+            return Take::Taken;
+        }
+        // A plain 8-byte load is single-copy atomic on every BPF JIT; the compare-and-swap
+        // that follows catches any change made in between.
+        // SAFETY: `self.0` points into a live map value (see `KeyEntry`).
+        let mut current = unsafe { core::ptr::read_volatile(self.0) };
+        for _ in 0..CAS_TRIES {
+            let Some(next) = gcra(current, now, rate) else {
+                return Take::Empty;
+            };
+            // SAFETY: as above.
+            match unsafe { cas(self.0, current, next) } {
+                Ok(()) => return Take::Taken,
+                Err(actual) => current = actual,
+            }
+        }
+        stat(stats::CAS_CONTENDED);
+        Take::Contended
     }
-    // BPF_NOEXIST: when two CPUs race to create the entry, one insert fails and both then use
-    // the entry that won.
-    let _ = KEYS.insert(
-        key,
-        KeyState::default(),
-        aya_ebpf::bindings::BPF_NOEXIST as u64,
-    );
-    match KEYS.get_ptr_mut(key) {
-        Some(p) => Some(p),
-        None => {
-            stat(stats::MAP_UPDATE_FAILED);
-            None
+
+    /// Gives back a token taken for an attempt refused after all (by another bucket).
+    #[inline(always)]
+    pub fn give_back(self, rate: &Rate) {
+        if rate.interval_ns != 0 {
+            // SAFETY: `self.0` points into a live map value (see `KeyEntry`).
+            unsafe { sub(self.0, rate.interval_ns) };
+        }
+    }
+}
+
+/// A live entry of the per-key state map. The map keeps the value alive for the whole program
+/// run (an LRU eviction only unlinks it), and every `KeyState` field is a `u64` at an offset that
+/// is a multiple of 8, so the atomic helpers' requirements hold for every field pointer.
+#[derive(Clone, Copy)]
+pub struct KeyEntry(*mut KeyState);
+
+impl KeyEntry {
+    /// The entry of `key`, inserted zeroed (a full bucket) when missing. None (counted) when
+    /// the map cannot take it.
+    #[inline(always)]
+    pub fn get(key: &KeyId) -> Option<KeyEntry> {
+        if let Some(p) = KEYS.get_ptr_mut(key) {
+            return Some(KeyEntry(p));
+        }
+        // BPF_NOEXIST: when two CPUs race to create the entry, one insert fails and both then
+        // use the entry that won.
+        let _ = KEYS.insert(key, KeyState::default(), BPF_NOEXIST as u64);
+        match KEYS.get_ptr_mut(key) {
+            Some(p) => Some(KeyEntry(p)),
+            None => {
+                stat(stats::MAP_UPDATE_FAILED);
+                None
+            }
+        }
+    }
+
+    /// The key's bucket.
+    #[inline(always)]
+    pub fn bucket(self) -> Bucket {
+        // SAFETY: a field of the live value; no reference is made.
+        Bucket(unsafe { &raw mut (*self.0).tat })
+    }
+
+    /// Counts one decision of `verdict` at `now`.
+    #[inline(always)]
+    pub fn count(self, verdict: u32, now: u64) {
+        use antispam_common::event::{VERDICT_ALLOWED, VERDICT_DENIED};
+        // SAFETY: fields of the live value; no reference is made.
+        unsafe {
+            let counter = match verdict {
+                VERDICT_ALLOWED => &raw mut (*self.0).allowed,
+                VERDICT_DENIED => &raw mut (*self.0).denied,
+                _ => &raw mut (*self.0).would_deny,
+            };
+            add(counter, 1);
+            // A plain store of the last time seen: racing CPUs only pick one of two nearly
+            // equal times.
+            (*self.0).last_ns = now;
+        }
+    }
+
+    /// Counts one SMTP packet of `len` bytes.
+    #[inline(always)]
+    pub fn count_packet(self, len: u64) {
+        // SAFETY: fields of the live value; no reference is made.
+        unsafe {
+            add(&raw mut (*self.0).packets, 1);
+            add(&raw mut (*self.0).bytes, len);
         }
     }
 }

@@ -15,12 +15,12 @@ fn finish(cmd: &mut Command) -> CtlOutput {
     (out.status.code(), text)
 }
 
-/// Runs `antispam ARGS --socket <agent's>` as root.
+/// Runs `antispam ARGS --control-socket <agent's>` as root.
 pub fn ctl(agent: &Agent, args: &[&str]) -> CtlOutput {
     finish(
         Command::new(antispam_bin())
             .args(args)
-            .arg("--socket")
+            .arg("--control-socket")
             .arg(&agent.control_path),
     )
 }
@@ -30,7 +30,7 @@ pub fn ctl_as(agent: &Agent, uid: u32, gid: u32, groups: &[u32], args: &[&str]) 
     let groups = groups.to_vec();
     let mut cmd = Command::new(antispam_bin());
     cmd.args(args)
-        .arg("--socket")
+        .arg("--control-socket")
         .arg(&agent.control_path)
         .env("HOME", "/tmp");
     // SAFETY: raw syscalls only, on data prepared before fork.

@@ -17,6 +17,10 @@ pub mod postfix;
 pub mod sink;
 pub mod tmp;
 
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 pub use agent::{antispam_bin, antispam_check, run_refused, Agent, CheckResult};
 pub use cgroup::{cgroup2_mount, TestCgroup};
 pub use client::{
@@ -32,10 +36,6 @@ pub use postfix::{
 };
 pub use sink::SmtpSink;
 pub use tmp::TestDir;
-
-use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

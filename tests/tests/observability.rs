@@ -190,3 +190,54 @@ burst = 3
         "promtool check metrics failed: {text}"
     );
 }
+
+/// `antispam status` finds the agent on its control socket, whatever its --metrics-addr (the
+/// test agents listen on a random port), shows the same status as `GET /status`, and is refused
+/// to a user who is not an operator.
+#[test]
+fn status_command_uses_the_control_socket() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("statuscli");
+    let policy = fx.policy(
+        r#"ports = [25]
+[default]
+rate = "7/minute"
+[[limit]]
+users = ["61000-61999"]
+rate = "3/hour"
+"#,
+    );
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    assert_ne!(agent.metrics_addr.port(), 9897, "not the default address");
+
+    let (code, text) = ctl(&agent, &["status"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("mode enforce"), "{text}");
+    assert!(text.contains("default rate 7/minute"), "{text}");
+    assert!(text.contains("limit[0]"), "{text}");
+
+    let (code, json) = ctl(&agent, &["status", "--json"]);
+    assert_eq!(code, Some(0), "{json}");
+    let via_socket: serde_json::Value = serde_json::from_str(&json).expect("status --json");
+    let via_http = agent.status_json();
+    for key in [
+        "policy",
+        "generation",
+        "cgroup",
+        "default_rate",
+        "rules",
+        "ports",
+    ] {
+        assert_eq!(via_socket[key], via_http[key], "{key}");
+    }
+
+    let stranger = unique_uid();
+    let (code, text) = ctl_as(&agent, stranger, stranger, &[], &["status"]);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        text.contains("permission denied") || text.contains("refused"),
+        "{text}"
+    );
+}

@@ -16,8 +16,14 @@ const PACKAGES: &[(&str, &str)] = &[
     // A Recommends of swaks, so not installed with --no-install-recommends: without it swaks
     // refuses IPv6 ("IPv6 not available: requires IO::Socket::INET6").
     ("libio-socket-inet6-perl", "IPv6 for swaks"),
-    ("postfix", "smtp-sink and a private Postfix instance in the tests"),
-    ("bpftool", "inspecting attachments in tests and by operators"),
+    (
+        "postfix",
+        "smtp-sink and a private Postfix instance in the tests",
+    ),
+    (
+        "bpftool",
+        "inspecting attachments in tests and by operators",
+    ),
     ("prometheus", "`promtool check metrics` in the tests"),
     ("iproute2", "network namespaces and veth pairs"),
     ("util-linux", "setpriv, unshare and nsenter in the tests"),

@@ -14,7 +14,10 @@ use antispam_common::{
 };
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use super::{operations::{Step, Trigger}, state::Shared};
+use super::{
+    operations::{Step, Trigger},
+    state::Shared,
+};
 use crate::{
     kernel::KernelView,
     policy::{Mode, RuleKind},

@@ -30,14 +30,13 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+pub use config::Config;
+pub use error::Error;
+pub use events::EventFilter;
 use tokio::{
     signal::unix::{signal, Signal, SignalKind},
     sync::{mpsc, watch},
 };
-
-pub use config::Config;
-pub use error::Error;
-pub use events::EventFilter;
 
 use self::{
     book::Book,
@@ -79,13 +78,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let book = Book::load(&book_path)?;
     let operators_gid = operators_gid(&config.operators_group);
     // The socket file goes when `_control_file` drops, however run() ends.
-    let (control_listener, _control_file) =
-        server::bind(&config.control_socket, operators_gid).map_err(Error::io(format!(
+    let (control_listener, _control_file) = server::bind(&config.control_socket, operators_gid)
+        .map_err(Error::io(format!(
             "control socket {}",
             config.control_socket.display()
         )))?;
 
-    let cgroup_id = cgroupfs::cgroup_id(&dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
+    let cgroup_id =
+        cgroupfs::cgroup_id(&dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
     let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
     let mut kernel = Kernel::load(config.kernel_debug, &pins)?;
     // Watch before the first assignment, so no cgroup created meanwhile is missed.
@@ -127,7 +127,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let c = &shared.counters;
     c.cgroups_known.store(tree.len() as u64, Ordering::Relaxed);
     if let Some(w) = &watcher {
-        c.cgroup_watch_errors.store(w.watch_errors, Ordering::Relaxed);
+        c.cgroup_watch_errors
+            .store(w.watch_errors, Ordering::Relaxed);
     }
     record_start(&mut audit, &shared, &config, &pins, kernel.adopted > 0);
 
@@ -151,7 +152,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
     ));
     let (addr, http_task) = http::serve(config.metrics_addr, shared.clone(), stop_rx.clone())
         .await
-        .map_err(Error::io(format!("serving metrics on {}", config.metrics_addr)))?;
+        .map_err(Error::io(format!(
+            "serving metrics on {}",
+            config.metrics_addr
+        )))?;
     {
         let e = shared.enforced();
         log::info!(
@@ -389,7 +393,9 @@ fn operators_gid(group: &str) -> Option<u32> {
     match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         _ => {
-            log::warn!("operators group {group:?} does not exist: only root may use the control socket");
+            log::warn!(
+                "operators group {group:?} does not exist: only root may use the control socket"
+            );
             None
         }
     }

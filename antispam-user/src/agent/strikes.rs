@@ -35,7 +35,9 @@ impl Core {
             verdict.level
         );
         let for_secs = Some(verdict.duration.as_secs().max(1));
-        if let Err(e) = self.suspend_for(target, reason, for_secs, &Actor::agent(), Trigger::Strikes) {
+        if let Err(e) =
+            self.suspend_for(target, reason, for_secs, &Actor::agent(), Trigger::Strikes)
+        {
             log::error!("automatic suspension failed: {e}");
         }
     }

@@ -14,9 +14,8 @@ use std::{
     time::SystemTime,
 };
 
-use serde_json::{json, Map, Value};
-
 pub use event::*;
+use serde_json::{json, Map, Value};
 
 use crate::{clock, digest::sha256_hex};
 

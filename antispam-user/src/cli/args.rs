@@ -11,6 +11,7 @@ use crate::{control::Target, defaults};
 pub struct ControlSocket {
     /// The running agent's control socket (its --control-socket).
     #[arg(
+        id = "control_socket",
         long = "control-socket",
         alias = "socket",
         value_name = "PATH",
@@ -25,7 +26,7 @@ pub struct ControlSocket {
 pub struct PinDir {
     /// Directory in the BPF filesystem where the programs and maps are pinned (the agent's
     /// --pin-dir).
-    #[arg(long = "pin-dir", value_name = "DIR", default_value = defaults::PIN_DIR)]
+    #[arg(id = "pin_dir", long = "pin-dir", value_name = "DIR", default_value = defaults::PIN_DIR)]
     pub path: PathBuf,
 }
 
@@ -33,7 +34,7 @@ pub struct PinDir {
 #[derive(clap::Args, Debug, Clone)]
 pub struct AuditLog {
     /// The tamper-evident audit log (the agent's --audit-log).
-    #[arg(long = "audit-log", value_name = "FILE", default_value = defaults::AUDIT_LOG)]
+    #[arg(id = "audit_log", long = "audit-log", value_name = "FILE", default_value = defaults::AUDIT_LOG)]
     pub path: PathBuf,
 }
 
@@ -65,7 +66,9 @@ impl TargetArgs {
                 return Err(TargetError::RelativeCgroup(c.clone()));
             }
             let path = c.trim_end_matches('/');
-            return Ok(Target::Cgroup(if path.is_empty() { "/" } else { path }.to_string()));
+            return Ok(Target::Cgroup(
+                if path.is_empty() { "/" } else { path }.to_string(),
+            ));
         }
         let u = self.uid.as_deref().unwrap_or_default();
         if let Ok(n) = u.parse::<u32>() {

@@ -111,3 +111,45 @@ pub fn tell(socket: &args::ControlSocket, req: Request) -> ExitCode {
         Err(code) => code,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// clap's own consistency checks over every subcommand (duplicate ids, bad defaults...).
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn old_flag_spellings_still_work() {
+        let cli = Cli::try_parse_from([
+            "antispam",
+            "kill-switch",
+            "on",
+            "--reason",
+            "r",
+            "--socket",
+            "/tmp/x.sock",
+        ]);
+        assert!(cli.is_ok(), "--socket is an alias of --control-socket");
+        let cli = Cli::try_parse_from(["antispam", "status", "--addr", "127.0.0.1:9897"]);
+        assert!(cli.is_ok(), "status --addr is kept for one release");
+        let cli = Cli::try_parse_from([
+            "antispam",
+            "uninstall",
+            "--reason",
+            "r",
+            "--pin-dir",
+            "/sys/fs/bpf/x",
+            "--audit-log",
+            "/tmp/a",
+            "--control-socket",
+            "/tmp/s",
+        ]);
+        assert!(cli.is_ok(), "{:?}", cli.err());
+    }
+}

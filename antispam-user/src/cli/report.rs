@@ -65,8 +65,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let period = Period { since, until };
     let audit_path = args.audit_log.path.display().to_string();
-    let bytes =
-        std::fs::read(&args.audit_log.path).with_context(|| format!("{audit_path}: cannot read"))?;
+    let bytes = std::fs::read(&args.audit_log.path)
+        .with_context(|| format!("{audit_path}: cannot read"))?;
     // Not UTF-8 is damage the chain check names, not a reason to refuse to report.
     let text = String::from_utf8_lossy(&bytes);
     let records = Records::parse(&text);
@@ -77,7 +77,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         for path in &named.files {
             match open(path) {
                 Ok(log) => trail.read(&path.display().to_string(), log),
-                Err(e) => trail.unreadable(&path.display().to_string(), format!("cannot read: {e}")),
+                Err(e) => {
+                    trail.unreadable(&path.display().to_string(), format!("cannot read: {e}"))
+                }
             }
         }
         trail
@@ -100,10 +102,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     match args.format {
         Format::Markdown => print!("{}", r.markdown()),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&r)?
-        ),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
     }
     if let report::Chain::Broken { line, reason } = &r.chain {
         eprintln!("antispam report: {audit_path}:{line}: audit chain BROKEN: {reason}");

@@ -56,7 +56,8 @@ fn fetch_http(addr: SocketAddr) -> Result<Status, HttpError> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .map_err(|source| HttpError::Connect { addr, source })?;
     let io = |source| HttpError::Io { addr, source };
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
     write!(s, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(io)?;
     let mut body = String::new();
     s.read_to_string(&mut body).map_err(io)?;

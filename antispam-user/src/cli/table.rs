@@ -29,5 +29,6 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// An optional value in a cell: `-` when there is none.
 pub fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".to_string(), ToString::to_string)
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), ToString::to_string)
 }

@@ -182,7 +182,11 @@ impl Peer {
         let name = if uid == self.uid {
             self.user.clone()
         } else {
-            format!("{} (as {})", crate::sys::users::name_or_number(uid), self.user)
+            format!(
+                "{} (as {})",
+                crate::sys::users::name_or_number(uid),
+                self.user
+            )
         };
         Person { uid, name }
     }
@@ -206,7 +210,10 @@ mod tests {
         );
         let back: Request = serde_json::from_str(&s).unwrap();
         assert!(matches!(back, Request::Suspend { target: Target::Cgroup(p), .. } if p == "/a/b"));
-        assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"op":"status"}"#);
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"op":"status"}"#
+        );
     }
 
     #[test]

@@ -163,8 +163,7 @@ async fn connection(stream: UnixStream, operators_gid: Option<u32>, tx: mpsc::Se
                 {
                     Response::refused("the agent is stopping")
                 } else {
-                    rx.await
-                        .unwrap_or_else(|_| Response::refused("no answer"))
+                    rx.await.unwrap_or_else(|_| Response::refused("no answer"))
                 }
             }
         },

@@ -118,7 +118,10 @@ mod tests {
         declared.sort_unstable();
         let mut expected: Vec<&str> = MAPS.iter().map(|s| s.name).collect();
         expected.sort_unstable();
-        assert_eq!(declared, expected, "maps in the object vs kernel::layout::MAPS");
+        assert_eq!(
+            declared, expected,
+            "maps in the object vs kernel::layout::MAPS"
+        );
         for s in MAPS {
             let map = &obj.maps[s.name];
             let value_size = if s.name == m::EVENTS {

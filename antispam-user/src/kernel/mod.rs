@@ -26,17 +26,15 @@ use aya::{
     programs::{links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
     Ebpf, EbpfLoader,
 };
-
 pub use error::Error;
-pub use maps::{missing, RuleMaps};
-
 use maps::RUNTIME_FLAGS;
+pub use maps::{missing, RuleMaps};
+use pins::Pins;
 pub use view::KernelView;
 
-use pins::Pins;
-
 /// The eBPF object built by build.rs from the antispam-ebpf crate.
-pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/antispam"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/antispam"));
 
 /// The loaded programs (attached while this lives) and the maps the agent writes.
 pub struct Kernel {

@@ -18,12 +18,10 @@ use std::{
 
 use antispam_common::maps::UID_RULES_MAX;
 use ipnet::IpNet;
-use toml::Spanned;
-
 pub use location::{Problem, Problems, Source};
-pub use values::{RateSpec, UidRange};
-
 use raw::{RawPolicy, RawUser};
+use toml::Spanned;
+pub use values::{RateSpec, UidRange};
 
 /// The policy compiled into the binary, used when `run` is given no `--policy`.
 pub const BUILTIN: &str = include_str!("default.toml");
@@ -222,6 +220,11 @@ pub fn parse(name: &str, text: &str, base: Option<&Path>) -> Result<Policy, Prob
     }
 }
 
+/// Where each table of a list starts in the text.
+fn starts<T>(tables: &[Spanned<T>]) -> Vec<usize> {
+    tables.iter().map(|t| t.span().start).collect()
+}
+
 struct Checker<'a> {
     src: &'a Source<'a>,
     problems: Vec<Problem>,
@@ -235,151 +238,12 @@ impl Checker<'_> {
     }
 
     fn policy(&mut self, raw: RawPolicy) -> Policy {
-        let mode = match &raw.mode {
-            None => Mode::Enforce,
-            Some(m) => match m.get_ref().as_str() {
-                "enforce" => Mode::Enforce,
-                "monitor" => Mode::Monitor,
-                other => {
-                    self.error(
-                        m,
-                        format!("unknown mode {other:?}: expected \"enforce\" or \"monitor\""),
-                    );
-                    Mode::Enforce
-                }
-            },
-        };
-
-        let mut ports = BTreeSet::new();
-        match &raw.ports {
-            None => ports.extend(DEFAULT_PORTS),
-            Some(list) => {
-                if list.get_ref().is_empty() {
-                    self.error(
-                        list,
-                        "ports is empty: list at least one SMTP port, e.g. [25, 465, 587]",
-                    );
-                }
-                for p in list.get_ref() {
-                    match u16::try_from(*p.get_ref()) {
-                        Ok(port) if port != 0 => {
-                            if !ports.insert(port) {
-                                self.error(p, format!("port {port} is listed twice"));
-                            }
-                        }
-                        _ => {
-                            self.error(p, format!("{} is not a TCP port (1 to 65535)", p.get_ref()))
-                        }
-                    }
-                }
-            }
-        }
-
-        let default_rate = match &raw.default {
-            None => values::parse_rate(DEFAULT_RATE, None).expect("valid default rate"),
-            Some(d) => {
-                let d = d.get_ref();
-                self.rate(&d.rate, d.burst.as_ref())
-                    .unwrap_or_else(|| values::parse_rate(DEFAULT_RATE, None).expect("valid"))
-            }
-        };
-
-        let mut rules = Vec::new();
-        // Rules are numbered in file order across kinds, so ids read top to bottom.
-        let mut tables: Vec<(usize, RuleKind, usize)> = Vec::new();
-        tables.extend(
-            raw.allow
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.span().start, RuleKind::Allow, i)),
-        );
-        tables.extend(
-            raw.limit
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.span().start, RuleKind::Limit, i)),
-        );
-        tables.extend(
-            raw.block
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.span().start, RuleKind::Block, i)),
-        );
-        tables.sort();
-        let mut uid_entries: u64 = 0;
-        for (id, (start, kind, index)) in (1u32..).zip(tables) {
-            let mut rule = Rule {
-                id,
-                kind,
-                index,
-                line: self.src.line(start),
-                uids: Vec::new(),
-                cgroups: Vec::new(),
-                destinations: Vec::new(),
-                rate: None,
-                shared: false,
-                suspension: None,
-            };
-            match kind {
-                RuleKind::Allow => {
-                    let t = raw.allow[index].get_ref();
-                    rule.uids = self.users(&t.users, t.skip_unknown_users);
-                    rule.cgroups = self.cgroups(&t.cgroups);
-                    rule.destinations = self.destinations(&t.destinations);
-                    if t.users.is_empty() && t.cgroups.is_empty() && t.destinations.is_empty() {
-                        self.error(
-                            &raw.allow[index],
-                            "[[allow]] names nothing: give users, cgroups or destinations",
-                        );
-                    }
-                }
-                RuleKind::Limit => {
-                    let t = raw.limit[index].get_ref();
-                    rule.uids = self.users(&t.users, t.skip_unknown_users);
-                    rule.cgroups = self.cgroups(&t.cgroups);
-                    rule.rate = self.rate(&t.rate, t.burst.as_ref());
-                    if t.users.is_empty() && t.cgroups.is_empty() {
-                        self.error(
-                            &raw.limit[index],
-                            "[[limit]] names nothing: give users or cgroups",
-                        );
-                    }
-                    rule.suspension = t.suspension.as_ref().and_then(|s| self.suspension(s));
-                    if let Some(shared) = &t.shared {
-                        rule.shared = *shared.get_ref();
-                        if rule.shared && t.cgroups.is_empty() {
-                            self.error(shared, "shared = true pools the budget of the cgroups a rule names, and this rule names none");
-                        }
-                    }
-                }
-                RuleKind::Block => {
-                    let t = raw.block[index].get_ref();
-                    rule.destinations = self.destinations(&t.destinations);
-                    rule.suspension = t.suspension.as_ref().and_then(|s| self.suspension(s));
-                    for f in &t.files {
-                        rule.destinations.extend(self.block_file(f));
-                    }
-                    if t.destinations.is_empty() && t.files.is_empty() {
-                        self.error(
-                            &raw.block[index],
-                            "[[block]] names nothing: give destinations or files",
-                        );
-                    }
-                }
-            }
-            uid_entries += rule.uids.iter().map(UidRange::len).sum::<u64>();
-            rules.push(rule);
-        }
-        if uid_entries > u64::from(UID_RULES_MAX) {
-            self.problems.push(self.src.problem(
-                0..0,
-                format!(
-                    "the user rules name {uid_entries} UIDs in all; at most {UID_RULES_MAX} can be enforced: narrow the ranges"
-                ),
-            ));
-        }
+        let mode = self.mode(raw.mode.as_ref());
+        let ports = self.ports(raw.ports.as_ref());
+        let default_rate = self.default_rate(raw.default.as_ref());
+        let rules = self.rules(&raw);
+        self.uid_capacity(&rules);
         self.shadowed_blocks(&rules);
-
         Policy {
             origin: self.src.name.clone(),
             mode,
@@ -389,6 +253,151 @@ impl Checker<'_> {
             warnings: Vec::new(),
             sha256: crate::digest::sha256_hex(self.src.text.as_bytes()),
             suspension: raw.suspension.as_ref().and_then(|s| self.suspension(s)),
+        }
+    }
+
+    fn mode(&mut self, mode: Option<&Spanned<String>>) -> Mode {
+        let Some(m) = mode else {
+            return Mode::Enforce;
+        };
+        match m.get_ref().as_str() {
+            "enforce" => Mode::Enforce,
+            "monitor" => Mode::Monitor,
+            other => {
+                self.error(
+                    m,
+                    format!("unknown mode {other:?}: expected \"enforce\" or \"monitor\""),
+                );
+                Mode::Enforce
+            }
+        }
+    }
+
+    fn ports(&mut self, list: Option<&Spanned<Vec<Spanned<i64>>>>) -> BTreeSet<u16> {
+        let mut ports = BTreeSet::new();
+        let Some(list) = list else {
+            ports.extend(DEFAULT_PORTS);
+            return ports;
+        };
+        if list.get_ref().is_empty() {
+            self.error(
+                list,
+                "ports is empty: list at least one SMTP port, e.g. [25, 465, 587]",
+            );
+        }
+        for p in list.get_ref() {
+            match u16::try_from(*p.get_ref()) {
+                Ok(port) if port != 0 => {
+                    if !ports.insert(port) {
+                        self.error(p, format!("port {port} is listed twice"));
+                    }
+                }
+                _ => self.error(p, format!("{} is not a TCP port (1 to 65535)", p.get_ref())),
+            }
+        }
+        ports
+    }
+
+    fn default_rate(&mut self, default: Option<&Spanned<raw::RawDefault>>) -> RateSpec {
+        let builtin = || values::parse_rate(DEFAULT_RATE, None).expect("valid default rate");
+        match default {
+            None => builtin(),
+            Some(d) => {
+                let d = d.get_ref();
+                self.rate(&d.rate, d.burst.as_ref()).unwrap_or_else(builtin)
+            }
+        }
+    }
+
+    /// Every `[[allow]]`, `[[limit]]` and `[[block]]` table, numbered in file order across
+    /// kinds, so ids read top to bottom.
+    fn rules(&mut self, raw: &RawPolicy) -> Vec<Rule> {
+        let mut tables: Vec<(usize, RuleKind, usize)> = Vec::new();
+        for (kind, starts) in [
+            (RuleKind::Allow, starts(&raw.allow)),
+            (RuleKind::Limit, starts(&raw.limit)),
+            (RuleKind::Block, starts(&raw.block)),
+        ] {
+            tables.extend(starts.into_iter().enumerate().map(|(i, s)| (s, kind, i)));
+        }
+        tables.sort();
+        (1u32..)
+            .zip(tables)
+            .map(|(id, (start, kind, index))| {
+                let mut rule = Rule {
+                    id,
+                    kind,
+                    index,
+                    line: self.src.line(start),
+                    uids: Vec::new(),
+                    cgroups: Vec::new(),
+                    destinations: Vec::new(),
+                    rate: None,
+                    shared: false,
+                    suspension: None,
+                };
+                match kind {
+                    RuleKind::Allow => self.allow(&raw.allow[index], &mut rule),
+                    RuleKind::Limit => self.limit(&raw.limit[index], &mut rule),
+                    RuleKind::Block => self.block(&raw.block[index], &mut rule),
+                }
+                rule
+            })
+            .collect()
+    }
+
+    fn allow(&mut self, table: &Spanned<raw::RawAllow>, rule: &mut Rule) {
+        let t = table.get_ref();
+        rule.uids = self.users(&t.users, t.skip_unknown_users);
+        rule.cgroups = self.cgroups(&t.cgroups);
+        rule.destinations = self.destinations(&t.destinations);
+        if t.users.is_empty() && t.cgroups.is_empty() && t.destinations.is_empty() {
+            self.error(
+                table,
+                "[[allow]] names nothing: give users, cgroups or destinations",
+            );
+        }
+    }
+
+    fn limit(&mut self, table: &Spanned<raw::RawLimit>, rule: &mut Rule) {
+        let t = table.get_ref();
+        rule.uids = self.users(&t.users, t.skip_unknown_users);
+        rule.cgroups = self.cgroups(&t.cgroups);
+        rule.rate = self.rate(&t.rate, t.burst.as_ref());
+        if t.users.is_empty() && t.cgroups.is_empty() {
+            self.error(table, "[[limit]] names nothing: give users or cgroups");
+        }
+        rule.suspension = t.suspension.as_ref().and_then(|s| self.suspension(s));
+        if let Some(shared) = &t.shared {
+            rule.shared = *shared.get_ref();
+            if rule.shared && t.cgroups.is_empty() {
+                self.error(shared, "shared = true pools the budget of the cgroups a rule names, and this rule names none");
+            }
+        }
+    }
+
+    fn block(&mut self, table: &Spanned<raw::RawBlock>, rule: &mut Rule) {
+        let t = table.get_ref();
+        rule.destinations = self.destinations(&t.destinations);
+        rule.suspension = t.suspension.as_ref().and_then(|s| self.suspension(s));
+        for f in &t.files {
+            rule.destinations.extend(self.block_file(f));
+        }
+        if t.destinations.is_empty() && t.files.is_empty() {
+            self.error(table, "[[block]] names nothing: give destinations or files");
+        }
+    }
+
+    /// The UID rules must fit the kernel's map.
+    fn uid_capacity(&mut self, rules: &[Rule]) {
+        let uid_entries: u64 = rules.iter().flat_map(|r| &r.uids).map(UidRange::len).sum();
+        if uid_entries > u64::from(UID_RULES_MAX) {
+            self.problems.push(self.src.problem(
+                0..0,
+                format!(
+                    "the user rules name {uid_entries} UIDs in all; at most {UID_RULES_MAX} can be enforced: narrow the ranges"
+                ),
+            ));
         }
     }
 
@@ -536,7 +545,9 @@ impl Checker<'_> {
                 let start = offset + (content.len() - content.trim_start().len());
                 match values::parse_destination(trimmed) {
                     Ok(net) => out.push(values::unmap(net)),
-                    Err(e) => self.problems.push(file.problem(start..start, e.to_string())),
+                    Err(e) => self
+                        .problems
+                        .push(file.problem(start..start, e.to_string())),
                 }
             }
             offset += line.len();

@@ -27,14 +27,13 @@ mod suspensions;
 mod testing;
 mod time;
 
+use break_glass::follow_grant;
 pub use break_glass::{BreakGlass, Grant};
 pub use events::{Offender, Offenders, Trail, Violations};
 pub use records::{Entry, NamedLogs, Records};
 pub use suspensions::Suspension;
-pub use time::{parse_time, Period};
-
-use break_glass::follow_grant;
 use time::stamp;
+pub use time::{parse_time, Period};
 
 #[derive(Serialize)]
 pub struct Report {

@@ -9,7 +9,9 @@ pub mod users;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no cgroup v2 hierarchy is mounted (looked for fstype cgroup2 in /proc/self/mountinfo)")]
+    #[error(
+        "no cgroup v2 hierarchy is mounted (looked for fstype cgroup2 in /proc/self/mountinfo)"
+    )]
     NoCgroup2,
     #[error("reading /proc/self/mountinfo: {0}")]
     Mountinfo(#[source] std::io::Error),

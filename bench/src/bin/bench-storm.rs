@@ -104,7 +104,10 @@ fn main() {
     );
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one storm thread's whole configuration, passed once at spawn"
+)]
 fn storm(
     addr: SocketAddrV4,
     t: u32,

@@ -22,9 +22,9 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use env::{Cgroups, Guarded, Netns, Place, Scratch};
 
 use crate::{cargo, root, run, setup};
-use env::{Cgroups, Guarded, Netns, Place, Scratch};
 
 /// The SMTP port the storms connect to (inside the bench netns).
 pub const SMTP_PORT: u16 = 25;

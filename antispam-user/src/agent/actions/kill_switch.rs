@@ -3,11 +3,7 @@
 
 use std::{collections::HashSet, time::SystemTime};
 
-use antispam_common::{
-    config::FLAG_KILL_SWITCH,
-    key::KeyId,
-    rule::ACTION_ALLOW,
-};
+use antispam_common::{config::FLAG_KILL_SWITCH, key::KeyId, rule::ACTION_ALLOW};
 
 use super::{actor, reason_given, ActionError};
 use crate::{

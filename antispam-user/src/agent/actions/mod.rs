@@ -8,9 +8,9 @@ mod status;
 mod suspend;
 mod uninstall;
 
-pub(super) use suspend::kernel_suspension;
-
 use std::time::Duration;
+
+pub(super) use suspend::kernel_suspension;
 
 use super::core::{Core, TargetError};
 use crate::{
@@ -131,9 +131,7 @@ impl Core {
                 ttl_secs,
             } => self.break_glass_request(target, reason, ttl_secs, peer),
             Request::BreakGlassApprove { id } => self.break_glass_approve(&id, peer),
-            Request::BreakGlassRevoke { id, reason } => {
-                self.break_glass_revoke(&id, &reason, peer)
-            }
+            Request::BreakGlassRevoke { id, reason } => self.break_glass_revoke(&id, &reason, peer),
             Request::BreakGlassList => Ok(self.break_glass_list()),
             Request::Uninstall { reason } => self.uninstall(&reason, peer),
             Request::Status => Ok(self.status()),

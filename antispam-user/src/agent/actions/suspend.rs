@@ -4,7 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use antispam_common::key::{KeyId, Suspension, KIND_CGROUP, KIND_UID, SUSPEND_MANUAL, SUSPEND_STRIKES};
+use antispam_common::key::{
+    KeyId, Suspension, KIND_CGROUP, KIND_UID, SUSPEND_MANUAL, SUSPEND_STRIKES,
+};
 
 use super::{reason_given, ActionError};
 use crate::{
@@ -20,7 +22,10 @@ use crate::{
 };
 
 /// The kernel's record of a suspension ending `until` (None: until lifted).
-pub(in crate::agent) fn kernel_suspension(until: Option<SystemTime>, trigger: Trigger) -> Suspension {
+pub(in crate::agent) fn kernel_suspension(
+    until: Option<SystemTime>,
+    trigger: Trigger,
+) -> Suspension {
     let until_ns = until.map_or(0, |u| {
         clock::mono_after(u.duration_since(SystemTime::now()).unwrap_or_default()).max(1)
     });
