@@ -17,7 +17,10 @@
 // target spec) although the instructions exist (BPF_ATOMIC, kernel 5.12+): use the intrinsics.
 #![cfg_attr(
     target_arch = "bpf",
-    expect(internal_features, reason = "core_intrinsics: the atomic intrinsics below")
+    expect(
+        internal_features,
+        reason = "core_intrinsics: the atomic intrinsics below"
+    )
 )]
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 

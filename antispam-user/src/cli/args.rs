@@ -60,6 +60,14 @@ pub enum TargetError {
 }
 
 impl TargetArgs {
+    /// The target, or (printed) why there is none and exit status 2.
+    pub fn parse(&self, command: &str) -> Result<Target, std::process::ExitCode> {
+        self.target().map_err(|e| {
+            eprintln!("antispam {command}: {e}");
+            std::process::ExitCode::from(2)
+        })
+    }
+
     pub fn target(&self) -> Result<Target, TargetError> {
         if let Some(c) = &self.cgroup {
             if !c.starts_with('/') {

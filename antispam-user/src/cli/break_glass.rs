@@ -89,12 +89,9 @@ pub fn main(cmd: Command) -> ExitCode {
             ttl,
             socket,
         } => {
-            let target = match target.target() {
+            let target = match target.parse("break-glass request") {
                 Ok(t) => t,
-                Err(e) => {
-                    eprintln!("antispam break-glass request: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             super::tell(
                 &socket,

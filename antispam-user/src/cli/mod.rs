@@ -58,6 +58,20 @@ enum Command {
     Report(report::Args),
 }
 
+impl Cli {
+    /// Parses the command line. The deprecated `ANTISPAM_SOCKET` still names the control socket
+    /// when `ANTISPAM_CONTROL_SOCKET` is not set (for one release).
+    pub fn from_env() -> Cli {
+        if let Some(old) = std::env::var_os("ANTISPAM_SOCKET") {
+            if std::env::var_os("ANTISPAM_CONTROL_SOCKET").is_none() {
+                // SAFETY: called first thing in main, before any other thread exists.
+                unsafe { std::env::set_var("ANTISPAM_CONTROL_SOCKET", old) };
+            }
+        }
+        Cli::parse()
+    }
+}
+
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(a) => run::main(a),

@@ -20,12 +20,9 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let target = match args.target.target() {
+    let target = match args.target.parse("suspend") {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("antispam suspend: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let for_secs = args.duration.map(|d| d.as_secs().max(1));
     super::tell(

@@ -17,12 +17,9 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let target = match args.target.target() {
+    let target = match args.target.parse("unsuspend") {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("antispam unsuspend: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     super::tell(
         &args.socket,

@@ -69,15 +69,7 @@ impl RuleMaps {
 
     /// Lifts the suspension of `key`; when none are left, the programs stop looking.
     pub fn unsuspend(&mut self, key: KeyId) -> Result<(), Error> {
-        match self.suspended.remove(&key) {
-            Err(e) if !missing(&e) => {
-                return Err(Error::Map {
-                    name: m::SUSPENDED,
-                    source: e,
-                })
-            }
-            _ => {}
-        }
+        remove(&mut self.suspended, &key, m::SUSPENDED)?;
         let any = self.suspended.keys().next().is_some();
         self.set_flag(FLAG_SUSPENSIONS, any)
     }
@@ -92,15 +84,7 @@ impl RuleMaps {
 
     /// Ends the override of `key`; when none are left, the programs stop looking.
     pub fn ungrant(&mut self, key: KeyId) -> Result<(), Error> {
-        match self.overrides.remove(&key) {
-            Err(e) if !missing(&e) => {
-                return Err(Error::Map {
-                    name: m::OVERRIDES,
-                    source: e,
-                })
-            }
-            _ => {}
-        }
+        remove(&mut self.overrides, &key, m::OVERRIDES)?;
         let any = self.overrides.keys().next().is_some();
         self.set_flag(FLAG_OVERRIDES, any)
     }
@@ -146,13 +130,11 @@ impl RuleMaps {
     /// Removes a cgroup's rule from the rule set in force; a cgroup that had none is not an
     /// error.
     pub fn remove_cgroup(&mut self, id: u64) -> Result<(), Error> {
-        match self.cgroup_rules.remove(&CgroupKey::new(id, self.slot)) {
-            Err(e) if !missing(&e) => Err(Error::Map {
-                name: m::CGROUP_RULES,
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        remove(
+            &mut self.cgroup_rules,
+            &CgroupKey::new(id, self.slot),
+            m::CGROUP_RULES,
+        )
     }
 
     /// Puts the policy `c`, with the cgroup assignment `a`, in force in one step: it is written
@@ -225,10 +207,7 @@ impl RuleMaps {
             .filter(|k| k.slot == slot)
             .collect();
         for k in uids {
-            match self.uid_rules.remove(&k) {
-                Err(e) if !missing(&e) => return Err(Error::map(m::UID_RULES)(e)),
-                _ => {}
-            }
+            remove(&mut self.uid_rules, &k, m::UID_RULES)?;
         }
         let cgroups: Vec<CgroupKey> = self
             .cgroup_rules
@@ -237,10 +216,7 @@ impl RuleMaps {
             .filter(|k| k.slot == slot)
             .collect();
         for k in cgroups {
-            match self.cgroup_rules.remove(&k) {
-                Err(e) if !missing(&e) => return Err(Error::map(m::CGROUP_RULES)(e)),
-                _ => {}
-            }
+            remove(&mut self.cgroup_rules, &k, m::CGROUP_RULES)?;
         }
         clear_trie(&mut self.dest_v4, slot, m::DEST_V4)?;
         clear_trie(&mut self.dest_v6, slot, m::DEST_V6)
@@ -267,6 +243,18 @@ where
         }
     }
     Ok(())
+}
+
+/// Removes `key` from a hash map; a key that is not there is not an error.
+fn remove<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
+    name: &'static str,
+) -> Result<(), Error> {
+    match map.remove(key) {
+        Err(e) if !missing(&e) => Err(Error::map(name)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Is this the error of deleting or reading a key that is not there?

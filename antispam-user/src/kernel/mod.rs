@@ -71,6 +71,20 @@ fn dup(map: &MapData, name: &'static str) -> Result<MapData, Error> {
     MapData::from_fd(fd).map_err(Error::map(name))
 }
 
+/// The program `name` of the object, as its type.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(Error::program(name))
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -136,25 +150,11 @@ impl Kernel {
         };
         let events = Some(take(&mut ebpf, m::EVENTS)?);
         for name in [m::programs::CONNECT4, m::programs::CONNECT6] {
-            let p: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(Error::Missing {
-                    kind: "program",
-                    name,
-                })?
-                .try_into()
-                .map_err(Error::program(name))?;
+            let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             p.load().map_err(Error::program(name))?;
         }
         let name = m::programs::EGRESS;
-        let p: &mut CgroupSkb = ebpf
-            .program_mut(name)
-            .ok_or(Error::Missing {
-                kind: "program",
-                name,
-            })?
-            .try_into()
-            .map_err(Error::program(name))?;
+        let p: &mut CgroupSkb = program(&mut ebpf, name)?;
         p.load().map_err(Error::program(name))?;
         Ok(Kernel {
             ebpf,

@@ -18,7 +18,7 @@ use super::{
 const EVENT_BYTES: f64 = 88.0;
 /// The ring buffer's size (antispam-common/src/maps.rs).
 const RING_BYTES: f64 = (1u64 << 20) as f64;
-/// The agent drains the ring buffer at least this often (antispam-user/src/events.rs).
+/// The agent drains the ring buffer at least this often (antispam-user/src/agent/events.rs).
 const DRAIN_SECS: f64 = 0.05;
 
 /// CPU time of every thread of `pid`, in seconds (schedstat: ns on the CPU).
