@@ -83,31 +83,21 @@ pub async fn run(config: Config) -> Result<(), Error> {
             "control socket {}",
             config.control_socket.display()
         )))?;
-
-    let cgroup_id =
-        cgroupfs::cgroup_id(&dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
-    let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
-    let mut kernel = Kernel::load(config.kernel_debug, &pins)?;
-    // Watch before the first assignment, so no cgroup created meanwhile is missed.
-    let watcher = watch_cgroups(&mount, &dir);
-    // An agent taking over from a previous one goes on counting its generations.
-    let generation = kernel
-        .previous
-        .map_or(1, |c| c.generation.wrapping_add(1).max(1));
     let opts = Options {
         events_allowed: config.events == EventFilter::All,
     };
-    let compiled = compile::compile(&policy, generation, opts);
-    let tree = match &watcher {
-        Some(w) => w.tree(),
-        None => cgroupfs::walk(&mount, &dir),
-    };
-    let assignments = assign_all(&policy, &tree, &dir);
-    kernel.rules.apply(&compiled, &assignments)?;
-    kernel.attach(&dir, &pins)?;
-
+    let enforcing = enforce(&config, policy, &mount, &dir, opts)?;
+    let Enforcing {
+        mut kernel,
+        pins,
+        watcher,
+        tree,
+        enforced,
+        assignments,
+        generation,
+    } = enforcing;
     let shared = Arc::new(Shared {
-        enforced: RwLock::new(Arc::new(Enforced { policy, compiled })),
+        enforced: RwLock::new(Arc::new(enforced)),
         assignments: Mutex::new(assignments),
         generation: generation.into(),
         cgroups: CgroupNames::new(mount.clone(), dir.clone()),
@@ -121,15 +111,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         metrics_max_keys: config.metrics_max_keys,
         started: SystemTime::now(),
     });
-    for (path, id) in &tree {
-        shared.cgroups.insert(*id, path);
-    }
-    let c = &shared.counters;
-    c.cgroups_known.store(tree.len() as u64, Ordering::Relaxed);
-    if let Some(w) = &watcher {
-        c.cgroup_watch_errors
-            .store(w.watch_errors, Ordering::Relaxed);
-    }
+    shared.follow(&tree, watcher.as_ref());
     record_start(&mut audit, &shared, &config, &pins, kernel.adopted > 0);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -156,17 +138,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
             "serving metrics on {}",
             config.metrics_addr
         )))?;
-    {
-        let e = shared.enforced();
-        log::info!(
-            "enforcing {} (mode {}, generation {generation}) on cgroup {} with {} programs; {} cgroups followed; metrics and status on http://{addr}/",
-            e.policy.origin,
-            e.policy.mode.name(),
-            dir.display(),
-            kernel.attached.len(),
-            tree.len(),
-        );
-    }
+    log_enforcing(&shared, &dir, &addr, tree.len());
 
     let mut signals = Signals::new()?;
     let mut core = Core {
@@ -199,27 +171,115 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let _ = control_task.await;
     let _ = events_task.await;
     let _ = http_task.await;
-    let Core {
-        kernel, mut audit, ..
-    } = core;
-    drop(kernel);
-    if pins.dir.exists() {
-        log::info!(
-            "the programs stay attached and keep enforcing (pinned in {}); `antispam uninstall` removes them",
-            pins.dir.display()
-        );
-    } else {
-        log::info!("uninstalled: nothing of antispam is left attached");
-    }
-    record(
-        &mut audit,
-        &shared,
-        &AuditEvent::AgentStop(AgentStop {
-            reason: stop_reason.to_string(),
-            generation: shared.generation.load(Ordering::Relaxed),
-        }),
-    );
+    core.stop(stop_reason);
     Ok(())
+}
+
+/// What `enforce` put in place.
+struct Enforcing {
+    kernel: Kernel,
+    pins: pins::Pins,
+    watcher: Option<CgroupWatcher>,
+    /// The cgroups under the attach point at start.
+    tree: Vec<(String, u64)>,
+    enforced: Enforced,
+    assignments: Assignments,
+    generation: u32,
+}
+
+/// Loads the programs (or takes over a previous agent's), writes the policy and attaches.
+fn enforce(
+    config: &Config,
+    policy: Policy,
+    mount: &Path,
+    dir: &Path,
+    opts: Options,
+) -> Result<Enforcing, Error> {
+    let cgroup_id =
+        cgroupfs::cgroup_id(dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
+    let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
+    let mut kernel = Kernel::load(config.kernel_debug, &pins)?;
+    // Watch before the first assignment, so no cgroup created meanwhile is missed.
+    let watcher = watch_cgroups(mount, dir);
+    // An agent taking over from a previous one goes on counting its generations.
+    let generation = kernel
+        .previous
+        .map_or(1, |c| c.generation.wrapping_add(1).max(1));
+    let compiled = compile::compile(&policy, generation, opts);
+    let tree = match &watcher {
+        Some(w) => w.tree(),
+        None => cgroupfs::walk(mount, dir),
+    };
+    let assignments = assign_all(&policy, &tree, dir);
+    kernel.rules.apply(&compiled, &assignments)?;
+    kernel.attach(dir, &pins)?;
+    Ok(Enforcing {
+        kernel,
+        pins,
+        watcher,
+        tree,
+        enforced: Enforced { policy, compiled },
+        assignments,
+        generation,
+    })
+}
+
+fn log_enforcing(shared: &Shared, dir: &Path, addr: &std::net::SocketAddr, cgroups: usize) {
+    let e = shared.enforced();
+    log::info!(
+        "enforcing {} (mode {}, generation {}) on cgroup {} with {} programs; {cgroups} cgroups followed; metrics and status on http://{addr}/",
+        e.policy.origin,
+        e.policy.mode.name(),
+        shared.generation.load(Ordering::Relaxed),
+        dir.display(),
+        shared.programs_attached,
+    );
+}
+
+impl Shared {
+    /// Names the cgroups of the tree at start, and counts them.
+    fn follow(&self, tree: &[(String, u64)], watcher: Option<&CgroupWatcher>) {
+        for (path, id) in tree {
+            self.cgroups.insert(*id, path);
+        }
+        let c = &self.counters;
+        c.cgroups_known.store(tree.len() as u64, Ordering::Relaxed);
+        if let Some(w) = watcher {
+            c.cgroup_watch_errors
+                .store(w.watch_errors, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Core {
+    /// After the main loop: the programs stay attached (unless uninstalled); the stop is
+    /// audited.
+    fn stop(self, reason: &str) {
+        let Core {
+            kernel,
+            mut audit,
+            shared,
+            pin_dir,
+            ..
+        } = self;
+        drop(kernel);
+        if pin_dir.exists() {
+            log::info!(
+                "the programs stay attached and keep enforcing (pinned in {}); `antispam uninstall` removes them",
+                pin_dir.display()
+            );
+        } else {
+            log::info!("uninstalled: nothing of antispam is left attached");
+        }
+        record(
+            &mut audit,
+            &shared,
+            &AuditEvent::AgentStop(AgentStop {
+                reason: reason.to_string(),
+                generation: shared.generation.load(Ordering::Relaxed),
+            }),
+        );
+    }
 }
 
 /// The signals the agent acts on.
