@@ -1,6 +1,6 @@
 //! The single-entry configuration map.
 
-use crate::rate::Rate;
+use crate::{rate::Rate, rule::Budgets};
 
 /// Refuse nothing: decide, count and log what would have been refused.
 pub const FLAG_MONITOR: u32 = 1 << 0;
@@ -26,7 +26,9 @@ pub struct Config {
     /// Rule id reported for decisions under the default rate.
     pub default_rule_id: u32,
     pub _pad: u32,
+    /// Paths with a default budget of their own (`[default.path.NAME]`).
+    pub default_budgets: Budgets,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 104);
 
 crate::user_pod!(Config);

@@ -1,5 +1,32 @@
 //! Ring-buffer events and decision codes.
 
+/// How mail left, or was about to: the mail path a decision belongs to. Codes are never reused.
+///
+/// A direct SMTP connect to a remote server.
+pub const PATH_DIRECT: u32 = 0;
+/// An execution of the MTA's privileged submission program (Postfix's `postdrop`, Exim's
+/// `exim4`, OpenSMTPD's `smtpctl`): one message handed to the local MTA through `sendmail`.
+pub const PATH_SENDMAIL: u32 = 1;
+/// An SMTP connect to the local MTA (a loopback address or one of the host's own).
+pub const PATH_LOCAL_SMTP: u32 = 2;
+/// Reserved for the MTA policy service (one message or recipient at a time).
+pub const PATH_POLICY_SERVICE: u32 = 3;
+/// Number of mail paths (array sizes).
+pub const PATHS: u32 = 4;
+/// Paths that budgets and metrics know, in code order.
+pub const PATH_CODES: [u32; 3] = [PATH_DIRECT, PATH_SENDMAIL, PATH_LOCAL_SMTP];
+
+/// The metric/JSON name of a path.
+pub const fn path_name(path: u32) -> &'static str {
+    match path {
+        PATH_DIRECT => "direct",
+        PATH_SENDMAIL => "sendmail",
+        PATH_LOCAL_SMTP => "local_smtp",
+        PATH_POLICY_SERVICE => "policy_service",
+        _ => "unknown",
+    }
+}
+
 /// The connect went through.
 pub const VERDICT_ALLOWED: u32 = 1;
 /// The connect failed with EPERM.
@@ -32,16 +59,19 @@ pub const REASON_KILL_SWITCH: u32 = 10;
 /// An approved break-glass override lifts the limits, the suspension and the kill switch for the
 /// UID or cgroup until it expires (destination block lists still apply).
 pub const REASON_BREAK_GLASS: u32 = 11;
+/// The MTA's submission program run again by a privileged instance of itself (Exim re-executing
+/// itself to deliver): not a new submission, not charged.
+pub const REASON_MTA_PROGRAM: u32 = 12;
 /// One past the largest reason code.
 pub const REASON_LIMIT: u32 = 16;
 
-/// Index into [`crate::maps::DECISIONS`] for a verdict and reason.
+/// Index into [`crate::maps::DECISIONS`] for a path, verdict and reason.
 #[inline(always)]
-pub const fn counter_index(verdict: u32, reason: u32) -> u32 {
-    verdict * REASON_LIMIT + reason
+pub const fn counter_index(path: u32, verdict: u32, reason: u32) -> u32 {
+    ((path % PATHS) * VERDICT_LIMIT + verdict) * REASON_LIMIT + reason
 }
 /// Number of entries in [`crate::maps::DECISIONS`].
-pub const DECISIONS_LEN: u32 = VERDICT_LIMIT * REASON_LIMIT;
+pub const DECISIONS_LEN: u32 = PATHS * VERDICT_LIMIT * REASON_LIMIT;
 
 /// The metric/JSON name of a verdict.
 pub const fn verdict_name(verdict: u32) -> &'static str {
@@ -66,11 +96,12 @@ pub const fn reason_name(reason: u32) -> &'static str {
         REASON_SUSPENDED => "suspended",
         REASON_KILL_SWITCH => "kill_switch",
         REASON_BREAK_GLASS => "break_glass",
+        REASON_MTA_PROGRAM => "mta_program",
         _ => "unknown",
     }
 }
 
-/// One decision on an SMTP connect.
+/// One decision: on an SMTP connect, or on an execution of the MTA's submission program.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
@@ -94,12 +125,24 @@ pub struct Event {
     pub dport: u16,
     /// Policy generation the decision was made under.
     pub generation: u32,
-    /// Destination address, network byte order; IPv4 in the first four bytes.
+    /// Destination address, network byte order; IPv4 in the first four bytes. Zero for
+    /// `PATH_SENDMAIL`.
     pub daddr: [u8; 16],
     /// `comm` of the calling task, NUL-padded.
     pub comm: [u8; 16],
+    /// `PATH_*`.
+    pub path: u32,
+    /// For `PATH_SENDMAIL`: 1 + the index of the submission program in the policy's list;
+    /// 0 otherwise.
+    pub program: u32,
+    /// For `PATH_SENDMAIL`: the thread-group id of the caller's parent (e.g. the PHP process
+    /// that ran `sendmail`); 0 otherwise.
+    pub ppid: u32,
+    pub _pad: u32,
+    /// For `PATH_SENDMAIL`: `comm` of the caller's parent; zero otherwise.
+    pub pcomm: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<Event>() == 80);
+const _: () = assert!(core::mem::size_of::<Event>() == 112);
 
 crate::user_pod!(Event);
 
@@ -110,14 +153,28 @@ mod tests {
     #[test]
     fn counter_indices_are_distinct_and_in_range() {
         let mut seen = [false; DECISIONS_LEN as usize];
-        for v in 1..VERDICT_LIMIT {
-            for r in 1..REASON_LIMIT {
-                let i = counter_index(v, r) as usize;
-                assert!(i < seen.len());
-                assert!(!seen[i]);
-                seen[i] = true;
+        for p in 0..PATHS {
+            for v in 1..VERDICT_LIMIT {
+                for r in 1..REASON_LIMIT {
+                    let i = counter_index(p, v, r) as usize;
+                    assert!(i < seen.len());
+                    assert!(!seen[i]);
+                    seen[i] = true;
+                }
             }
         }
+        assert!(
+            counter_index(PATHS + 1, 1, 1) < DECISIONS_LEN,
+            "out-of-range paths wrap"
+        );
+    }
+
+    #[test]
+    fn path_names() {
+        assert_eq!(path_name(PATH_DIRECT), "direct");
+        assert_eq!(path_name(PATH_SENDMAIL), "sendmail");
+        assert_eq!(path_name(PATH_LOCAL_SMTP), "local_smtp");
+        assert_eq!(path_name(99), "unknown");
     }
 
     #[test]

@@ -11,13 +11,19 @@ pub const KIND_SHARED: u32 = 3;
 /// is in the low bits, not a cgroup's. Cgroup ids are inode numbers, far below 2^63.
 pub const BUCKET_SHARED: u64 = 1 << 63;
 
+/// [`KeyId::budget`] of the budget every mail path spends together (and of the entry that
+/// holds the key's counters).
+pub const BUDGET_ALL_PATHS: u32 = 0;
+
 /// Key of [`crate::maps::KEYS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId {
-    /// `KIND_UID` or `KIND_CGROUP`.
+    /// `KIND_UID`, `KIND_CGROUP` or `KIND_SHARED`.
     pub kind: u32,
-    pub _pad: u32,
+    /// `BUDGET_ALL_PATHS`, or `1 + path` for the bucket of a path the policy gives its own
+    /// budget (`[limit.path.sendmail]`); such entries use only their `tat`.
+    pub budget: u32,
     pub id: u64,
 }
 const _: () = assert!(core::mem::size_of::<KeyId>() == 16);
@@ -26,21 +32,21 @@ impl KeyId {
     pub const fn uid(uid: u32) -> KeyId {
         KeyId {
             kind: KIND_UID,
-            _pad: 0,
+            budget: BUDGET_ALL_PATHS,
             id: uid as u64,
         }
     }
     pub const fn cgroup(id: u64) -> KeyId {
         KeyId {
             kind: KIND_CGROUP,
-            _pad: 0,
+            budget: BUDGET_ALL_PATHS,
             id,
         }
     }
     pub const fn shared(rule_id: u32) -> KeyId {
         KeyId {
             kind: KIND_SHARED,
-            _pad: 0,
+            budget: BUDGET_ALL_PATHS,
             id: rule_id as u64,
         }
     }
@@ -49,11 +55,18 @@ impl KeyId {
         if bucket & BUCKET_SHARED != 0 {
             KeyId {
                 kind: KIND_SHARED,
-                _pad: 0,
+                budget: BUDGET_ALL_PATHS,
                 id: bucket & !BUCKET_SHARED,
             }
         } else {
             KeyId::cgroup(bucket)
+        }
+    }
+    /// The same key's own bucket for mail path `path`.
+    pub const fn own_budget(self, path: u32) -> KeyId {
+        KeyId {
+            budget: 1 + path,
+            ..self
         }
     }
 }
@@ -66,6 +79,9 @@ mod tests {
     fn bucket_keys() {
         assert_eq!(KeyId::bucket(42), KeyId::cgroup(42));
         assert_eq!(KeyId::bucket(BUCKET_SHARED | 7), KeyId::shared(7));
+        let own = KeyId::uid(1000).own_budget(crate::event::PATH_SENDMAIL);
+        assert_eq!((own.kind, own.budget, own.id), (KIND_UID, 2, 1000));
+        assert_ne!(own, KeyId::uid(1000));
     }
 }
 
@@ -76,20 +92,37 @@ mod tests {
 pub struct KeyState {
     /// GCRA theoretical arrival time, `bpf_ktime_get_ns` clock.
     pub tat: u64,
-    /// SMTP connects allowed.
-    pub allowed: u64,
-    /// SMTP connects refused.
-    pub denied: u64,
-    /// SMTP connects that would have been refused, allowed because the policy is in monitor mode.
-    pub would_deny: u64,
+    /// Attempts allowed, by mail path (`crate::event::PATH_*`).
+    pub allowed: [u64; crate::event::PATHS as usize],
+    /// Attempts refused, by mail path.
+    pub denied: [u64; crate::event::PATHS as usize],
+    /// Attempts that would have been refused, allowed because the policy is in monitor mode.
+    pub would_deny: [u64; crate::event::PATHS as usize],
     /// SMTP packets sent (egress program).
     pub packets: u64,
     /// SMTP bytes sent, IP headers included (egress program).
     pub bytes: u64,
-    /// Time of the last SMTP connect, `bpf_ktime_get_ns` clock.
+    /// Time of the last attempt, `bpf_ktime_get_ns` clock.
     pub last_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<KeyState>() == 56);
+const _: () = assert!(core::mem::size_of::<KeyState>() == 128);
+
+impl KeyState {
+    /// Attempts allowed on every path.
+    pub fn allowed_total(&self) -> u64 {
+        self.allowed.iter().sum()
+    }
+
+    /// Attempts refused on every path.
+    pub fn denied_total(&self) -> u64 {
+        self.denied.iter().sum()
+    }
+
+    /// Would-be refusals on every path (monitor mode).
+    pub fn would_deny_total(&self) -> u64 {
+        self.would_deny.iter().sum()
+    }
+}
 
 /// A suspension set by hand (`antispam suspend`).
 pub const SUSPEND_MANUAL: u32 = 1;

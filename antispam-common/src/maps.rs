@@ -42,6 +42,19 @@ pub const SUSPENDED_MAX: u32 = 65_536;
 pub const OVERRIDES: &str = "AS_OVERRIDES";
 /// Capacity of [`OVERRIDES`].
 pub const OVERRIDES_MAX: u32 = 4_096;
+/// `HashMap<ProgramKey, Program>`: the MTA's submission programs (by inode), per rule set:
+/// executing one is a submission on the `sendmail` path.
+pub const PROGRAMS: &str = "AS_PROGRAMS";
+/// Programs one policy may name.
+pub const PROGRAMS_MAX: u32 = 64;
+/// `HashMap<[u8; 16], u32>`: the host's own addresses (IPv4 as `::ffff:a.b.c.d`), kept by the
+/// agent: an SMTP connect to one (or to loopback) is a submission to the local MTA.
+pub const LOCAL_ADDRS: &str = "AS_LOCAL_ADDRS";
+/// Capacity of [`LOCAL_ADDRS`].
+pub const LOCAL_ADDRS_MAX: u32 = 4096;
+/// `CgroupArray`, one entry: the attach point, for the exec fallback (a tracepoint runs for
+/// every task of the host; it decides only for tasks under this cgroup).
+pub const ATTACH_CGROUP: &str = "AS_ATTACH_CGROUP";
 /// `PerCpuArray<u64>` of decision counters, indexed by [`crate::event::counter_index`].
 pub const DECISIONS: &str = "AS_DECISIONS";
 /// `PerCpuArray<u64>` of kernel-side error and health counters, indexed by [`crate::stats`].
@@ -56,4 +69,9 @@ pub mod programs {
     pub const CONNECT4: &str = "antispam_connect4";
     pub const CONNECT6: &str = "antispam_connect6";
     pub const EGRESS: &str = "antispam_egress";
+    /// `lsm_cgroup/bprm_creds_for_exec`: decides every execution of a submission program.
+    pub const EXEC: &str = "antispam_exec";
+    /// `tp_btf/sched_process_exec`: the fallback where BPF LSM is not active (counts, and kills
+    /// a submission program over budget before its first instruction).
+    pub const EXEC_FALLBACK: &str = "antispam_exec_fallback";
 }

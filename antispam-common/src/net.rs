@@ -36,6 +36,36 @@ pub const fn ip6_bytes(words: &[u32; 4]) -> [u8; 16] {
     ]
 }
 
+/// Is the destination a loopback address (127.0.0.0/8, ::1)? `addr` as in
+/// [`crate::event::Event::daddr`].
+#[inline(always)]
+pub const fn is_loopback(family: u16, addr: &[u8; 16]) -> bool {
+    if family == AF_INET {
+        return addr[0] == 127;
+    }
+    let mut i = 0;
+    while i < 15 {
+        if addr[i] != 0 {
+            return false;
+        }
+        i += 1;
+    }
+    addr[15] == 1
+}
+
+/// The key of an address in [`crate::maps::LOCAL_ADDRS`]: IPv6 as is, IPv4 as
+/// `::ffff:a.b.c.d`.
+#[inline(always)]
+pub const fn local_key(family: u16, addr: &[u8; 16]) -> [u8; 16] {
+    if family == AF_INET {
+        [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3],
+        ]
+    } else {
+        *addr
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +100,22 @@ mod tests {
         let mut compat = [0u8; 16]; // ::192.0.2.7 (deprecated compatible form) is not mapped
         compat[12..].copy_from_slice(&[192, 0, 2, 7]);
         assert!(ipv4_mapped(&words(compat)).is_none());
+    }
+
+    #[test]
+    fn loopback_and_local_keys() {
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&[127, 0, 0, 53]);
+        assert!(is_loopback(AF_INET, &v4));
+        v4[0] = 10;
+        assert!(!is_loopback(AF_INET, &v4));
+        assert_eq!(local_key(AF_INET, &v4)[10..], [0xff, 0xff, 10, 0, 0, 53]);
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        assert!(is_loopback(AF_INET6, &v6));
+        assert_eq!(local_key(AF_INET6, &v6), v6);
+        v6[0] = 0xfe;
+        assert!(!is_loopback(AF_INET6, &v6));
     }
 
     #[test]

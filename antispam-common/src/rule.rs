@@ -12,6 +12,30 @@ pub const ACTION_BLOCK: u32 = 3;
 /// Rule id of "no rule": the `[default]` rate.
 pub const RULE_DEFAULT: u32 = 0;
 
+/// The budgets of a rule (or of the default rate): one rate for every mail path together, and
+/// optionally a path's own rate (`[limit.path.NAME]`), spent instead of the common one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budgets {
+    /// Bit `1 << path` set: that path has its own budget, `own[path]`.
+    pub own_paths: u32,
+    pub _pad: u32,
+    pub own: [Rate; crate::event::PATHS as usize],
+}
+const _: () = assert!(core::mem::size_of::<Budgets>() == 72);
+
+impl Budgets {
+    /// The rate `path` is charged at, and whether it is the path's own budget.
+    #[inline(always)]
+    pub const fn for_path(&self, common: Rate, path: u32) -> (Rate, bool) {
+        if path < crate::event::PATHS && self.own_paths & (1 << path) != 0 {
+            (self.own[path as usize], true)
+        } else {
+            (common, false)
+        }
+    }
+}
+
 /// Value of [`crate::maps::UID_RULES`] and [`crate::maps::CGROUP_RULES`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,14 +44,16 @@ pub struct Rule {
     pub action: u32,
     /// 1-based index of the rule in the policy, reported in events.
     pub rule_id: u32,
-    /// The rate for `ACTION_LIMIT`.
+    /// The rate for `ACTION_LIMIT`, spent by every path without a budget of its own.
     pub rate: Rate,
     /// For cgroup rules: the bucket this cgroup draws on: a cgroup id (itself, or the matched
     /// ancestor for cgroups below it), or `BUCKET_SHARED | rule_id` for a `shared = true` rule
     /// (see [`crate::key::KeyId::bucket`]). Unused (0) for UID rules.
     pub bucket: u64,
+    /// Paths with a budget of their own.
+    pub budgets: Budgets,
 }
-const _: () = assert!(core::mem::size_of::<Rule>() == 32);
+const _: () = assert!(core::mem::size_of::<Rule>() == 104);
 
 /// Value of the destination tries.
 #[repr(C)]
@@ -87,4 +113,28 @@ pub const fn dest_v6_key(slot: u32, a: &[u8; 16]) -> [u8; 17] {
 /// Bits the slot byte adds to a destination prefix length.
 pub const SLOT_BITS: u32 = 8;
 
-crate::user_pod!(Rule, DestRule, UidKey, CgroupKey);
+/// Key of [`crate::maps::PROGRAMS`]: an MTA submission program (a file) in one rule set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProgramKey {
+    /// Inode number of the program file.
+    pub ino: u64,
+    /// Device of its file system, in the kernel's encoding (`MAJOR << 20 | MINOR`, the
+    /// `s_dev` of its super block).
+    pub dev: u32,
+    /// 0 or 1: the rule set.
+    pub slot: u32,
+}
+const _: () = assert!(core::mem::size_of::<ProgramKey>() == 16);
+
+/// Value of [`crate::maps::PROGRAMS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Program {
+    /// 1 + the index of the program in the policy's `[sendmail] programs`.
+    pub index: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Program>() == 8);
+
+crate::user_pod!(Rule, Budgets, DestRule, UidKey, CgroupKey, ProgramKey, Program);

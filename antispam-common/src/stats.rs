@@ -8,6 +8,10 @@ pub const MAP_UPDATE_FAILED: u32 = 1;
 pub const CONFIG_MISSING: u32 = 2;
 /// A compare-and-swap on a bucket lost the race too many times; the connect was refused.
 pub const CAS_CONTENDED: u32 = 3;
+/// A field of the exec's kernel structures could not be read: the exec was allowed.
+pub const EXEC_READ_FAILED: u32 = 4;
+/// The fallback exec hook killed a submission program over budget.
+pub const EXEC_KILLED: u32 = 5;
 /// An SMTP packet of a suspended UID or cgroup was dropped (a session open before the
 /// suspension).
 pub const SUSPENDED_DROPS: u32 = 6;
@@ -20,8 +24,8 @@ pub const NAMES: [&str; COUNT as usize] = [
     "map_update_failed",
     "config_missing",
     "cas_contended",
-    "unused_4",
-    "unused_5",
+    "exec_read_failed",
+    "exec_killed",
     "suspended_packets_dropped",
     "unused_7",
 ];

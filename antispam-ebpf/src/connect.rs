@@ -2,8 +2,7 @@
 //! makes `connect()` fail with EPERM at once.
 
 use antispam_common::{
-    config::{FLAG_EVENTS_ALLOWED, FLAG_MONITOR},
-    event::{counter_index, VERDICT_ALLOWED, VERDICT_DENIED, VERDICT_WOULD_DENY},
+    event::{PATH_DIRECT, PATH_LOCAL_SMTP, VERDICT_DENIED},
     key::KeyId,
     net::{self, AF_INET, AF_INET6},
     stats,
@@ -20,8 +19,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 
 use crate::{
-    decide::{evaluate, Attempt, Caller, Destination},
-    events::emit,
+    decide::{decide_and_record, Attempt, Caller, Destination},
+    events::Submission,
     maps::{self, KeyEntry},
 };
 
@@ -111,29 +110,23 @@ fn decide(ctx: &SockAddrContext, dest: Destination) -> i32 {
         gid: (uid_gid >> 32) as u32,
         cgroup_id,
     };
+    // A connect to the host itself hands mail to the local MTA: a submission.
+    let path = if maps::is_local(dest.family, &dest.addr) {
+        PATH_LOCAL_SMTP
+    } else {
+        PATH_DIRECT
+    };
     let attempt = Attempt {
         cfg,
         slot,
         caller,
+        path,
         dest,
         now,
         uid_state: KeyEntry::get(&KeyId::uid(caller.uid)),
         cgroup_state: KeyEntry::get(&KeyId::cgroup(cgroup_id)),
     };
-    let mut d = evaluate(&attempt);
-    if d.verdict == VERDICT_DENIED && cfg.flags & FLAG_MONITOR != 0 {
-        d.verdict = VERDICT_WOULD_DENY;
-    }
-    maps::count_decision(counter_index(d.verdict, d.reason));
-    for state in [attempt.uid_state, attempt.cgroup_state]
-        .into_iter()
-        .flatten()
-    {
-        state.count(d.verdict, now);
-    }
-    if d.verdict != VERDICT_ALLOWED || cfg.flags & FLAG_EVENTS_ALLOWED != 0 {
-        emit(cfg, &attempt, &d);
-    }
+    let d = decide_and_record(&attempt, &Submission::default());
     if d.verdict == VERDICT_DENIED {
         debug!(
             ctx,

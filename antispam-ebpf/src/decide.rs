@@ -1,10 +1,16 @@
-//! The decision every program shares: may this caller hand mail to this destination now?
+//! The decision every program shares: may this caller hand mail on now, by this path (a direct
+//! connect, the local MTA's submission program, an SMTP connect to the local MTA)?
 //! Order: an approved break-glass override (block lists still apply), a suspension, the UID's
-//! allow rule, the kill switch, the cgroup's allow rule, the destination lists, then the
-//! buckets (the UID's, and the cgroup's when a cgroup rule limits it).
+//! allow rule, the kill switch, the cgroup's allow rule, the destination lists (for connects;
+//! a submission to the local MTA is never an allow-listed destination), then the buckets (the
+//! UID's, and the cgroup's when a cgroup rule limits it; a path with a budget of its own draws
+//! on that instead of the common one).
 
 use antispam_common::{
-    config::{Config, FLAG_KILL_SWITCH, FLAG_OVERRIDES, FLAG_SUSPENSIONS},
+    config::{
+        Config, FLAG_EVENTS_ALLOWED, FLAG_KILL_SWITCH, FLAG_MONITOR, FLAG_OVERRIDES,
+        FLAG_SUSPENSIONS,
+    },
     event::*,
     key::KeyId,
     net::AF_INET,
@@ -15,7 +21,10 @@ use antispam_common::{
 };
 use aya_ebpf::maps::lpm_trie::Key;
 
-use crate::maps::{self, KeyEntry, Take, DEST_V4, DEST_V6};
+use crate::{
+    events::{emit, Submission},
+    maps::{self, KeyEntry, Take, DEST_V4, DEST_V6},
+};
 
 /// Who is asking, as the kernel knows it.
 #[derive(Clone, Copy)]
@@ -25,8 +34,8 @@ pub struct Caller {
     pub cgroup_id: u64,
 }
 
-/// Where the mail goes.
-#[derive(Clone, Copy)]
+/// Where the mail goes (all zero for a submission through the MTA's program).
+#[derive(Clone, Copy, Default)]
 pub struct Destination {
     /// `AF_INET` or `AF_INET6` (IPv4-mapped IPv6 addresses are `AF_INET`).
     pub family: u16,
@@ -40,6 +49,8 @@ pub struct Attempt<'a> {
     pub cfg: &'a Config,
     pub slot: u32,
     pub caller: Caller,
+    /// `PATH_*`.
+    pub path: u32,
     pub dest: Destination,
     pub now: u64,
     /// The caller's per-key state entries (None when the map was full).
@@ -71,8 +82,27 @@ impl Decision {
     }
 }
 
+/// Decides, then counts the decision (per CPU, and per key and path) and writes its event (every
+/// refusal; allowed attempts too when the connection trail is on). In monitor mode a refusal
+/// becomes `VERDICT_WOULD_DENY`.
 #[inline(always)]
-pub fn evaluate(a: &Attempt<'_>) -> Decision {
+pub fn decide_and_record(a: &Attempt<'_>, s: &Submission) -> Decision {
+    let mut d = evaluate(a);
+    if d.verdict == VERDICT_DENIED && a.cfg.flags & FLAG_MONITOR != 0 {
+        d.verdict = VERDICT_WOULD_DENY;
+    }
+    maps::count_decision(counter_index(a.path, d.verdict, d.reason));
+    for state in [a.uid_state, a.cgroup_state].into_iter().flatten() {
+        state.count(a.path, d.verdict, a.now);
+    }
+    if d.verdict != VERDICT_ALLOWED || a.cfg.flags & FLAG_EVENTS_ALLOWED != 0 {
+        emit(a.cfg, a, &d, s);
+    }
+    d
+}
+
+#[inline(always)]
+fn evaluate(a: &Attempt<'_>) -> Decision {
     let Caller { uid, cgroup_id, .. } = a.caller;
     let flags = a.cfg.flags;
     // An approved break-glass override comes first: for its short life it lifts suspensions,
@@ -81,7 +111,7 @@ pub fn evaluate(a: &Attempt<'_>) -> Decision {
         && (maps::overridden(&KeyId::uid(uid), a.now)
             || maps::overridden(&KeyId::cgroup(cgroup_id), a.now))
     {
-        return match dest_rule(a.slot, &a.dest) {
+        return match dest_rule(a) {
             Some(r) if r.action == ACTION_BLOCK => {
                 Decision::deny(REASON_BLOCK_DESTINATION, r.rule_id)
             }
@@ -111,8 +141,9 @@ pub fn evaluate(a: &Attempt<'_>) -> Decision {
             return Decision::allow(REASON_ALLOW_CGROUP, r.rule_id);
         }
     }
-    if let Some(r) = dest_rule(a.slot, &a.dest) {
-        if r.action == ACTION_ALLOW {
+    if let Some(r) = dest_rule(a) {
+        // The local MTA is not an allow-listed destination: what is handed to it is charged.
+        if r.action == ACTION_ALLOW && a.path == PATH_DIRECT {
             return Decision::allow(REASON_ALLOW_DESTINATION, r.rule_id);
         }
         if r.action == ACTION_BLOCK {
@@ -126,11 +157,20 @@ pub fn evaluate(a: &Attempt<'_>) -> Decision {
 /// refusal by the cgroup gives the UID's token back.
 #[inline(always)]
 fn charge(a: &Attempt<'_>, uid_rule: Option<&Rule>, cgroup_rule: Option<&Rule>) -> Decision {
-    let (uid_rate, uid_rule_id) = match uid_rule {
-        Some(r) if r.action == ACTION_LIMIT => (r.rate, r.rule_id),
-        _ => (a.cfg.default_rate, a.cfg.default_rule_id),
+    let ((uid_rate, uid_own), uid_rule_id) = match uid_rule {
+        Some(r) if r.action == ACTION_LIMIT => (r.budgets.for_path(r.rate, a.path), r.rule_id),
+        _ => (
+            a.cfg.default_budgets.for_path(a.cfg.default_rate, a.path),
+            a.cfg.default_rule_id,
+        ),
     };
-    let Some(uid_state) = a.uid_state else {
+    // A path with a budget of its own draws on the key's entry for that path.
+    let uid_entry = if uid_own {
+        KeyEntry::get(&KeyId::uid(a.caller.uid).own_budget(a.path))
+    } else {
+        a.uid_state
+    };
+    let Some(uid_state) = uid_entry else {
         return Decision::deny(REASON_STATE_ERROR, uid_rule_id);
     };
     let uid_bucket = uid_state.bucket();
@@ -145,12 +185,21 @@ fn charge(a: &Attempt<'_>, uid_rule: Option<&Rule>, cgroup_rule: Option<&Rule>) 
     };
     // Cgroups below a matched one draw on the matched cgroup's bucket; the cgroups of a shared
     // rule on the rule's bucket.
-    let state = if r.bucket == 0 || r.bucket == a.caller.cgroup_id {
+    let (rate, own) = r.budgets.for_path(r.rate, a.path);
+    let own_cgroup = r.bucket == 0 || r.bucket == a.caller.cgroup_id;
+    let key = if own_cgroup {
+        KeyId::cgroup(a.caller.cgroup_id)
+    } else {
+        KeyId::bucket(r.bucket)
+    };
+    let state = if own {
+        KeyEntry::get(&key.own_budget(a.path))
+    } else if own_cgroup {
         a.cgroup_state
     } else {
-        KeyEntry::get(&KeyId::bucket(r.bucket))
+        KeyEntry::get(&key)
     };
-    let refused = match state.map(|s| s.bucket().take(a.now, &r.rate)) {
+    let refused = match state.map(|s| s.bucket().take(a.now, &rate)) {
         Some(Take::Taken) => return Decision::allow(REASON_WITHIN_LIMIT, r.rule_id),
         Some(Take::Empty) => Decision::deny(REASON_RATE_CGROUP, r.rule_id),
         Some(Take::Contended) | None => Decision::deny(REASON_STATE_ERROR, r.rule_id),
@@ -159,14 +208,18 @@ fn charge(a: &Attempt<'_>, uid_rule: Option<&Rule>, cgroup_rule: Option<&Rule>) 
     refused
 }
 
-/// The longest destination prefix rule matching `dest`.
+/// The longest destination prefix rule matching the attempt's destination (none for a
+/// submission through the MTA's program, which has none).
 #[inline(always)]
-fn dest_rule(slot: u32, dest: &Destination) -> Option<&'static DestRule> {
-    let a = &dest.addr;
-    if dest.family == AF_INET {
-        let v4 = [a[0], a[1], a[2], a[3]];
-        DEST_V4.get(Key::new(SLOT_BITS + 32, dest_v4_key(slot, v4)))
+fn dest_rule(a: &Attempt<'_>) -> Option<&'static DestRule> {
+    let d = &a.dest;
+    let addr = &d.addr;
+    if a.path == PATH_SENDMAIL {
+        None
+    } else if d.family == AF_INET {
+        let v4 = [addr[0], addr[1], addr[2], addr[3]];
+        DEST_V4.get(Key::new(SLOT_BITS + 32, dest_v4_key(a.slot, v4)))
     } else {
-        DEST_V6.get(Key::new(SLOT_BITS + 128, dest_v6_key(slot, a)))
+        DEST_V6.get(Key::new(SLOT_BITS + 128, dest_v6_key(a.slot, addr)))
     }
 }

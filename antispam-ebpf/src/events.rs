@@ -11,11 +11,20 @@ use crate::{
     maps::{stat, EVENTS},
 };
 
+/// What a `sendmail` decision adds to its event.
+#[derive(Default)]
+pub struct Submission {
+    /// 1 + the program's index in the policy's list.
+    pub program: u32,
+    pub ppid: u32,
+    pub pcomm: [u8; 16],
+}
+
 /// Writes one event. No event wakes the agent by itself (a wakeup costs the caller microseconds
 /// and, during an outbreak, one context switch per refusal): the agent drains every 50 ms, and
 /// is woken early only when the ring is an eighth full.
 #[inline(always)]
-pub fn emit(cfg: &Config, a: &Attempt<'_>, d: &Decision) {
+pub fn emit(cfg: &Config, a: &Attempt<'_>, d: &Decision, s: &Submission) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         stat(stats::RINGBUF_FULL);
         return;
@@ -35,6 +44,11 @@ pub fn emit(cfg: &Config, a: &Attempt<'_>, d: &Decision) {
         generation: cfg.generation,
         daddr: a.dest.addr,
         comm,
+        path: a.path,
+        program: s.program,
+        ppid: s.ppid,
+        _pad: 0,
+        pcomm: s.pcomm,
     });
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > (EVENTS_BYTES / 8) as u64 {
         BPF_RB_FORCE_WAKEUP

@@ -33,6 +33,8 @@ mod egress;
 #[cfg(target_arch = "bpf")]
 mod events;
 #[cfg(target_arch = "bpf")]
+mod exec;
+#[cfg(target_arch = "bpf")]
 mod maps;
 
 #[cfg(not(target_arch = "bpf"))]

@@ -13,7 +13,7 @@ use antispam_common::{
     key::{KeyId, KeyState, Override, Suspension},
     maps as m,
     rate::{gcra, Rate},
-    rule::{CgroupKey, DestRule, Rule, UidKey},
+    rule::{CgroupKey, DestRule, Program, ProgramKey, Rule, UidKey},
     stats,
 };
 use aya_ebpf::{
@@ -46,6 +46,13 @@ pub static DEST_V4: LpmTrie<[u8; 5], DestRule> =
 #[map(name = "AS_DEST_V6")]
 pub static DEST_V6: LpmTrie<[u8; 17], DestRule> =
     LpmTrie::pinned(m::SLOTS * m::DEST_MAX, BPF_F_NO_PREALLOC);
+
+#[map(name = "AS_PROGRAMS")]
+static PROGRAMS: HashMap<ProgramKey, Program> =
+    HashMap::pinned(m::SLOTS * m::PROGRAMS_MAX, BPF_F_NO_PREALLOC);
+
+#[map(name = "AS_LOCAL_ADDRS")]
+static LOCAL_ADDRS: HashMap<[u8; 16], u32> = HashMap::pinned(m::LOCAL_ADDRS_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_KEYS")]
 static KEYS: LruHashMap<KeyId, KeyState> = LruHashMap::pinned(m::KEYS_MAX, 0);
@@ -102,6 +109,24 @@ pub fn uid_rule(uid: u32, slot: u32) -> Option<&'static Rule> {
 pub fn cgroup_rule(id: u64, slot: u32) -> Option<&'static Rule> {
     // SAFETY: as for `uid_rule`.
     unsafe { CGROUP_RULES.get(CgroupKey::new(id, slot)) }
+}
+
+/// The submission program with this inode, in rule set `slot`.
+#[inline(always)]
+pub fn program(ino: u64, dev: u32, slot: u32) -> Option<&'static Program> {
+    // SAFETY: a lookup of plain data that only the agent writes, whole.
+    unsafe { PROGRAMS.get(ProgramKey { ino, dev, slot }) }
+}
+
+/// Is the destination the host itself (loopback, or one of its own addresses)?
+#[inline(always)]
+pub fn is_local(family: u16, addr: &[u8; 16]) -> bool {
+    if antispam_common::net::is_loopback(family, addr) {
+        return true;
+    }
+    let key = antispam_common::net::local_key(family, addr);
+    // SAFETY: a lookup of plain data that only the agent writes, whole.
+    unsafe { LOCAL_ADDRS.get(key).is_some() }
 }
 
 /// Is `key` suspended at `now`?
@@ -263,18 +288,19 @@ impl KeyEntry {
         Bucket(unsafe { &raw mut (*self.0).tat })
     }
 
-    /// Counts one decision of `verdict` at `now`.
+    /// Counts one decision of `verdict` on mail path `path` at `now`.
     #[inline(always)]
-    pub fn count(self, verdict: u32, now: u64) {
-        use antispam_common::event::{VERDICT_ALLOWED, VERDICT_DENIED};
-        // SAFETY: fields of the live value; no reference is made.
+    pub fn count(self, path: u32, verdict: u32, now: u64) {
+        use antispam_common::event::{PATHS, VERDICT_ALLOWED, VERDICT_DENIED};
+        let p = (path % PATHS) as usize;
+        // SAFETY: fields of the live value (`p` is in bounds); no reference is made.
         unsafe {
-            let counter = match verdict {
+            let counters = match verdict {
                 VERDICT_ALLOWED => &raw mut (*self.0).allowed,
                 VERDICT_DENIED => &raw mut (*self.0).denied,
                 _ => &raw mut (*self.0).would_deny,
             };
-            add(counter, 1);
+            add(counters.cast::<u64>().add(p), 1);
             // A plain store of the last time seen: racing CPUs only pick one of two nearly
             // equal times.
             (*self.0).last_ns = now;

@@ -60,10 +60,13 @@ fn systemd_unit_capabilities_are_enough_and_each_is_needed() {
             "enforcing with only {caps:?}"
         );
         let m = agent.metrics();
+        // connect4, connect6, egress and the exec hook (mail through sendmail).
         assert_eq!(
             metric_value(&m, "antispam_programs_attached", &[]),
-            Some(3.0)
+            Some(4.0)
         );
+        let hook = agent.status_json()["sendmail"]["hook"].clone();
+        assert!(hook == "lsm" || hook == "tracepoint", "{hook}");
     }
     // Without any one of them the agent cannot start (and says why).
     for missing in &caps {

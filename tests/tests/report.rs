@@ -150,7 +150,9 @@ fn the_report_lists_what_the_agent_and_its_operators_did() {
     eprintln!("{md}");
     for expected in [
         format!("Hash chain **verified**: {records} records"),
-        format!("| {uid} | - | 5 | kill_switch (1), rate_limit_uid (3), suspended (1) |"),
+        format!(
+            "| {uid} | - | 5 | direct (5) | kill_switch (1), rate_limit_uid (3), suspended (1) |"
+        ),
         format!("| uid {uid} | manual | report test: spam run | root (uid 0, pid "),
         "unsuspended by root (uid 0, pid ".into(),
         "| yes | root (uid 0, pid ".into(),

@@ -6,6 +6,7 @@
 mod bench;
 mod setup;
 mod test;
+mod vm;
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -57,6 +58,9 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
     },
+    /// The integration tests inside QEMU (TCG) VMs booting Debian's own 6.1 and 6.12 kernels,
+    /// one test at a time with CI=true; console logs in target/vm/ (see docs/vms.md).
+    VmTest(vm::VmTestArgs),
 }
 
 /// The workspace root.
@@ -98,5 +102,6 @@ fn main() -> Result<()> {
         }
         Cmd::Test { filter, no_lint } => test::test(filter.as_deref(), !no_lint),
         Cmd::Bench { smoke, only } => bench::bench(smoke, only.as_deref()),
+        Cmd::VmTest(args) => vm::vm_test(args),
     }
 }

@@ -153,8 +153,8 @@ fn home() -> PathBuf {
 
 /// Where bpf-linker and the LLVM link farm live: outside the work tree so that a fresh clone
 /// on the same machine reuses them, and never in a temporary directory (bpf-linker keeps an
-/// rpath to the LLVM it was built against).
-fn cache_dir() -> PathBuf {
+/// rpath to the LLVM it was built against). vm-test keeps its kernels here too.
+pub fn cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map_or_else(|| home().join(".cache"), PathBuf::from)
         .join("antispam")

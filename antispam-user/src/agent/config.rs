@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use super::events::EventFilter;
+pub use crate::kernel::ExecHookChoice;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -23,4 +24,6 @@ pub struct Config {
     pub pin_dir: PathBuf,
     /// Reload when the policy file changes, not only on SIGHUP.
     pub reload_on_change: bool,
+    /// How to decide executions of the MTA's submission programs.
+    pub exec_hook: ExecHookChoice,
 }

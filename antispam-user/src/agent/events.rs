@@ -40,9 +40,21 @@ pub struct Record<'a> {
     pub comm: String,
     pub cgroup: String,
     pub cgroup_id: u64,
-    pub dst: String,
+    /// How the mail was handed on: `direct`, `sendmail` or `local_smtp`.
+    pub path: &'a str,
+    /// The destination of a connect; null for `sendmail`.
+    pub dst: Option<String>,
     pub dport: u16,
-    pub family: &'a str,
+    /// `ipv4`, `ipv6`; null for `sendmail`.
+    pub family: Option<&'a str>,
+    /// For `sendmail`: the MTA's submission program that was run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// For `sendmail`: the caller's parent (e.g. the PHP process that ran `sendmail`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_comm: Option<String>,
     pub verdict: &'a str,
     pub reason: &'a str,
     pub would_deny: bool,
@@ -60,28 +72,37 @@ pub fn destination(e: &Event) -> IpAddr {
     }
 }
 
-fn comm(e: &Event) -> String {
-    let end = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
-    String::from_utf8_lossy(&e.comm[..end]).into_owned()
+/// A NUL-padded `comm` as text.
+fn comm(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
 pub fn record<'a>(shared: &Shared, clock: &MonoToWall, e: &Event) -> Record<'a> {
+    let connect = e.path != ev::PATH_SENDMAIL;
+    let sendmail = !connect;
     Record {
         ts: clock::rfc3339_micros(clock.wall(e.ts_ns)),
         uid: e.uid,
         user: shared.users.name(e.uid),
         gid: e.gid,
         pid: e.pid,
-        comm: comm(e),
+        comm: comm(&e.comm),
         cgroup: shared.cgroups.label(e.cgroup_id),
         cgroup_id: e.cgroup_id,
-        dst: destination(e).to_string(),
+        path: ev::path_name(e.path),
+        dst: connect.then(|| destination(e).to_string()),
         dport: e.dport,
-        family: if e.family == antispam_common::net::AF_INET {
+        family: connect.then_some(if e.family == antispam_common::net::AF_INET {
             "ipv4"
         } else {
             "ipv6"
-        },
+        }),
+        program: (sendmail && e.program > 0)
+            .then(|| shared.program_name(e.program))
+            .flatten(),
+        ppid: (sendmail && e.ppid > 0).then_some(e.ppid),
+        parent_comm: (sendmail && e.pcomm[0] != 0).then(|| comm(&e.pcomm)),
         verdict: ev::verdict_name(e.verdict),
         reason: ev::reason_name(e.reason),
         would_deny: e.verdict == ev::VERDICT_WOULD_DENY,

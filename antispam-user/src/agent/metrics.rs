@@ -19,6 +19,7 @@ use super::{
     state::Shared,
 };
 use crate::{
+    control::status::ExecHook,
     kernel::KernelView,
     policy::{Mode, RuleKind},
 };
@@ -66,51 +67,70 @@ pub fn render(shared: &Shared) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Decisions by verdict and reason, from the kernel's per-CPU counters.
+/// Can a decision of `verdict` for `reason` occur on `path`? Series that can are always
+/// present (at 0), so that rate() works from the start.
+fn possible(path: u32, verdict: u32, reason: u32) -> bool {
+    let destination = matches!(
+        reason,
+        ev::REASON_ALLOW_DESTINATION | ev::REASON_BLOCK_DESTINATION
+    );
+    if path == ev::PATH_SENDMAIL && destination {
+        return false;
+    }
+    if path == ev::PATH_LOCAL_SMTP && reason == ev::REASON_ALLOW_DESTINATION {
+        return false;
+    }
+    match verdict {
+        ev::VERDICT_ALLOWED => matches!(
+            reason,
+            ev::REASON_ALLOW_USER
+                | ev::REASON_ALLOW_CGROUP
+                | ev::REASON_ALLOW_DESTINATION
+                | ev::REASON_WITHIN_LIMIT
+        ),
+        _ => matches!(
+            reason,
+            ev::REASON_BLOCK_DESTINATION
+                | ev::REASON_RATE_UID
+                | ev::REASON_RATE_CGROUP
+                | ev::REASON_STATE_ERROR
+        ),
+    }
+}
+
+/// Decisions by mail path, verdict and reason, from the kernel's per-CPU counters.
 fn decisions(reg: &Registry, view: &KernelView) {
+    let attempts = counter(reg, "antispam_mail_attempts_total",
+        "Attempts to hand mail on, by mail path (direct: SMTP to another host; sendmail: a message through the local MTA's submission program; local_smtp: SMTP to the local MTA), verdict and reason (in monitor mode, would-be refusals are verdict=\"allowed\" with the refusal's reason).",
+        &["path", "verdict", "reason"]);
     let conns = counter(reg, "antispam_smtp_connections_total",
-        "SMTP connects decided, by verdict and reason (in monitor mode, would-be refusals are verdict=\"allowed\" with the refusal's reason).",
+        "SMTP connects decided (paths direct and local_smtp together), by verdict and reason (in monitor mode, would-be refusals are verdict=\"allowed\" with the refusal's reason).",
         &["verdict", "reason"]);
     let would = counter(reg, "antispam_smtp_would_deny_total",
         "SMTP connects that would have been refused but were allowed because the policy is in monitor mode.",
         &["reason"]);
-    for verdict in [
-        ev::VERDICT_ALLOWED,
-        ev::VERDICT_DENIED,
-        ev::VERDICT_WOULD_DENY,
-    ] {
-        for reason in 1..ev::REASON_LIMIT {
-            let n = KernelView::sum(&view.decisions, counter_index(verdict, reason));
-            if n == 0 && ev::reason_name(reason) == "unknown" {
-                continue;
-            }
-            // Series that can occur are always present (at 0), so rate() works from the start.
-            let possible = match verdict {
-                ev::VERDICT_ALLOWED => matches!(
-                    reason,
-                    ev::REASON_ALLOW_USER
-                        | ev::REASON_ALLOW_CGROUP
-                        | ev::REASON_ALLOW_DESTINATION
-                        | ev::REASON_WITHIN_LIMIT
-                ),
-                _ => matches!(
-                    reason,
-                    ev::REASON_BLOCK_DESTINATION
-                        | ev::REASON_RATE_UID
-                        | ev::REASON_RATE_CGROUP
-                        | ev::REASON_STATE_ERROR
-                ),
-            };
-            if n == 0 && !possible {
-                continue;
-            }
-            conns
-                .with_label_values(&[ev::verdict_name(verdict), ev::reason_name(reason)])
-                .inc_by(n);
-            if verdict == ev::VERDICT_WOULD_DENY {
-                would
-                    .with_label_values(&[ev::reason_name(reason)])
+    for path in ev::PATH_CODES {
+        for verdict in [
+            ev::VERDICT_ALLOWED,
+            ev::VERDICT_DENIED,
+            ev::VERDICT_WOULD_DENY,
+        ] {
+            for reason in 1..ev::REASON_LIMIT {
+                let n = KernelView::sum(&view.decisions, counter_index(path, verdict, reason));
+                if n == 0 && !possible(path, verdict, reason) {
+                    continue;
+                }
+                let (v, r) = (ev::verdict_name(verdict), ev::reason_name(reason));
+                attempts
+                    .with_label_values(&[ev::path_name(path), v, r])
                     .inc_by(n);
+                if path == ev::PATH_SENDMAIL {
+                    continue;
+                }
+                conns.with_label_values(&[v, r]).inc_by(n);
+                if verdict == ev::VERDICT_WOULD_DENY {
+                    would.with_label_values(&[r]).inc_by(n);
+                }
             }
         }
     }
@@ -302,6 +322,16 @@ fn policy(reg: &Registry, shared: &Shared) {
         "1 when the policy is in monitor mode (nothing refused).",
         i64::from(enforced.policy.mode == Mode::Monitor),
     );
+    let hook = gauge(
+        reg,
+        "antispam_exec_hook",
+        "How executions of the MTA's submission programs (mail through sendmail) are decided: 1 for the hook in use (lsm: refused with EPERM before they run; tracepoint: killed before their first instruction; none: not decided).",
+        &["hook"],
+    );
+    for h in [ExecHook::Lsm, ExecHook::Tracepoint, ExecHook::None] {
+        hook.with_label_values(&[h.name()])
+            .set(i64::from(shared.exec_hook == h));
+    }
     plain_gauge(
         reg,
         "antispam_programs_attached",
@@ -340,11 +370,17 @@ fn policy(reg: &Registry, shared: &Shared) {
 }
 
 fn activity(s: &KeyState) -> (u64, u64) {
-    (s.denied + s.would_deny, s.allowed)
+    (s.denied_total() + s.would_deny_total(), s.allowed_total())
+}
+
+/// The connects of a key (paths direct and local_smtp), by verdict.
+fn connects(counts: &[u64; ev::PATHS as usize]) -> u64 {
+    counts[ev::PATH_DIRECT as usize] + counts[ev::PATH_LOCAL_SMTP as usize]
 }
 
 /// The series of one kind of key (UIDs or cgroups).
 struct KeySeries {
+    attempts: IntCounterVec,
     conns: IntCounterVec,
     bytes: IntCounterVec,
     packets: IntCounterVec,
@@ -353,15 +389,24 @@ struct KeySeries {
 impl KeySeries {
     fn emit(&self, labels: &[String], s: &KeyState) {
         let base: Vec<&str> = labels.iter().map(String::as_str).collect();
-        for (verdict, n) in [
-            ("allowed", s.allowed),
-            ("denied", s.denied),
-            ("would_deny", s.would_deny),
+        for (verdict, counts) in [
+            ("allowed", &s.allowed),
+            ("denied", &s.denied),
+            ("would_deny", &s.would_deny),
         ] {
+            let n = connects(counts);
             if n > 0 || verdict == "allowed" {
                 let mut l = base.clone();
                 l.push(verdict);
                 self.conns.with_label_values(&l).inc_by(n);
+            }
+            for path in ev::PATH_CODES {
+                let n = counts[path as usize];
+                if n > 0 || verdict == "allowed" {
+                    let mut l = base.clone();
+                    l.extend([ev::path_name(path), verdict]);
+                    self.attempts.with_label_values(&l).inc_by(n);
+                }
             }
         }
         self.bytes.with_label_values(&base).inc_by(s.bytes);
@@ -384,10 +429,16 @@ fn per_key(reg: &Registry, shared: &Shared) {
             .set(keys.iter().filter(|(k, _)| k.kind == kind).count() as i64);
     }
     let uids = KeySeries {
+        attempts: counter(
+            reg,
+            "antispam_uid_mail_attempts_total",
+            "Attempts to hand mail on by UID, mail path and verdict (verdict would_deny: monitor mode).",
+            &["uid", "user", "path", "verdict"],
+        ),
         conns: counter(
             reg,
             "antispam_uid_smtp_connections_total",
-            "SMTP connects by UID and verdict (verdict would_deny: monitor mode).",
+            "SMTP connects (paths direct and local_smtp) by UID and verdict (verdict would_deny: monitor mode).",
             &["uid", "user", "verdict"],
         ),
         bytes: counter(
@@ -404,10 +455,16 @@ fn per_key(reg: &Registry, shared: &Shared) {
         ),
     };
     let cgroups = KeySeries {
+        attempts: counter(
+            reg,
+            "antispam_cgroup_mail_attempts_total",
+            "Attempts to hand mail on by cgroup, mail path and verdict.",
+            &["cgroup", "path", "verdict"],
+        ),
         conns: counter(
             reg,
             "antispam_cgroup_smtp_connections_total",
-            "SMTP connects by cgroup and verdict.",
+            "SMTP connects (paths direct and local_smtp) by cgroup and verdict.",
             &["cgroup", "verdict"],
         ),
         bytes: counter(
@@ -446,9 +503,11 @@ fn per_key(reg: &Registry, shared: &Shared) {
         if !rest.is_empty() {
             let mut other = KeyState::default();
             for (_, s) in rest {
-                other.allowed += s.allowed;
-                other.denied += s.denied;
-                other.would_deny += s.would_deny;
+                for p in 0..ev::PATHS as usize {
+                    other.allowed[p] += s.allowed[p];
+                    other.denied[p] += s.denied[p];
+                    other.would_deny[p] += s.would_deny[p];
+                }
                 other.bytes += s.bytes;
                 other.packets += s.packets;
             }

@@ -16,6 +16,7 @@ mod http;
 mod metrics;
 mod operations;
 mod policy_watch;
+mod programs;
 mod reload;
 mod restore;
 mod state;
@@ -30,7 +31,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-pub use config::Config;
+pub use config::{Config, ExecHookChoice};
 pub use error::Error;
 pub use events::EventFilter;
 use tokio::{
@@ -95,7 +96,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         enforced,
         assignments,
         generation,
+        programs,
     } = enforcing;
+    let mut program_watch = watch_programs(&enforced.policy.sendmail_programs);
     let shared = Arc::new(Shared {
         enforced: RwLock::new(Arc::new(enforced)),
         assignments: Mutex::new(assignments),
@@ -109,6 +112,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         audit_path: audit.path().to_path_buf(),
         operations: Mutex::default(),
         metrics_max_keys: config.metrics_max_keys,
+        programs: Mutex::new(programs),
+        exec_hook: kernel.exec_hook,
+        exec_hook_why: kernel.exec_hook_why.clone(),
         started: SystemTime::now(),
     });
     shared.follow(&tree, watcher.as_ref());
@@ -158,10 +164,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
     core.restore();
     core.break_glass_restore();
     core.prune_runtime();
+    core.sync_local_addrs();
     let stop_reason = core
         .serve(
             &mut signals,
-            &mut policy_watch,
+            Watches {
+                policy: &mut policy_watch,
+                programs: &mut program_watch,
+            },
             &mut control_rx,
             &mut violations_rx,
         )
@@ -185,6 +195,8 @@ struct Enforcing {
     enforced: Enforced,
     assignments: Assignments,
     generation: u32,
+    /// The submission programs as the kernel knows them.
+    programs: Vec<crate::sys::programs::Resolved>,
 }
 
 /// Loads the programs (or takes over a previous agent's), writes the policy and attaches.
@@ -198,7 +210,7 @@ fn enforce(
     let cgroup_id =
         cgroupfs::cgroup_id(dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
     let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
-    let mut kernel = Kernel::load(config.kernel_debug, &pins)?;
+    let mut kernel = Kernel::load(config.kernel_debug, &pins, config.exec_hook)?;
     // Watch before the first assignment, so no cgroup created meanwhile is missed.
     let watcher = watch_cgroups(mount, dir);
     // An agent taking over from a previous one goes on counting its generations.
@@ -211,7 +223,12 @@ fn enforce(
         None => cgroupfs::walk(mount, dir),
     };
     let assignments = assign_all(&policy, &tree, dir);
-    kernel.rules.apply(&compiled, &assignments)?;
+    let programs = programs::resolve(&policy.sendmail_programs);
+    log::info!(
+        "submission programs: {}",
+        programs::describe(&policy.sendmail_programs, &programs)
+    );
+    kernel.rules.apply(&compiled, &assignments, &programs)?;
     kernel.attach(dir, &pins)?;
     Ok(Enforcing {
         kernel,
@@ -221,10 +238,18 @@ fn enforce(
         enforced: Enforced { policy, compiled },
         assignments,
         generation,
+        programs,
     })
 }
 
 fn log_enforcing(shared: &Shared, dir: &Path, addr: &std::net::SocketAddr, cgroups: usize) {
+    use crate::control::status::ExecHook;
+    let why = shared.exec_hook_why.as_deref().unwrap_or("");
+    match shared.exec_hook {
+        ExecHook::Lsm => log::info!("mail through sendmail: decided by BPF LSM (refused with EPERM)"),
+        ExecHook::Tracepoint => log::warn!("mail through sendmail: BPF LSM cannot be used ({why}); the tracepoint fallback counts it and kills a submission over budget before it runs (the caller sees SIGKILL, not EPERM)"),
+        ExecHook::None => log::error!("mail through sendmail is NOT counted: {why}"),
+    }
     let e = shared.enforced();
     log::info!(
         "enforcing {} (mode {}, generation {}) on cgroup {} with {} programs; {cgroups} cgroups followed; metrics and status on http://{addr}/",
@@ -282,6 +307,12 @@ impl Core {
     }
 }
 
+/// The files the main loop follows.
+struct Watches<'a> {
+    policy: &'a mut Option<PolicyWatch>,
+    programs: &'a mut Option<programs::ProgramWatch>,
+}
+
 /// The signals the agent acts on.
 struct Signals {
     term: Signal,
@@ -309,14 +340,24 @@ impl Core {
     async fn serve(
         &mut self,
         signals: &mut Signals,
-        policy_watch: &mut Option<PolicyWatch>,
+        watches: Watches<'_>,
         control: &mut mpsc::Receiver<Message>,
         violations: &mut mpsc::Receiver<Violation>,
     ) -> &'static str {
+        let Watches {
+            policy: policy_watch,
+            programs: program_watch,
+        } = watches;
         let mut tick = tokio::time::interval(TICK);
         loop {
             let policy_changed = async {
                 match policy_watch.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let programs_changed = async {
+                match program_watch.as_mut() {
                     Some(w) => w.changed().await,
                     None => std::future::pending().await,
                 }
@@ -330,12 +371,27 @@ impl Core {
             tokio::select! {
                 _ = signals.term.recv() => { log::info!("SIGTERM: exiting"); return "SIGTERM"; }
                 _ = signals.int.recv() => { log::info!("SIGINT: exiting"); return "SIGINT"; }
-                _ = signals.hup.recv() => self.reload("SIGHUP"),
+                _ = signals.hup.recv() => {
+                    if self.reload("SIGHUP") {
+                        *program_watch = watch_programs(&self.shared.enforced().policy.sendmail_programs);
+                    }
+                }
                 c = policy_changed => match c {
-                    Some(()) => self.reload("file change"),
+                    Some(()) => {
+                        if self.reload("file change") {
+                            *program_watch = watch_programs(&self.shared.enforced().policy.sendmail_programs);
+                        }
+                    }
                     None => {
                         log::error!("stopped watching the policy file; reload with SIGHUP");
                         *policy_watch = None;
+                    }
+                },
+                c = programs_changed => match c {
+                    Some(()) => self.programs_changed(),
+                    None => {
+                        log::error!("stopped watching the submission programs; they are resolved again at the next reload");
+                        *program_watch = None;
                     }
                 },
                 Some(msg) = control.recv() => {
@@ -366,6 +422,7 @@ impl Core {
         self.expire();
         self.break_glass_expire();
         self.save_book();
+        self.sync_local_addrs();
         let link = pins::link_path(&self.pin_dir, antispam_common::maps::programs::CONNECT4);
         if link.exists() {
             return None;
@@ -388,6 +445,34 @@ fn watch_policy(config: &Config) -> Option<PolicyWatch> {
                 path.display()
             );
             None
+        }
+    }
+}
+
+fn watch_programs(paths: &[PathBuf]) -> Option<programs::ProgramWatch> {
+    match programs::ProgramWatch::new(paths) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::warn!("cannot watch the submission programs for upgrades ({e}); they are resolved again at reload");
+            None
+        }
+    }
+}
+
+impl Core {
+    /// The host's addresses as the kernel knows them (SMTP to them is local submission).
+    fn sync_local_addrs(&mut self) {
+        let now = match crate::sys::local_addrs::current() {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("reading the host's addresses: {e}");
+                return;
+            }
+        };
+        match self.kernel.local_addrs.sync(&now) {
+            Ok(true) => log::debug!("the host's addresses: {now:?}"),
+            Ok(false) => {}
+            Err(e) => log::error!("writing the host's addresses: {e}"),
         }
     }
 }

@@ -12,15 +12,16 @@ use crate::{
 };
 
 impl Core {
-    pub fn reload(&mut self, trigger: &str) {
+    /// Reloads the policy file; true if a new policy is in force.
+    pub fn reload(&mut self, trigger: &str) -> bool {
         let Some(path) = self.policy_path.clone() else {
             log::info!("{trigger}: running on the built-in policy; nothing to reload");
-            return;
+            return false;
         };
         let previous = self.shared.enforced().policy.sha256.clone();
         // A change event for content already in force, or already refused, changes nothing.
         if trigger != "SIGHUP" && self.unchanged(&path, &previous) {
-            return;
+            return false;
         }
         let policy = match load_policy(Some(&path)) {
             Ok(p) => p,
@@ -32,10 +33,10 @@ impl Core {
                 self.last_refused = Some(refused.clone());
                 let problems = problems.0.iter().map(ToString::to_string).collect();
                 self.refused(&path, &refused, &previous, problems, trigger);
-                return;
+                return false;
             }
         };
-        self.put_in_force(policy, &path, &previous, trigger);
+        self.put_in_force(policy, &path, &previous, trigger)
     }
 
     fn unchanged(&self, path: &Path, in_force: &str) -> bool {
@@ -43,8 +44,9 @@ impl Core {
         now == in_force || self.last_refused.as_deref() == Some(now.as_str())
     }
 
-    /// Writes `policy` to the kernel in one step and makes it the one in force.
-    fn put_in_force(&mut self, policy: Policy, path: &Path, previous: &str, trigger: &str) {
+    /// Writes `policy` to the kernel in one step and makes it the one in force; false (audited)
+    /// if the kernel refused it.
+    fn put_in_force(&mut self, policy: Policy, path: &Path, previous: &str, trigger: &str) -> bool {
         let shared = self.shared.clone();
         let generation = shared.generation.load(Ordering::Relaxed) + 1;
         let compiled = compile::compile(&policy, generation, self.opts);
@@ -55,14 +57,16 @@ impl Core {
                 assign::assign_tree(&policy, &cgroupfs::walk(&mount, &self.dir))
             }
         };
-        if let Err(e) = self.kernel.rules.apply(&compiled, &assignments) {
+        let programs = super::programs::resolve(&policy.sendmail_programs);
+        if let Err(e) = self.kernel.rules.apply(&compiled, &assignments, &programs) {
             log::error!(
                 "{trigger}: the new policy could not be written to the kernel ({e}); the previous one stays in force"
             );
             let problems = vec![format!("writing the kernel maps: {e}")];
             self.refused(path, &policy.sha256, previous, problems, trigger);
-            return;
+            return false;
         }
+        *shared.programs() = programs;
         shared.generation.store(generation, Ordering::Relaxed);
         log::info!("{trigger}: {policy} (generation {generation})");
         self.last_refused = None;
@@ -77,6 +81,7 @@ impl Core {
         *shared.assignments() = assignments;
         shared.set_enforced(Enforced { policy, compiled });
         shared.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Audits and counts a refused reload (counted once audited, so that whoever sees the count

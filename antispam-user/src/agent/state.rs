@@ -66,6 +66,11 @@ pub struct Shared {
     pub operations: Mutex<Operations>,
     /// At most this many UIDs and this many cgroups get their own metric series.
     pub metrics_max_keys: usize,
+    /// The submission programs of the policy in force as the kernel knows them.
+    pub programs: Mutex<Vec<crate::sys::programs::Resolved>>,
+    /// How executions of the submission programs are decided, and why not by BPF LSM.
+    pub exec_hook: crate::control::status::ExecHook,
+    pub exec_hook_why: Option<String>,
     pub started: SystemTime,
 }
 
@@ -85,11 +90,25 @@ impl Shared {
         self.assignments.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub fn programs(&self) -> std::sync::MutexGuard<'_, Vec<crate::sys::programs::Resolved>> {
+        self.programs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn operations(&self) -> std::sync::MutexGuard<'_, Operations> {
         self.operations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn rule_name(&self, id: u32) -> String {
         self.enforced().policy.rule_name(id)
+    }
+
+    /// The submission program with `index` (1-based) in the policy in force.
+    pub fn program_name(&self, index: u32) -> Option<String> {
+        let e = self.enforced();
+        let i = usize::try_from(index).ok()?.checked_sub(1)?;
+        e.policy
+            .sendmail_programs
+            .get(i)
+            .map(|p| p.display().to_string())
     }
 }

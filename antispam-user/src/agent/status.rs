@@ -14,8 +14,8 @@ use super::state::{Enforced, Shared};
 use crate::{
     clock,
     control::status::{
-        AuditView, CgroupMatch, KernelMaps, KeyUsage, Reloads, RuleCounts, RuleView, Status,
-        Tracked,
+        AuditView, CgroupMatch, KernelMaps, KeyUsage, PathUsage, Reloads, RuleCounts, RuleView,
+        SendmailView, Status, Tracked,
     },
     defaults::STATUS_MAX_KEYS,
     kernel::KernelView,
@@ -34,7 +34,8 @@ pub fn build(shared: &Shared) -> Status {
     let mut keys = shared.view.keys();
     // Most refused first, then most allowed.
     keys.sort_by(|a, b| {
-        (b.1.denied + b.1.would_deny, b.1.allowed).cmp(&(a.1.denied + a.1.would_deny, a.1.allowed))
+        let activity = |s: &KeyState| (s.denied_total() + s.would_deny_total(), s.allowed_total());
+        activity(&b.1).cmp(&activity(&a.1))
     });
     let usage = Usage {
         shared,
@@ -54,6 +55,7 @@ pub fn build(shared: &Shared) -> Status {
         programs_attached: shared.programs_attached,
         ports: p.ports.iter().copied().collect(),
         default_rate: p.default_rate.to_string(),
+        default_paths: paths(&p.default_paths),
         rules: rules(p),
         rule_counts: RuleCounts {
             allow: p.count(RuleKind::Allow),
@@ -97,6 +99,11 @@ pub fn build(shared: &Shared) -> Status {
             ok: c.reloads_ok.load(Ordering::Relaxed),
             error: c.reloads_error.load(Ordering::Relaxed),
         },
+        sendmail: SendmailView {
+            hook: shared.exec_hook,
+            why: shared.exec_hook_why.clone(),
+            programs: super::programs::views(&p.sendmail_programs, &shared.programs()),
+        },
     }
 }
 
@@ -122,7 +129,14 @@ fn rules(p: &Policy) -> Vec<RuleView> {
             cgroups: r.cgroups.iter().map(|c| c.as_str().to_string()).collect(),
             destinations: r.destinations.iter().map(ToString::to_string).collect(),
             rate: r.rate.map(|r| r.to_string()),
+            paths: paths(&r.paths),
         })
+        .collect()
+}
+
+fn paths(b: &crate::policy::PathBudgets) -> std::collections::BTreeMap<String, String> {
+    b.iter()
+        .map(|(path, rate)| (path.to_string(), rate.to_string()))
         .collect()
 }
 
@@ -203,6 +217,7 @@ impl Usage<'_> {
                         rule_id: id,
                         rate: r.gcra,
                         bucket: BUCKET_SHARED | k.id,
+                        budgets: Default::default(),
                     });
                 ("shared", format!("{} (shared)", p.rule_name(id)), rule, *k)
             }
@@ -251,9 +266,22 @@ impl Usage<'_> {
             limit,
             available: avail,
             bucket: drawn_from,
-            allowed: s.allowed,
-            denied: s.denied,
-            would_deny: s.would_deny,
+            allowed: s.allowed_total(),
+            denied: s.denied_total(),
+            would_deny: s.would_deny_total(),
+            by_path: antispam_common::event::PATH_CODES
+                .iter()
+                .map(|&p| {
+                    let i = p as usize;
+                    let u = PathUsage {
+                        allowed: s.allowed[i],
+                        denied: s.denied[i],
+                        would_deny: s.would_deny[i],
+                    };
+                    (antispam_common::event::path_name(p).to_string(), u)
+                })
+                .filter(|(_, u)| u.allowed + u.denied + u.would_deny > 0)
+                .collect(),
             packets: s.packets,
             bytes: s.bytes,
         }

@@ -87,17 +87,7 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-/// An error with its sources, one after the other (aya's errors keep the syscall's errno in
-/// their source).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
-}
+pub use crate::kernel::error_chain as chain;
 
 /// Sends `req` to the agent; returns its answer when it was carried out, or prints why not
 /// and returns the exit status: 1 when the agent refused, 2 when it could not be reached.

@@ -50,6 +50,29 @@ pub struct Args {
     /// Reload only on SIGHUP, not also when the policy file changes.
     #[arg(long)]
     no_reload_on_change: bool,
+    /// How executions of the MTA's submission programs (mail through sendmail) are decided:
+    /// auto (BPF LSM where the kernel runs it, else the tracepoint fallback), lsm (refuse to
+    /// start without BPF LSM), tracepoint (the fallback: counts, kills over budget).
+    #[arg(long, value_enum, default_value_t = ExecHook::Auto)]
+    exec_hook: ExecHook,
+}
+
+/// `--exec-hook`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecHook {
+    Auto,
+    Lsm,
+    Tracepoint,
+}
+
+impl From<ExecHook> for agent::ExecHookChoice {
+    fn from(h: ExecHook) -> agent::ExecHookChoice {
+        match h {
+            ExecHook::Auto => agent::ExecHookChoice::Auto,
+            ExecHook::Lsm => agent::ExecHookChoice::Lsm,
+            ExecHook::Tracepoint => agent::ExecHookChoice::Tracepoint,
+        }
+    }
 }
 
 impl From<Args> for agent::Config {
@@ -67,6 +90,7 @@ impl From<Args> for agent::Config {
             operators_group: a.operators_group,
             pin_dir: a.pin_dir,
             reload_on_change: !a.no_reload_on_change,
+            exec_hook: a.exec_hook.into(),
         }
     }
 }

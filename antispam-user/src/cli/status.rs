@@ -138,8 +138,29 @@ pub fn render(v: &Status) -> String {
 
 fn summary(v: &Status) -> String {
     let ports: Vec<String> = v.ports.iter().map(u16::to_string).collect();
+    let own: Vec<String> = v
+        .default_paths
+        .iter()
+        .map(|(p, r)| format!("{p} {r}"))
+        .collect();
+    let own = if own.is_empty() {
+        String::new()
+    } else {
+        format!(" (own budgets: {})", own.join(", "))
+    };
+    let s = &v.sendmail;
+    let present: Vec<&str> = s
+        .programs
+        .iter()
+        .filter(|p| p.present)
+        .map(|p| p.path.as_str())
+        .collect();
+    let why = s
+        .why
+        .as_deref()
+        .map_or(String::new(), |w| format!(" ({w})"));
     format!(
-        "antispam {}: mode {}, policy {} (generation {}), attached to cgroup {} ({} programs)\nports {}, default rate {}\n\n",
+        "antispam {}: mode {}, policy {} (generation {}), attached to cgroup {} ({} programs)\nports {}, default rate {}{own}\nsendmail: hook {}{why}; counting {}\n\n",
         v.version,
         v.mode,
         v.policy,
@@ -148,6 +169,8 @@ fn summary(v: &Status) -> String {
         v.programs_attached,
         ports.join(","),
         v.default_rate,
+        s.hook.name(),
+        if present.is_empty() { "no program (none present)".to_string() } else { present.join(", ") },
     )
 }
 

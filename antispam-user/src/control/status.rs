@@ -19,6 +19,9 @@ pub struct Status {
     pub programs_attached: usize,
     pub ports: Vec<u16>,
     pub default_rate: String,
+    /// Mail paths with a default budget of their own: path → rate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub default_paths: BTreeMap<String, String>,
     pub rules: Vec<RuleView>,
     pub rule_counts: RuleCounts,
     /// Which cgroup rule covers which cgroup (at most [`crate::defaults::STATUS_MAX_KEYS`]).
@@ -37,6 +40,49 @@ pub struct Status {
     pub kernel_maps: KernelMaps,
     pub events_read: u64,
     pub reloads: Reloads,
+    /// Mail through the local MTA's sendmail: how it is decided, and the programs counted.
+    pub sendmail: SendmailView,
+}
+
+/// How executions of the MTA's submission programs are decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecHook {
+    /// BPF LSM (`lsm_cgroup/bprm_creds_for_exec`): refused before the program runs (EPERM).
+    Lsm,
+    /// Without BPF LSM: a tracepoint counts, and kills a program over budget before its first
+    /// instruction (the exec itself succeeds; the caller sees its child killed).
+    Tracepoint,
+    /// Not decided: neither could be attached (mail through sendmail is not counted).
+    #[default]
+    None,
+}
+
+impl ExecHook {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ExecHook::Lsm => "lsm",
+            ExecHook::Tracepoint => "tracepoint",
+            ExecHook::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SendmailView {
+    pub hook: ExecHook,
+    /// Why the hook is not `lsm`, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    pub programs: Vec<ProgramView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProgramView {
+    pub path: String,
+    /// The file exists on this host.
+    pub present: bool,
+    pub inode: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -51,6 +97,9 @@ pub struct RuleView {
     pub cgroups: Vec<String>,
     pub destinations: Vec<String>,
     pub rate: Option<String>,
+    /// Mail paths with a budget of their own under this rule: path → rate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub paths: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -81,11 +130,22 @@ pub struct KeyUsage {
     pub available: Option<u64>,
     /// The bucket, when a cgroup draws on another's (an ancestor's or a shared one).
     pub bucket: Option<String>,
+    /// Attempts on every mail path together.
     pub allowed: u64,
     pub denied: u64,
     pub would_deny: u64,
+    /// The same by mail path (`direct`, `sendmail`, `local_smtp`), paths with none left out.
+    #[serde(default)]
+    pub by_path: BTreeMap<String, PathUsage>,
     pub packets: u64,
     pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PathUsage {
+    pub allowed: u64,
+    pub denied: u64,
+    pub would_deny: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

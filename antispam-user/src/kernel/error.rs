@@ -34,6 +34,20 @@ pub enum Error {
         .0.display()
     )]
     NotBpffs(PathBuf),
+    #[error("the exec hook (mail through sendmail): {0}")]
+    ExecHook(String),
+}
+
+/// An error with its sources, one after the other (aya's errors keep the syscall's errno and
+/// the verifier's log in their sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
 }
 
 impl Error {

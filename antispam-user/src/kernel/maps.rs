@@ -7,12 +7,17 @@ use antispam_common::{
     config::{Config, FLAG_KILL_SWITCH, FLAG_OVERRIDES, FLAG_SUSPENSIONS},
     key::{KeyId, Override, Suspension},
     maps as m,
-    rule::{dest_v4_key, dest_v6_key, CgroupKey, DestRule, Rule, UidKey, SLOT_BITS},
+    rule::{
+        dest_v4_key, dest_v6_key, CgroupKey, DestRule, Program, ProgramKey, Rule, UidKey, SLOT_BITS,
+    },
 };
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 
 use super::Error;
-use crate::policy::{assign::Assignments, compile::Compiled};
+use crate::{
+    policy::{assign::Assignments, compile::Compiled},
+    sys::programs::Resolved,
+};
 
 /// The flags set at run time rather than by the policy.
 pub(super) const RUNTIME_FLAGS: u32 = FLAG_KILL_SWITCH | FLAG_SUSPENSIONS | FLAG_OVERRIDES;
@@ -27,6 +32,7 @@ pub struct RuleMaps {
     pub(super) cgroup_rules: HashMap<MapData, CgroupKey, Rule>,
     pub(super) dest_v4: LpmTrie<MapData, [u8; 5], DestRule>,
     pub(super) dest_v6: LpmTrie<MapData, [u8; 17], DestRule>,
+    pub(super) programs: HashMap<MapData, ProgramKey, Program>,
     pub(super) suspended: HashMap<MapData, KeyId, Suspension>,
     pub(super) overrides: HashMap<MapData, KeyId, Override>,
     /// The configuration of the policy in force, before the runtime flags are added.
@@ -142,11 +148,16 @@ impl RuleMaps {
     /// 4-byte store: each decision reads it once and sees either policy entire, never a mix),
     /// then the old rule set is cleared. If writing fails (a full map), nothing has changed:
     /// the policy in force stays, and what was written of the new one is removed.
-    pub fn apply(&mut self, c: &Compiled, a: &Assignments) -> Result<(), Error> {
+    pub fn apply(
+        &mut self,
+        c: &Compiled,
+        a: &Assignments,
+        programs: &[Resolved],
+    ) -> Result<(), Error> {
         let next = self.slot ^ 1;
         // Leftovers of a write that failed, or of a previous agent's.
         self.clear_slot(next)?;
-        if let Err(e) = self.fill_slot(next, c, a) {
+        if let Err(e) = self.fill_slot(next, c, a, programs) {
             if let Err(e2) = self.clear_slot(next) {
                 log::warn!("clearing the half-written rule set: {e2}");
             }
@@ -168,7 +179,51 @@ impl RuleMaps {
         Ok(())
     }
 
-    fn fill_slot(&mut self, slot: u32, c: &Compiled, a: &Assignments) -> Result<(), Error> {
+    /// The submission programs of the rule set in force are now `programs` (they were
+    /// replaced on disk, or appeared).
+    pub fn set_programs(&mut self, programs: &[Resolved]) -> Result<(), Error> {
+        let slot = self.slot;
+        let stale: Vec<ProgramKey> = self
+            .programs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                k.slot == slot && !programs.iter().any(|p| p.ino == k.ino && p.dev == k.dev)
+            })
+            .collect();
+        self.insert_programs(slot, programs)?;
+        for k in stale {
+            remove(&mut self.programs, &k, m::PROGRAMS)?;
+        }
+        Ok(())
+    }
+
+    fn insert_programs(&mut self, slot: u32, programs: &[Resolved]) -> Result<(), Error> {
+        for p in programs {
+            let key = ProgramKey {
+                ino: p.ino,
+                dev: p.dev,
+                slot,
+            };
+            let value = Program {
+                index: p.index,
+                _pad: 0,
+            };
+            self.programs
+                .insert(key, value, 0)
+                .map_err(Error::map(m::PROGRAMS))?;
+        }
+        Ok(())
+    }
+
+    fn fill_slot(
+        &mut self,
+        slot: u32,
+        c: &Compiled,
+        a: &Assignments,
+        programs: &[Resolved],
+    ) -> Result<(), Error> {
+        self.insert_programs(slot, programs)?;
         for (i, word) in c.ports.iter().enumerate() {
             self.ports
                 .set(slot * m::PORTS_WORDS + i as u32, word, 0)
@@ -200,6 +255,15 @@ impl RuleMaps {
     /// Removes every entry of rule set `slot` (the ports bitmap is overwritten whole when the
     /// set is next written).
     fn clear_slot(&mut self, slot: u32) -> Result<(), Error> {
+        let programs: Vec<ProgramKey> = self
+            .programs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in programs {
+            remove(&mut self.programs, &k, m::PROGRAMS)?;
+        }
         let uids: Vec<UidKey> = self
             .uid_rules
             .keys()
@@ -265,5 +329,50 @@ pub fn missing(e: &aya::maps::MapError) -> bool {
             io_error.raw_os_error() == Some(libc::ENOENT)
         }
         _ => false,
+    }
+}
+
+/// The host's own addresses as the kernel programs see them (`AS_LOCAL_ADDRS`).
+pub struct LocalAddrs {
+    pub(super) map: HashMap<MapData, [u8; 16], u32>,
+    /// What the map holds, as last written.
+    written: std::collections::BTreeSet<std::net::IpAddr>,
+}
+
+impl LocalAddrs {
+    pub(super) fn new(map: HashMap<MapData, [u8; 16], u32>) -> LocalAddrs {
+        LocalAddrs {
+            map,
+            written: Default::default(),
+        }
+    }
+
+    /// Makes the map hold exactly `now` (entries a previous agent left included); returns
+    /// whether anything changed.
+    pub fn sync(
+        &mut self,
+        now: &std::collections::BTreeSet<std::net::IpAddr>,
+    ) -> Result<bool, Error> {
+        use crate::sys::local_addrs::key;
+        if *now == self.written && !self.written.is_empty() {
+            return Ok(false);
+        }
+        let wanted: HashSet<[u8; 16]> = now.iter().map(|ip| key(*ip)).collect();
+        let present: Vec<[u8; 16]> = self.map.keys().filter_map(Result::ok).collect();
+        for k in &present {
+            if !wanted.contains(k) {
+                remove(&mut self.map, k, m::LOCAL_ADDRS)?;
+            }
+        }
+        for k in &wanted {
+            if !present.contains(k) {
+                self.map
+                    .insert(k, 1, 0)
+                    .map_err(Error::map(m::LOCAL_ADDRS))?;
+            }
+        }
+        let changed = *now != self.written;
+        self.written = now.clone();
+        Ok(changed)
     }
 }

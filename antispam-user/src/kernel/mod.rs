@@ -4,7 +4,9 @@
 //! `view` reads counters for metrics and status, `pins` keeps programs and maps alive in the BPF
 //! filesystem across agent restarts, `layout` describes every map once.
 
+pub mod btf;
 mod error;
+mod exec;
 pub mod layout;
 mod maps;
 pub mod pins;
@@ -23,14 +25,20 @@ use antispam_common::{
 };
 use aya::{
     maps::{Array, HashMap, IterableMap as _, MapData, RingBuf},
-    programs::{links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    programs::{
+        links::FdLink, BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType,
+        CgroupSockAddr, LsmCgroup,
+    },
     Ebpf, EbpfLoader,
 };
-pub use error::Error;
+pub use error::{error_chain, Error};
+pub use exec::{ExecHookChoice, Offsets};
 use maps::RUNTIME_FLAGS;
-pub use maps::{missing, RuleMaps};
+pub use maps::{missing, LocalAddrs, RuleMaps};
 use pins::Pins;
 pub use view::KernelView;
+
+use crate::control::status::ExecHook;
 
 /// The eBPF object built by build.rs from the antispam-ebpf crate.
 pub(crate) static OBJECT: &[u8] =
@@ -48,6 +56,13 @@ pub struct Kernel {
     /// A second, writable handle on the per-key state map, to drop the state of cgroups that
     /// are gone.
     pub keys_writer: HashMap<MapData, KeyId, KeyState>,
+    /// The host's own addresses (connects to them are submissions to the local MTA).
+    pub local_addrs: LocalAddrs,
+    /// The attach point, for the exec fallback (a tracepoint is not attached to a cgroup).
+    attach_cgroup: aya::maps::CgroupArray<MapData>,
+    /// Which exec program decides mail through sendmail, and why it is not BPF LSM.
+    pub exec_hook: crate::control::status::ExecHook,
+    pub exec_hook_why: Option<String>,
     pub attached: Vec<&'static str>,
     /// Links taken over from a previous agent (0 on a fresh start).
     pub adopted: usize,
@@ -98,13 +113,21 @@ where
 impl Kernel {
     /// Loads the programs, and creates the maps or opens those pinned in `pins.dir`; nothing is
     /// attached yet.
-    pub fn load(kernel_debug: bool, pins: &Pins) -> Result<Kernel, Error> {
+    pub fn load(
+        kernel_debug: bool,
+        pins: &Pins,
+        exec_hook: ExecHookChoice,
+    ) -> Result<Kernel, Error> {
         // aya-log records are off unless asked for: level 0 disables every log statement.
         let level: u8 = if kernel_debug { 5 } else { 0 };
-        let mut ebpf = EbpfLoader::new()
+        let offsets = Offsets::of_running_kernel();
+        let zeros = Offsets::default();
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("AYA_LOG_LEVEL", &level, true)
-            .default_map_pin_directory(&pins.dir)
-            .load(OBJECT)?;
+            .default_map_pin_directory(&pins.dir);
+        offsets.as_ref().unwrap_or(&zeros).set(&mut loader);
+        let mut ebpf = loader.load(OBJECT)?;
         if kernel_debug {
             match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(logger) => spawn_kernel_logger(logger),
@@ -127,6 +150,7 @@ impl Kernel {
             cgroup_rules: take(&mut ebpf, m::CGROUP_RULES)?,
             dest_v4: take(&mut ebpf, m::DEST_V4)?,
             dest_v6: take(&mut ebpf, m::DEST_V6)?,
+            programs: take(&mut ebpf, m::PROGRAMS)?,
             suspended: take(&mut ebpf, m::SUSPENDED)?,
             overrides: take(&mut ebpf, m::OVERRIDES)?,
             policy_config: Config::default(),
@@ -156,12 +180,20 @@ impl Kernel {
         let name = m::programs::EGRESS;
         let p: &mut CgroupSkb = program(&mut ebpf, name)?;
         p.load().map_err(Error::program(name))?;
+        let local_addrs = LocalAddrs::new(take(&mut ebpf, m::LOCAL_ADDRS)?);
+        let attach_cgroup = take(&mut ebpf, m::ATTACH_CGROUP)?;
+        let (exec_hook, exec_hook_why) =
+            exec::load(&mut ebpf, exec_hook, offsets.as_ref().map(|_| ()))?;
         Ok(Kernel {
             ebpf,
             rules,
             view: Some(view),
             events,
             keys_writer,
+            local_addrs,
+            attach_cgroup,
+            exec_hook,
+            exec_hook_why,
             attached: Vec::new(),
             adopted: 0,
             cgroup: PathBuf::new(),
@@ -177,64 +209,31 @@ impl Kernel {
     /// aya's `Single` mode passes). The links stay when the agent exits; `antispam uninstall`
     /// removes them.
     pub fn attach(&mut self, dir: &Path, pins: &Pins) -> Result<(), Error> {
-        let file = File::open(dir).map_err(|source| Error::Io {
-            what: format!("opening cgroup {}", dir.display()),
-            source,
-        })?;
-        let io = |what: String| move |source| Error::Io { what, source };
-        for name in [
+        let file =
+            File::open(dir).map_err(Error::io(format!("opening cgroup {}", dir.display())))?;
+        let mut names = vec![
             m::programs::CONNECT4,
             m::programs::CONNECT6,
             m::programs::EGRESS,
-        ] {
-            let pin = pins::link_path(&pins.dir, name);
-            // A link of an older layout moves here first (rename within the BPF filesystem).
-            for older in &pins.older {
-                let old = pins::link_path(older, name);
-                if old.exists() && !pin.exists() {
-                    std::fs::rename(&old, &pin).map_err(io(format!(
-                        "moving {} to {}",
-                        old.display(),
-                        pin.display()
-                    )))?;
-                }
-            }
-            let program = self.ebpf.program_mut(name).ok_or(Error::Missing {
-                kind: "program",
-                name,
-            })?;
-            if pin.exists() {
-                let link = pins::obj_get(&pin).map_err(io(format!("opening {}", pin.display())))?;
-                let prog = program.fd().map_err(Error::program(name))?;
-                pins::link_update(link.as_fd(), prog.as_fd())
-                    .map_err(io(format!("BPF_LINK_UPDATE of {}", pin.display())))?;
-                self.adopted += 1;
-            } else {
-                let link: FdLink = if name == m::programs::EGRESS {
-                    let p: &mut CgroupSkb = program.try_into().map_err(Error::program(name))?;
-                    let id = p
-                        .attach(&file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
-                        .map_err(Error::program(name))?;
-                    p.take_link(id).map_err(Error::program(name))?.try_into()
-                } else {
-                    let p: &mut CgroupSockAddr =
-                        program.try_into().map_err(Error::program(name))?;
-                    let id = p
-                        .attach(&file, CgroupAttachMode::Single)
-                        .map_err(Error::program(name))?;
-                    p.take_link(id).map_err(Error::program(name))?.try_into()
-                }
-                .map_err(|e| Error::Io {
-                    what: format!("link of {name}"),
-                    source: std::io::Error::other(e),
-                })?;
-                // The pinned file keeps the link (and the program) alive; the fd closes here.
-                link.pin(&pin).map_err(|e| Error::Io {
-                    what: format!("pinning {}", pin.display()),
-                    source: std::io::Error::other(e),
-                })?;
-            }
+        ];
+        if self.exec_hook == ExecHook::Lsm {
+            names.push(m::programs::EXEC);
+        }
+        for name in names {
+            self.attach_to_cgroup(name, &file, pins)?;
             self.attached.push(name);
+        }
+        match self.exec_hook {
+            ExecHook::Tracepoint => {
+                self.attach_fallback(&file, pins)?;
+                self.attached.push(m::programs::EXEC_FALLBACK);
+                unpin_link(pins, m::programs::EXEC);
+            }
+            ExecHook::Lsm => unpin_link(pins, m::programs::EXEC_FALLBACK),
+            ExecHook::None => {
+                unpin_link(pins, m::programs::EXEC);
+                unpin_link(pins, m::programs::EXEC_FALLBACK);
+            }
         }
         for older in &pins.older {
             match pins::remove(older) {
@@ -247,6 +246,128 @@ impl Kernel {
         }
         self.cgroup = dir.to_path_buf();
         Ok(())
+    }
+
+    /// Runs program `name` on the cgroup through the link pinned in `pins.dir`: a previous
+    /// agent's link (or an older layout's, moved here) gets this program with BPF_LINK_UPDATE,
+    /// else a new link is made and pinned.
+    fn attach_to_cgroup(
+        &mut self,
+        name: &'static str,
+        cgroup: &File,
+        pins: &Pins,
+    ) -> Result<(), Error> {
+        let pin = pins::link_path(&pins.dir, name);
+        take_over_older(pins, name, &pin)?;
+        let program = self.ebpf.program_mut(name).ok_or(Error::Missing {
+            kind: "program",
+            name,
+        })?;
+        if pin.exists() {
+            let link =
+                pins::obj_get(&pin).map_err(Error::io(format!("opening {}", pin.display())))?;
+            let prog = program.fd().map_err(Error::program(name))?;
+            pins::link_update(link.as_fd(), prog.as_fd())
+                .map_err(Error::io(format!("BPF_LINK_UPDATE of {}", pin.display())))?;
+            self.adopted += 1;
+            return Ok(());
+        }
+        let link: Result<FdLink, _> = match name {
+            m::programs::EGRESS => {
+                let p: &mut CgroupSkb = program.try_into().map_err(Error::program(name))?;
+                let id = p
+                    .attach(
+                        cgroup,
+                        CgroupSkbAttachType::Egress,
+                        CgroupAttachMode::Single,
+                    )
+                    .map_err(Error::program(name))?;
+                p.take_link(id).map_err(Error::program(name))?.try_into()
+            }
+            m::programs::EXEC => {
+                let p: &mut LsmCgroup = program.try_into().map_err(Error::program(name))?;
+                let id = p.attach(cgroup).map_err(Error::program(name))?;
+                Ok(p.take_link(id).map_err(Error::program(name))?.into())
+            }
+            _ => {
+                let p: &mut CgroupSockAddr = program.try_into().map_err(Error::program(name))?;
+                let id = p
+                    .attach(cgroup, CgroupAttachMode::Single)
+                    .map_err(Error::program(name))?;
+                p.take_link(id).map_err(Error::program(name))?.try_into()
+            }
+        };
+        let link = link.map_err(|e| Error::Io {
+            what: format!("link of {name}"),
+            source: std::io::Error::other(e),
+        })?;
+        pin_link(link, &pin)
+    }
+
+    /// The exec fallback: a tracepoint runs for every task of the host, so the program is told
+    /// the attach point (`AS_ATTACH_CGROUP`). A tracing link cannot take another program: a
+    /// previous agent's link is replaced by a new one, attached first (no instant without it;
+    /// an exec in the microseconds both run is counted twice).
+    fn attach_fallback(&mut self, cgroup: &File, pins: &Pins) -> Result<(), Error> {
+        let name = m::programs::EXEC_FALLBACK;
+        self.attach_cgroup
+            .set(0, cgroup.as_fd(), 0)
+            .map_err(Error::map(m::ATTACH_CGROUP))?;
+        let pin = pins::link_path(&pins.dir, name);
+        let p: &mut BtfTracePoint = program(&mut self.ebpf, name)?;
+        let id = p.attach().map_err(Error::program(name))?;
+        let link: FdLink = p.take_link(id).map_err(Error::program(name))?.into();
+        // bpffs refuses names with a dot.
+        let fresh = pins::link_path(&pins.dir, &format!("{name}_new"));
+        let _ = std::fs::remove_file(&fresh);
+        pin_link(link, &fresh)?;
+        std::fs::rename(&fresh, &pin).map_err(Error::io(format!(
+            "moving {} to {}",
+            fresh.display(),
+            pin.display()
+        )))?;
+        for older in &pins.older {
+            let _ = std::fs::remove_file(pins::link_path(older, name));
+        }
+        Ok(())
+    }
+}
+
+/// A link of an older layout's directory moves into this one (rename within the BPF
+/// filesystem), to be taken over.
+fn take_over_older(pins: &Pins, name: &str, pin: &Path) -> Result<(), Error> {
+    for older in &pins.older {
+        let old = pins::link_path(older, name);
+        if old.exists() && !pin.exists() {
+            std::fs::rename(&old, pin).map_err(Error::io(format!(
+                "moving {} to {}",
+                old.display(),
+                pin.display()
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+/// Pins a link: the pinned file keeps the link (and its program) alive; the fd closes here.
+fn pin_link(link: FdLink, pin: &Path) -> Result<(), Error> {
+    link.pin(pin).map(drop).map_err(|e| Error::Io {
+        what: format!("pinning {}", pin.display()),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// Removes the link of a program this agent does not run (another exec hook of a previous
+/// agent): unpinning detaches it.
+fn unpin_link(pins: &Pins, name: &str) {
+    for dir in std::iter::once(&pins.dir).chain(&pins.older) {
+        let pin = pins::link_path(dir, name);
+        if pin.exists() {
+            match std::fs::remove_file(&pin) {
+                Ok(()) => log::info!("detached {name} ({} removed)", pin.display()),
+                Err(e) => log::warn!("removing {}: {e}", pin.display()),
+            }
+        }
     }
 }
 

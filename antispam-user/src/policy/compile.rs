@@ -6,11 +6,23 @@ use antispam_common::{
     config::{Config, FLAG_EVENTS_ALLOWED, FLAG_MONITOR},
     maps::PORTS_WORDS,
     net::port_slot,
-    rule::{DestRule, Rule as MapRule, ACTION_ALLOW, ACTION_BLOCK, ACTION_LIMIT},
+    rule::{Budgets, DestRule, Rule as MapRule, ACTION_ALLOW, ACTION_BLOCK, ACTION_LIMIT},
 };
 use ipnet::IpNet;
 
-use crate::policy::{Mode, Policy, RuleKind};
+use crate::policy::{Mode, PathBudgets, Policy, RuleKind};
+
+/// The kernel's form of a rule's budgets of their own.
+pub fn budgets(paths: &PathBudgets) -> Budgets {
+    let mut b = Budgets::default();
+    for (path, rate) in paths.0.iter().enumerate() {
+        if let Some(r) = rate {
+            b.own_paths |= 1 << path;
+            b.own[path] = r.gcra;
+        }
+    }
+    b
+}
 
 /// What every map should hold for one policy.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,6 +61,7 @@ pub fn compile(policy: &Policy, generation: u32, opts: Options) -> Compiled {
         default_rate: policy.default_rate.gcra,
         default_rule_id: 0,
         _pad: 0,
+        default_budgets: budgets(&policy.default_paths),
     };
 
     c.ports = vec![0u64; PORTS_WORDS as usize];
@@ -138,6 +151,7 @@ pub fn map_rule(rule: &crate::policy::Rule) -> MapRule {
             rule_id: rule.id,
             rate: rule.rate.map(|r| r.gcra).unwrap_or_default(),
             bucket: 0,
+            budgets: budgets(&rule.paths),
         },
     }
 }
@@ -179,6 +193,45 @@ users = [1002]
         assert_eq!(c.uid_rules[&1000].rate.interval_ns, 360_000_000_000);
         assert_eq!(c.uid_rules[&1001].rule_id, 2, "the later limit wins");
         assert_eq!(c.uid_rules[&1002].action, ACTION_ALLOW, "allow wins");
+        assert_eq!(
+            c.uid_rules[&1000].budgets,
+            Budgets::default(),
+            "one budget for all paths"
+        );
+    }
+
+    #[test]
+    fn paths_with_budgets_of_their_own() {
+        use antispam_common::event::{PATH_DIRECT, PATH_LOCAL_SMTP, PATH_SENDMAIL};
+        let p = parse(
+            "p.toml",
+            r#"
+[default]
+rate = "30/minute"
+[default.path.direct]
+rate = "2/minute"
+[[limit]]
+users = [1000]
+rate = "10/hour"
+[limit.path.sendmail]
+rate = "100/hour"
+burst = 5
+"#,
+            None,
+        )
+        .unwrap();
+        let c = compile(&p, 1, OPTS);
+        let d = c.config.default_budgets;
+        assert_eq!(d.own_paths, 1 << PATH_DIRECT);
+        assert_eq!(d.own[PATH_DIRECT as usize].interval_ns, 30_000_000_000);
+        let r = c.uid_rules[&1000];
+        assert_eq!(r.budgets.own_paths, 1 << PATH_SENDMAIL);
+        let (rate, own) = r.budgets.for_path(r.rate, PATH_SENDMAIL);
+        assert!(own);
+        assert_eq!((rate.interval_ns, rate.burst()), (36_000_000_000, 5));
+        let (rate, own) = r.budgets.for_path(r.rate, PATH_LOCAL_SMTP);
+        assert!(!own, "local SMTP spends the rule's own rate");
+        assert_eq!(rate, r.rate);
     }
 
     #[test]

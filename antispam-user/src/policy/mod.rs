@@ -31,6 +31,31 @@ pub const BUILTIN_NAME: &str = "<built-in policy>";
 pub const DEFAULT_PORTS: [u16; 4] = [25, 465, 587, 2525];
 /// Rate when a policy has no `[default]` table.
 pub const DEFAULT_RATE: &str = "30/minute";
+/// The privileged programs through which mail enters the queue of Postfix (`postdrop`, setgid
+/// postdrop, run by its `sendmail`), Exim (`exim4`, setuid root; its `sendmail` is a link to it)
+/// and OpenSMTPD (`smtpctl`, setgid _smtpq), when a policy has no `[sendmail]` table. Programs
+/// a host does not have are left out.
+pub const DEFAULT_SENDMAIL_PROGRAMS: [&str; 4] = [
+    "/usr/sbin/postdrop",
+    "/usr/sbin/exim4",
+    "/usr/sbin/exim",
+    "/usr/sbin/smtpctl",
+];
+
+/// Budgets of their own for some mail paths (`[limit.path.NAME]`), by path code
+/// (`antispam_common::event::PATH_*`): spent instead of the rule's `rate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathBudgets(pub [Option<RateSpec>; antispam_common::event::PATHS as usize]);
+
+impl PathBudgets {
+    /// (path name, rate) of every path with a budget of its own.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &RateSpec)> {
+        self.0.iter().enumerate().filter_map(|(p, r)| {
+            r.as_ref()
+                .map(|r| (antispam_common::event::path_name(p as u32), r))
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -82,6 +107,8 @@ pub struct Rule {
     pub shared: bool,
     /// `[limit.suspension]` / `[block.suspension]`: this rule's own strikes and suspensions.
     pub suspension: Option<SuspensionPolicy>,
+    /// `[limit.path.NAME]`: paths with a budget of their own.
+    pub paths: PathBudgets,
 }
 
 impl Rule {
@@ -105,6 +132,11 @@ pub struct Policy {
     pub sha256: String,
     /// Automatic suspension of repeat offenders (`[suspension]`).
     pub suspension: Option<SuspensionPolicy>,
+    /// `[default.path.NAME]`: paths with a default budget of their own.
+    pub default_paths: PathBudgets,
+    /// `[sendmail] programs`: the MTA's submission programs (absolute paths, maybe absent on
+    /// this host).
+    pub sendmail_programs: Vec<PathBuf>,
 }
 
 /// `[suspension]`: strikes within a window make a suspension, escalating through durations.
@@ -241,9 +273,17 @@ impl Checker<'_> {
         let mode = self.mode(raw.mode.as_ref());
         let ports = self.ports(raw.ports.as_ref());
         let default_rate = self.default_rate(raw.default.as_ref());
+        let default_paths = raw
+            .default
+            .as_ref()
+            .and_then(|d| d.get_ref().path.as_ref())
+            .map(|p| self.paths(p))
+            .unwrap_or_default();
         let rules = self.rules(&raw);
         self.uid_capacity(&rules);
         self.shadowed_blocks(&rules);
+        self.local_allows(&rules);
+        let sendmail_programs = self.sendmail(raw.sendmail.as_ref());
         Policy {
             origin: self.src.name.clone(),
             mode,
@@ -253,6 +293,98 @@ impl Checker<'_> {
             warnings: Vec::new(),
             sha256: crate::digest::sha256_hex(self.src.text.as_bytes()),
             suspension: raw.suspension.as_ref().and_then(|s| self.suspension(s)),
+            default_paths,
+            sendmail_programs,
+        }
+    }
+
+    /// `[default.path]` / `[limit.path]`.
+    fn paths(&mut self, paths: &Spanned<raw::RawPaths>) -> PathBudgets {
+        use antispam_common::event::{PATH_DIRECT, PATH_LOCAL_SMTP, PATH_SENDMAIL};
+        let p = paths.get_ref();
+        let mut out = PathBudgets::default();
+        for (code, budget) in [
+            (PATH_DIRECT, &p.direct),
+            (PATH_SENDMAIL, &p.sendmail),
+            (PATH_LOCAL_SMTP, &p.local_smtp),
+        ] {
+            if let Some(b) = budget {
+                let b = b.get_ref();
+                out.0[code as usize] = self.rate(&b.rate, b.burst.as_ref());
+            }
+        }
+        if p.direct.is_none() && p.sendmail.is_none() && p.local_smtp.is_none() {
+            self.error(
+                paths,
+                "path names no mail path: give direct, sendmail or local_smtp, e.g. [limit.path.sendmail] rate = \"100/hour\"",
+            );
+        }
+        out
+    }
+
+    /// `[sendmail] programs`: absolute paths, each once.
+    fn sendmail(&mut self, sendmail: Option<&Spanned<raw::RawSendmail>>) -> Vec<PathBuf> {
+        let Some(s) = sendmail else {
+            return DEFAULT_SENDMAIL_PROGRAMS
+                .iter()
+                .map(PathBuf::from)
+                .collect();
+        };
+        let list = &s.get_ref().programs;
+        let mut out: Vec<PathBuf> = Vec::new();
+        for p in list.get_ref() {
+            let path = PathBuf::from(p.get_ref());
+            if !path.is_absolute() {
+                self.error(
+                    p,
+                    format!(
+                        "{:?} is not an absolute path (e.g. \"/usr/sbin/postdrop\")",
+                        p.get_ref()
+                    ),
+                );
+            } else if out.contains(&path) {
+                self.error(p, format!("{:?} is listed twice", p.get_ref()));
+            } else {
+                out.push(path);
+            }
+        }
+        if out.len() > antispam_common::maps::PROGRAMS_MAX as usize {
+            self.error(
+                list,
+                format!(
+                    "at most {} programs can be counted",
+                    antispam_common::maps::PROGRAMS_MAX
+                ),
+            );
+        }
+        if list.get_ref().is_empty() {
+            self.warnings.push(self.src.problem(
+                list.span(),
+                "programs is empty: mail handed to the local MTA through sendmail is not counted",
+            ));
+        }
+        out
+    }
+
+    /// An allow-listed destination that is the host itself never applies: what is handed to the
+    /// local MTA is a submission, charged to whoever hands it (say so, once per rule).
+    fn local_allows(&mut self, rules: &[Rule]) {
+        let loopback = |d: &IpNet| match d {
+            IpNet::V4(n) => n.contains(&std::net::Ipv4Addr::LOCALHOST) || n.network().is_loopback(),
+            IpNet::V6(n) => n.contains(&std::net::Ipv6Addr::LOCALHOST),
+        };
+        for rule in rules.iter().filter(|r| r.kind == RuleKind::Allow) {
+            if let Some(d) = rule.destinations.iter().find(|d| loopback(d)) {
+                self.warnings.push(Problem {
+                    file: self.src.name.clone(),
+                    line: rule.line,
+                    column: 1,
+                    message: format!(
+                        "{} allows {d}, but a connect to the host itself is a submission to the local MTA, charged to the submitter like mail through sendmail: the allow does not apply to it (allow the MTA's users instead)",
+                        rule.name()
+                    ),
+                });
+            }
         }
     }
 
@@ -335,6 +467,7 @@ impl Checker<'_> {
                     rate: None,
                     shared: false,
                     suspension: None,
+                    paths: PathBudgets::default(),
                 };
                 match kind {
                     RuleKind::Allow => self.allow(&raw.allow[index], &mut rule),
@@ -368,6 +501,9 @@ impl Checker<'_> {
             self.error(table, "[[limit]] names nothing: give users or cgroups");
         }
         rule.suspension = t.suspension.as_ref().and_then(|s| self.suspension(s));
+        if let Some(p) = &t.path {
+            rule.paths = self.paths(p);
+        }
         if let Some(shared) = &t.shared {
             rule.shared = *shared.get_ref();
             if rule.shared && t.cgroups.is_empty() {

@@ -25,6 +25,38 @@ pub struct RawPolicy {
     /// Automatic suspension of repeat offenders; none when absent.
     #[serde(default)]
     pub suspension: Option<Spanned<RawSuspension>>,
+    /// The local MTA's submission programs; the defaults of Postfix, Exim and OpenSMTPD when
+    /// absent.
+    #[serde(default)]
+    pub sendmail: Option<Spanned<RawSendmail>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSendmail {
+    /// Absolute paths of the privileged programs through which mail enters the local MTA's
+    /// queue; each execution by a task is one submitted message.
+    pub programs: Spanned<Vec<Spanned<String>>>,
+}
+
+/// `[default.path]` / `[limit.path]`: mail paths with a budget of their own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    #[serde(default)]
+    pub direct: Option<Spanned<RawBudget>>,
+    #[serde(default)]
+    pub sendmail: Option<Spanned<RawBudget>>,
+    #[serde(default)]
+    pub local_smtp: Option<Spanned<RawBudget>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub rate: Spanned<String>,
+    #[serde(default)]
+    pub burst: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +78,9 @@ pub struct RawDefault {
     pub rate: Spanned<String>,
     #[serde(default)]
     pub burst: Option<Spanned<i64>>,
+    /// Paths with a default budget of their own instead of `rate`.
+    #[serde(default)]
+    pub path: Option<Spanned<RawPaths>>,
 }
 
 /// A user: a name, a number, or a range "a-b" of numbers.
@@ -90,6 +125,9 @@ pub struct RawLimit {
     /// Strikes and suspensions for refusals by this rule, instead of the top-level section.
     #[serde(default)]
     pub suspension: Option<Spanned<RawSuspension>>,
+    /// Paths with a budget of their own under this rule instead of `rate`.
+    #[serde(default)]
+    pub path: Option<Spanned<RawPaths>>,
 }
 
 #[derive(Debug, Deserialize)]

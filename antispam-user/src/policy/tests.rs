@@ -15,10 +15,105 @@ fn builtin_policy_is_valid() {
     assert_eq!(p.mode, Mode::Enforce);
     assert_eq!(p.ports.iter().copied().collect::<Vec<_>>(), DEFAULT_PORTS);
     assert_eq!(p.default_rate.count, 30);
-    assert!(p.rules.iter().any(|r| r
-        .destinations
-        .iter()
-        .any(|d| d.to_string() == "127.0.0.0/8")));
+    assert!(
+        p.rules.iter().all(|r| r.destinations.is_empty()),
+        "the local MTA is not an allow-listed destination: submissions to it are charged"
+    );
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.sendmail_programs.len(), DEFAULT_SENDMAIL_PROGRAMS.len());
+}
+
+#[test]
+fn sendmail_programs_and_path_budgets() {
+    let p = parse(
+        "p.toml",
+        r#"
+[sendmail]
+programs = ["/usr/sbin/postdrop"]
+
+[default]
+rate = "30/minute"
+[default.path.local_smtp]
+rate = "5/minute"
+
+[[limit]]
+users = [1000]
+rate = "10/hour"
+[limit.path.sendmail]
+rate = "100/hour"
+burst = 3
+"#,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        p.sendmail_programs,
+        vec![PathBuf::from("/usr/sbin/postdrop")]
+    );
+    let own: Vec<_> = p.default_paths.iter().map(|(n, r)| (n, r.count)).collect();
+    assert_eq!(own, vec![("local_smtp", 5)]);
+    let own: Vec<_> = p.rules[0].paths.iter().map(|(n, r)| (n, r.burst)).collect();
+    assert_eq!(own, vec![("sendmail", 3)]);
+}
+
+#[test]
+fn sendmail_and_path_mistakes_are_located() {
+    let e = errors(
+        r#"[sendmail]
+programs = ["postdrop", "/usr/sbin/postdrop", "/usr/sbin/postdrop"]
+"#,
+    );
+    assert!(
+        e[0].starts_with("p.toml:2:13:") && e[0].contains("not an absolute path"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("p.toml:2:47:") && e[1].contains("listed twice"),
+        "{e:?}"
+    );
+    let e = errors(
+        r#"[[limit]]
+users = [1000]
+rate = "1/hour"
+[limit.path.sendmial]
+rate = "1/hour"
+"#,
+    );
+    assert!(
+        e[0].starts_with("p.toml:4:") && e[0].contains("sendmial"),
+        "{e:?}"
+    );
+    let e = errors(
+        r#"[default]
+rate = "1/hour"
+[default.path.direct]
+rate = "many/hour"
+"#,
+    );
+    assert!(
+        e[0].starts_with("p.toml:4:8:") && e[0].contains("whole number"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn an_allowed_loopback_destination_is_a_warning() {
+    let p = parse(
+        "p.toml",
+        r#"[[allow]]
+destinations = ["127.0.0.0/8", "::1/128"]
+"#,
+        None,
+    )
+    .unwrap();
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(
+        p.warnings[0]
+            .to_string()
+            .contains("submission to the local MTA"),
+        "{}",
+        p.warnings[0]
+    );
 }
 
 #[test]

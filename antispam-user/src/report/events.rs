@@ -1,4 +1,5 @@
-//! Refused connects, counted from the event logs (the connection trail).
+//! Attempts to hand mail on (connects, messages through sendmail, SMTP to the local MTA),
+//! counted from the event logs (the connection trail): by mail path, and refusals by who.
 
 use std::{collections::BTreeMap, io::BufRead, path::PathBuf};
 
@@ -20,10 +21,21 @@ pub struct Violations {
     /// What the counts may miss.
     pub notes: Vec<String>,
     pub sources: Vec<EventSource>,
-    /// Connects refused (verdict "denied").
+    /// Every attempt in the period, by mail path (`direct`, `sendmail`, `local_smtp`; events
+    /// of versions before paths are `direct`).
+    pub by_path: BTreeMap<String, PathCounts>,
+    /// Attempts refused (verdict "denied").
     pub denied: Offenders,
-    /// Connects monitor mode let through that enforce mode would have refused.
+    /// Attempts monitor mode let through that enforce mode would have refused.
     pub would_deny: Offenders,
+}
+
+/// Attempts on one mail path.
+#[derive(Serialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathCounts {
+    pub allowed: u64,
+    pub denied: u64,
+    pub would_deny: u64,
 }
 
 #[derive(Serialize, Default)]
@@ -63,12 +75,19 @@ pub struct Offender {
     pub cgroup: Option<String>,
     pub count: u64,
     pub reasons: BTreeMap<String, u64>,
+    /// The same attempts by mail path.
+    pub paths: BTreeMap<String, u64>,
     pub first: String,
     pub last: String,
 }
 
+/// The mail path of an event (`direct` for events written before paths existed).
+fn path_of(e: &Value) -> &str {
+    e["path"].as_str().unwrap_or("direct")
+}
+
 impl Offender {
-    fn add(&mut self, at: &str, reason: &str) {
+    fn add(&mut self, at: &str, reason: &str, path: &str) {
         if self.count == 0 || at < self.first.as_str() {
             self.first = at.to_string();
         }
@@ -77,22 +96,24 @@ impl Offender {
         }
         self.count += 1;
         *self.reasons.entry(reason.to_string()).or_default() += 1;
+        *self.paths.entry(path.to_string()).or_default() += 1;
     }
 }
 
 impl Offenders {
     fn add(&mut self, e: &Value, at: &str) {
         let reason = e["reason"].as_str().unwrap_or("-");
+        let path = path_of(e);
         self.total += 1;
         let uid = e["uid"].as_u64().map(|u| u as u32).unwrap_or(u32::MAX);
         let o = self.per_uid.entry(uid).or_default();
         o.uid = Some(uid);
         o.user = e["user"].as_str().map(str::to_string).or(o.user.take());
-        o.add(at, reason);
+        o.add(at, reason, path);
         let cgroup = e["cgroup"].as_str().unwrap_or("-").to_string();
         let o = self.per_cgroup.entry(cgroup.clone()).or_default();
         o.cgroup = Some(cgroup);
-        o.add(at, reason);
+        o.add(at, reason, path);
     }
 
     fn finish(&mut self) {
@@ -204,10 +225,15 @@ impl Trail {
             return;
         }
         src.events_in_period += 1;
+        let counts = self.v.by_path.entry(path_of(&e).to_string()).or_default();
         if e["verdict"] == "denied" {
+            counts.denied += 1;
             self.v.denied.add(&e, &at);
         } else if e["would_deny"] == true {
+            counts.would_deny += 1;
             self.v.would_deny.add(&e, &at);
+        } else {
+            counts.allowed += 1;
         }
     }
 
@@ -233,6 +259,46 @@ impl Trail {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn attempts_are_counted_by_mail_path() {
+        use super::*;
+        let t = humantime::parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
+        let period = Period {
+            since: t,
+            until: t + Duration::from_secs(3600),
+        };
+        let at = humantime::format_rfc3339_micros(t + Duration::from_secs(1)).to_string();
+        let line = |path: Option<&str>, verdict: &str| {
+            let mut e = serde_json::json!({"ts": at, "uid": 1000, "cgroup": "/web",
+                "verdict": verdict, "reason": "rate_limit_uid", "would_deny": false});
+            if let Some(p) = path {
+                e["path"] = p.into();
+            }
+            e.to_string()
+        };
+        let text = [
+            line(Some("sendmail"), "allowed"),
+            line(Some("sendmail"), "denied"),
+            line(Some("sendmail"), "denied"),
+            line(Some("local_smtp"), "allowed"),
+            line(None, "denied"),
+        ]
+        .join("\n");
+        let mut trail = Trail::new(period);
+        trail.read("events.jsonl", text.as_bytes());
+        let v = trail.finish();
+        let c = |p: &str| v.by_path.get(p).copied().unwrap_or_default();
+        assert_eq!((c("sendmail").allowed, c("sendmail").denied), (1, 2));
+        assert_eq!((c("local_smtp").allowed, c("direct").denied), (1, 1));
+        let o = &v.denied.by_uid[0];
+        assert_eq!(o.paths.get("sendmail"), Some(&2));
+        assert_eq!(
+            o.paths.get("direct"),
+            Some(&1),
+            "events without a path are direct"
+        );
+    }
 
     use serde_json::json;
 
@@ -298,12 +364,12 @@ mod tests {
         assert_eq!((d.uids, d.by_uid.len(), d.by_cgroup.len()), (60, TOP, TOP));
         let md = r.markdown();
         assert!(
-            md.contains("### Refused: 60 connects, by 60 UIDs in 60 cgroups"),
+            md.contains("### Refused: 60 attempts, by 60 UIDs in 60 cgroups"),
             "{md}"
         );
         assert!(md.contains("By UID (top 50 of 60):"), "{md}");
         assert!(
-            md.contains("| 0 | u0 | 1 | rate_limit_uid (1) | 2026-11-23T10:01:00Z |"),
+            md.contains("| 0 | u0 | 1 | direct (1) | rate_limit_uid (1) | 2026-11-23T10:01:00Z |"),
             "{md}"
         );
     }

@@ -361,6 +361,7 @@ impl Violations {
         }
         o.push('\n');
         if self.unavailable.is_none() {
+            self.paths_markdown(o);
             self.denied.markdown(o, "Refused");
             if self.would_deny.total > 0 {
                 self.would_deny
@@ -370,12 +371,32 @@ impl Violations {
     }
 }
 
+impl Violations {
+    /// Every attempt in the period by mail path.
+    fn paths_markdown(&self, o: &mut String) {
+        let _ = writeln!(o, "### Mail by path\n");
+        if self.by_path.is_empty() {
+            let _ = writeln!(o, "No attempt to send mail was logged in the period.\n");
+            return;
+        }
+        let rows = self.by_path.iter().map(|(path, c)| {
+            vec![
+                path.clone(),
+                c.allowed.to_string(),
+                c.denied.to_string(),
+                c.would_deny.to_string(),
+            ]
+        });
+        table(o, &["path", "allowed", "refused", "would refuse"], rows);
+    }
+}
+
 impl Offenders {
     fn markdown(&self, o: &mut String, what: &str) {
         let _ = writeln!(
             o,
             "### {what}: {}, by {} in {}\n",
-            count(self.total, "connect"),
+            count(self.total, "attempt"),
             count(self.uids as u64, "UID"),
             count(self.cgroups as u64, "cgroup")
         );
@@ -388,9 +409,11 @@ impl Offenders {
                 .iter()
                 .map(|(r, n)| format!("{r} ({n})"))
                 .collect();
+            let paths: Vec<String> = x.paths.iter().map(|(p, n)| format!("{p} ({n})")).collect();
             key.into_iter()
                 .chain([
                     x.count.to_string(),
+                    paths.join(", "),
                     reasons.join(", "),
                     x.first.clone(),
                     x.last.clone(),
@@ -416,7 +439,7 @@ impl Offenders {
         });
         table(
             o,
-            &["uid", "user", "count", "reasons", "first", "last"],
+            &["uid", "user", "count", "paths", "reasons", "first", "last"],
             rows,
         );
         let _ = writeln!(
@@ -428,6 +451,10 @@ impl Offenders {
             .by_cgroup
             .iter()
             .map(|x| row(vec![format!("`{}`", x.cgroup.as_deref().unwrap_or("-"))], x));
-        table(o, &["cgroup", "count", "reasons", "first", "last"], rows);
+        table(
+            o,
+            &["cgroup", "count", "paths", "reasons", "first", "last"],
+            rows,
+        );
     }
 }

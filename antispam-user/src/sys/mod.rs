@@ -3,7 +3,9 @@
 
 pub mod cgroup_watch;
 pub mod cgroupfs;
+pub mod local_addrs;
 pub mod procfs;
+pub mod programs;
 pub mod sockdiag;
 pub mod users;
 

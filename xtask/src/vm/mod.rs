@@ -1,0 +1,262 @@
+//! `cargo xtask vm-test`: the integration tests inside QEMU (TCG) VMs that boot Debian's own
+//! kernels, for the kernel paths this machine's kernel cannot run (it refuses trampoline-based
+//! BPF programs: lsm, lsm_cgroup, fentry). See docs/vms.md.
+//!
+//! The guest sees the host's root read-only over 9p, so it runs the host's build of the agent
+//! and the test binaries, and the host's swaks, Postfix and iproute2.
+
+mod binaries;
+mod guest;
+mod kernels;
+mod modules;
+mod qemu;
+mod report;
+
+use std::{
+    fs,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, ValueEnum};
+use kernels::{Series, SERIES};
+use report::{secs, Console};
+
+use crate::{root, setup};
+
+/// Debian packages only vm-test needs (checked with dpkg-query, installed when missing).
+const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "qemu-system-x86_64, the VM (TCG)"),
+    ("busybox-static", "the initramfs's /bin/busybox"),
+    ("kmod", "depmod -b for the guest kernels' module trees"),
+    ("xz-utils", "decompressing 6.12's .ko.xz modules"),
+];
+
+const MEMORY_MIB: u32 = 3072;
+const CPUS: u32 = 2;
+/// Upper bound for one test binary inside the guest.
+const PER_BINARY_SECS: u64 = 600;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KernelChoice {
+    #[value(name = "6.1")]
+    V6_1,
+    #[value(name = "6.12")]
+    V6_12,
+    All,
+}
+
+impl KernelChoice {
+    fn series(self) -> Vec<Series> {
+        let want = |name: &str| SERIES.iter().copied().filter(|s| s.name == name).collect();
+        match self {
+            KernelChoice::V6_1 => want("6.1"),
+            KernelChoice::V6_12 => want("6.12"),
+            KernelChoice::All => SERIES.to_vec(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct VmTestArgs {
+    /// Which Debian kernel to boot: bookworm's 6.1, 6.12 (bookworm-backports/-security), or all.
+    #[arg(long, value_enum, default_value = "all")]
+    kernel: KernelChoice,
+    /// Only tests whose name contains this (libtest filter; repeatable: any of them).
+    #[arg(long)]
+    filter: Vec<String>,
+    /// Only this integration test binary of antispam-tests, e.g. `limits` (repeatable).
+    #[arg(long = "test", value_name = "FILE")]
+    tests: Vec<String>,
+    /// Use the agent and test binaries already in target/release instead of building them.
+    #[arg(long)]
+    no_build: bool,
+    /// Refresh the private package lists now, not only when they are a day old.
+    #[arg(long)]
+    refresh: bool,
+    /// Upper bound for one VM (boot, every test binary, power-off), in seconds.
+    #[arg(long, default_value_t = 1200)]
+    timeout: u64,
+}
+
+/// The outcome of one kernel's VM.
+struct Run {
+    series: Series,
+    kernel: String,
+    console: Console,
+    /// Why the VM did not finish, if it did not.
+    problem: Option<String>,
+    wall: Duration,
+}
+
+impl Run {
+    fn ok(&self) -> bool {
+        self.problem.is_none() && self.console.rc == Some(0) && self.console.failed() == 0
+    }
+}
+
+pub fn vm_test(args: VmTestArgs) -> Result<()> {
+    setup::ensure_packages(PACKAGES)?;
+    qemu::check_installed()?;
+    let mut bins = binaries::test_binaries(!args.no_build)?;
+    if !args.tests.is_empty() {
+        for t in &args.tests {
+            let t = t.trim_end_matches(".rs");
+            if !bins.iter().any(|b| b.name == t) {
+                let names: Vec<&str> = bins.iter().map(|b| b.name.as_str()).collect();
+                bail!(
+                    "no integration test binary {t:?}; there are: {}",
+                    names.join(" ")
+                );
+            }
+        }
+        bins.retain(|b| {
+            args.tests
+                .iter()
+                .any(|t| t.trim_end_matches(".rs") == b.name)
+        });
+    }
+    let agent = root().join("target/release/antispam");
+    if !agent.is_file() {
+        bail!("{} is not built (drop --no-build)", agent.display());
+    }
+    qemu::install_signal_handlers();
+    let mut runs = Vec::new();
+    for series in args.kernel.series() {
+        if qemu::interrupted() {
+            break;
+        }
+        let t = Instant::now();
+        let run = run_kernel(series, &args, &bins, &agent).unwrap_or_else(|e| Run {
+            series,
+            kernel: String::new(),
+            console: Console::default(),
+            problem: Some(format!("{e:#}")),
+            wall: t.elapsed(),
+        });
+        summary(&run);
+        runs.push(run);
+    }
+    println!();
+    for r in &runs {
+        summary(r);
+    }
+    let passed: u32 = runs.iter().map(|r| r.console.passed()).sum();
+    let failed: u32 = runs.iter().map(|r| r.console.failed()).sum();
+    println!("vm-test: {passed} passed, {failed} failed");
+    if qemu::interrupted() {
+        bail!("interrupted");
+    }
+    if runs.iter().any(|r| !r.ok()) {
+        bail!("vm-test failed (console logs in target/vm/)");
+    }
+    Ok(())
+}
+
+fn run_kernel(
+    series: Series,
+    args: &VmTestArgs,
+    bins: &[guest::TestBinary],
+    agent: &std::path::Path,
+) -> Result<Run> {
+    let kernel = kernels::ensure(series, args.refresh)?;
+    let mods = modules::load_order(&kernel)?;
+    let dir = root().join("target/vm").join(series.name);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let script = dir.join("run.sh");
+    let plan = guest::Plan {
+        binaries: bins,
+        filters: &args.filter,
+        agent,
+        workdir: &root().join("tests"),
+        per_binary_secs: PER_BINARY_SECS.min(args.timeout),
+        epoch: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    fs::write(&script, guest::run_script(&plan))?;
+    let initramfs = dir.join("initramfs.cpio");
+    guest::initramfs(&initramfs, &mods, &script)?;
+    let log = root().join(format!("target/vm/{}.log", series.name));
+    println!(
+        "\n=== vm-test {}: {} {} ({} test binaries, {} modules; console in {})",
+        series.name,
+        kernel.package,
+        kernel.version,
+        bins.len(),
+        mods.len(),
+        log.display()
+    );
+    let vm = qemu::Vm {
+        kernel: &kernel.vmlinuz(),
+        initramfs: &initramfs,
+        memory_mib: MEMORY_MIB,
+        cpus: CPUS,
+    };
+    let mut console = Console::default();
+    let start = Instant::now();
+    let end = qemu::run(&vm, &log, Duration::from_secs(args.timeout), |line, at| {
+        console.line(line, at)
+    })?;
+    let problem = match end {
+        qemu::End::Done => None,
+        qemu::End::Exited(status) => Some(format!(
+            "QEMU exited ({status}) before the guest reported a result"
+        )),
+        qemu::End::TimedOut => Some(format!(
+            "the VM did not finish within {} s (killed)",
+            args.timeout
+        )),
+        qemu::End::Interrupted => Some("interrupted (QEMU killed)".to_string()),
+    };
+    Ok(Run {
+        series,
+        kernel: format!("{} {}", kernel.package, kernel.version),
+        console,
+        problem,
+        wall: start.elapsed(),
+    })
+}
+
+fn summary(r: &Run) {
+    let c = &r.console;
+    let boot = c.boot.map_or_else(|| "-".to_string(), secs);
+    println!(
+        "vm-test {} ({}): {} passed, {} failed, {} ignored; boot to first test {boot}; wall {}",
+        r.series.name,
+        if r.kernel.is_empty() {
+            "no kernel"
+        } else {
+            &r.kernel
+        },
+        c.passed(),
+        c.failed(),
+        c.ignored(),
+        secs(r.wall)
+    );
+    for b in &c.binaries {
+        let rc =
+            b.rc.map_or_else(|| "did not end".to_string(), |rc| format!("rc={rc}"));
+        println!(
+            "    {:<20} {:>3} passed {:>3} failed {:>9}  {rc}{}",
+            b.name,
+            b.passed,
+            b.failed,
+            secs(b.took),
+            if b.finished {
+                ""
+            } else {
+                " (no libtest summary: crashed or killed)"
+            }
+        );
+        for f in &b.failures {
+            println!("        FAILED {f}");
+        }
+    }
+    for e in &c.errors {
+        println!("    guest error: {e}");
+    }
+    if let Some(p) = &r.problem {
+        println!("    {p}");
+    }
+}
