@@ -47,6 +47,12 @@ pub const OVERRIDES_MAX: u32 = 4_096;
 pub const PROGRAMS: &str = "AS_PROGRAMS";
 /// Programs one policy may name.
 pub const PROGRAMS_MAX: u32 = 64;
+/// `Array<u64>`: a bitmap per rule set over the inode numbers of [`PROGRAMS`] (bit
+/// [`crate::rule::program_filter_bit`]), so that the exec hook leaves most execs after one
+/// array read instead of a hash lookup.
+pub const PROGRAM_FILTER: &str = "AS_PROGRAM_FILTER";
+/// `u64` words of one rule set's bitmap in [`PROGRAM_FILTER`].
+pub const PROGRAM_FILTER_WORDS: u32 = 64;
 /// `HashMap<[u8; 16], u32>`: the host's own addresses (IPv4 as `::ffff:a.b.c.d`), kept by the
 /// agent: an SMTP connect to one (or to loopback) is a submission to the local MTA.
 pub const LOCAL_ADDRS: &str = "AS_LOCAL_ADDRS";

@@ -137,4 +137,31 @@ pub struct Program {
 }
 const _: () = assert!(core::mem::size_of::<Program>() == 8);
 
+/// Word (in one rule set's part of `PROGRAM_FILTER`) and bit of an inode number: a
+/// multiplicative hash, so that consecutive inode numbers spread over the bitmap.
+#[inline(always)]
+pub const fn program_filter_bit(ino: u64) -> (u32, u64) {
+    let bits = crate::maps::PROGRAM_FILTER_WORDS * 64;
+    let h = (ino.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32 % bits;
+    (h / 64, 1 << (h % 64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_bits_are_in_range_and_spread() {
+        let mut seen = [0u64; crate::maps::PROGRAM_FILTER_WORDS as usize];
+        for ino in 1_000_000..1_000_064u64 {
+            let (w, b) = program_filter_bit(ino);
+            assert!(w < crate::maps::PROGRAM_FILTER_WORDS);
+            assert_eq!(b.count_ones(), 1);
+            seen[w as usize] |= b;
+        }
+        let set: u32 = seen.iter().map(|w| w.count_ones()).sum();
+        assert!(set > 50, "64 consecutive inodes hit only {set} bits");
+    }
+}
+
 crate::user_pod!(Rule, Budgets, DestRule, UidKey, CgroupKey, ProgramKey, Program);

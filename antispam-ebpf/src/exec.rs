@@ -104,12 +104,12 @@ struct Identity {
     dev: u32,
 }
 
-/// The identity of the file behind a `struct file *`.
+/// The inode behind a `struct file *`, and its number.
 ///
 /// # Safety
 /// `file` is a BTF-typed `struct file *` (or null).
 #[inline(always)]
-unsafe fn identity(file: *const u8) -> Option<Identity> {
+unsafe fn inode_of(file: *const u8) -> Option<(*const u8, u64)> {
     if file.is_null() {
         return None;
     }
@@ -119,14 +119,64 @@ unsafe fn identity(file: *const u8) -> Option<Identity> {
         if inode.is_null() {
             return None;
         }
-        let ino: u64 = ld(inode, off(&OFF_INODE_INO));
+        Some((inode, ld(inode, off(&OFF_INODE_INO))))
+    }
+}
+
+/// The device of an inode's file system.
+///
+/// # Safety
+/// `inode` is a BTF-typed `struct inode *`.
+#[inline(always)]
+unsafe fn dev_of(inode: *const u8) -> Option<u32> {
+    // SAFETY: `inode` is a struct inode.
+    unsafe {
         let sb: *const u8 = ld(inode, off(&OFF_INODE_SB));
         if sb.is_null() {
             return None;
         }
-        let dev: u32 = ld(sb, off(&OFF_SB_DEV));
-        Some(Identity { ino, dev })
+        Some(ld(sb, off(&OFF_SB_DEV)))
     }
+}
+
+/// The identity of the file behind a `struct file *`.
+///
+/// # Safety
+/// As for [`inode_of`].
+#[inline(always)]
+unsafe fn identity(file: *const u8) -> Option<Identity> {
+    // SAFETY: the caller's promise.
+    unsafe {
+        let (inode, ino) = inode_of(file)?;
+        Some(Identity {
+            ino,
+            dev: dev_of(inode)?,
+        })
+    }
+}
+
+/// The file being executed, if it may be a submission program (most execs leave here after an
+/// inode read and one array read: the filter has no false negatives). None for the others, and
+/// (counted) when a field cannot be read.
+///
+/// # Safety
+/// `file` is a BTF-typed `struct file *` (or null).
+#[inline(always)]
+unsafe fn candidate(file: *const u8) -> Option<Identity> {
+    // SAFETY: the caller's promise.
+    let Some((inode, ino)) = (unsafe { inode_of(file) }) else {
+        maps::stat(stats::EXEC_READ_FAILED);
+        return None;
+    };
+    if !maps::maybe_program(ino, maps::active_slot()) {
+        return None;
+    }
+    // SAFETY: `inode` came from `inode_of`.
+    let Some(dev) = (unsafe { dev_of(inode) }) else {
+        maps::stat(stats::EXEC_READ_FAILED);
+        return None;
+    };
+    Some(Identity { ino, dev })
 }
 
 /// The executable of a task, and its effective UID.
@@ -200,8 +250,7 @@ pub fn antispam_exec(ctx: LsmContext) -> i32 {
         )
     };
     // SAFETY: BTF-typed pointers from above.
-    let Some(program) = (unsafe { identity(file) }) else {
-        maps::stat(stats::EXEC_READ_FAILED);
+    let Some(program) = (unsafe { candidate(file) }) else {
         return PASS;
     };
     // SAFETY: as above.
@@ -218,12 +267,10 @@ pub fn antispam_exec_fallback(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     let bprm: *const u8 = ctx.arg(2);
     // SAFETY: the tracepoint's arguments are BTF-typed.
-    let Some(program) = (unsafe { identity(ld(bprm, off(&OFF_BPRM_FILE))) }) else {
-        maps::stat(stats::EXEC_READ_FAILED);
+    let Some(program) = (unsafe { candidate(ld(bprm, off(&OFF_BPRM_FILE))) }) else {
         return 0;
     };
-    // Cheap first: most execs are of other programs (one hash lookup); the cgroup test costs
-    // about 100 ns.
+    // Cheap first: most execs are of other programs; the cgroup test costs about 100 ns.
     if maps::program(program.ino, program.dev, maps::active_slot()).is_none() {
         return 0;
     }

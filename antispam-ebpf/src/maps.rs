@@ -51,6 +51,9 @@ pub static DEST_V6: LpmTrie<[u8; 17], DestRule> =
 static PROGRAMS: HashMap<ProgramKey, Program> =
     HashMap::pinned(m::SLOTS * m::PROGRAMS_MAX, BPF_F_NO_PREALLOC);
 
+#[map(name = "AS_PROGRAM_FILTER")]
+static PROGRAM_FILTER: Array<u64> = Array::pinned(m::SLOTS * m::PROGRAM_FILTER_WORDS, 0);
+
 #[map(name = "AS_LOCAL_ADDRS")]
 static LOCAL_ADDRS: HashMap<[u8; 16], u32> = HashMap::pinned(m::LOCAL_ADDRS_MAX, BPF_F_NO_PREALLOC);
 
@@ -109,6 +112,16 @@ pub fn uid_rule(uid: u32, slot: u32) -> Option<&'static Rule> {
 pub fn cgroup_rule(id: u64, slot: u32) -> Option<&'static Rule> {
     // SAFETY: as for `uid_rule`.
     unsafe { CGROUP_RULES.get(CgroupKey::new(id, slot)) }
+}
+
+/// May `ino` be one of rule set `slot`'s submission programs? (No false negatives.)
+#[inline(always)]
+pub fn maybe_program(ino: u64, slot: u32) -> bool {
+    let (word, bit) = antispam_common::rule::program_filter_bit(ino);
+    match PROGRAM_FILTER.get(slot * m::PROGRAM_FILTER_WORDS + word) {
+        Some(w) => *w & bit != 0,
+        None => false,
+    }
 }
 
 /// The submission program with this inode, in rule set `slot`.

@@ -53,7 +53,7 @@ enum Cmd {
         /// Every scenario very briefly, numbers only, no docs/benchmarks.md (for CI).
         #[arg(long)]
         smoke: bool,
-        /// Only scenarios whose name contains this (storm, traffic, scale, events, startup,
+        /// Only scenarios whose name contains this (storm, exec, traffic, scale, events, startup,
         /// profile); never writes docs/benchmarks.md.
         #[arg(long)]
         only: Option<String>,

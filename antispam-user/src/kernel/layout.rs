@@ -84,6 +84,7 @@ pub const MAPS: &[MapSpec] = &[
         size_of::<rule::Program>(),
         m::SLOTS * m::PROGRAMS_MAX,
     ),
+    spec(m::PROGRAM_FILTER, 4, 8, m::SLOTS * m::PROGRAM_FILTER_WORDS),
     spec(m::LOCAL_ADDRS, 16, 4, m::LOCAL_ADDRS_MAX),
     spec(m::ATTACH_CGROUP, 4, 4, 1),
     spec(m::DECISIONS, 4, 8, event::DECISIONS_LEN),

@@ -33,6 +33,7 @@ pub struct RuleMaps {
     pub(super) dest_v4: LpmTrie<MapData, [u8; 5], DestRule>,
     pub(super) dest_v6: LpmTrie<MapData, [u8; 17], DestRule>,
     pub(super) programs: HashMap<MapData, ProgramKey, Program>,
+    pub(super) program_filter: Array<MapData, u64>,
     pub(super) suspended: HashMap<MapData, KeyId, Suspension>,
     pub(super) overrides: HashMap<MapData, KeyId, Override>,
     /// The configuration of the policy in force, before the runtime flags are added.
@@ -192,8 +193,25 @@ impl RuleMaps {
             })
             .collect();
         self.insert_programs(slot, programs)?;
+        self.write_filter(slot, programs)?;
         for k in stale {
             remove(&mut self.programs, &k, m::PROGRAMS)?;
+        }
+        Ok(())
+    }
+
+    /// Writes rule set `slot`'s part of the program filter: exactly the bits of `programs`
+    /// (entries are written before their bits, so a bit never leads to a missing entry).
+    fn write_filter(&mut self, slot: u32, programs: &[Resolved]) -> Result<(), Error> {
+        let mut words = [0u64; m::PROGRAM_FILTER_WORDS as usize];
+        for p in programs {
+            let (w, bit) = antispam_common::rule::program_filter_bit(p.ino);
+            words[w as usize] |= bit;
+        }
+        for (i, w) in words.iter().enumerate() {
+            self.program_filter
+                .set(slot * m::PROGRAM_FILTER_WORDS + i as u32, w, 0)
+                .map_err(Error::map(m::PROGRAM_FILTER))?;
         }
         Ok(())
     }
@@ -224,6 +242,7 @@ impl RuleMaps {
         programs: &[Resolved],
     ) -> Result<(), Error> {
         self.insert_programs(slot, programs)?;
+        self.write_filter(slot, programs)?;
         for (i, word) in c.ports.iter().enumerate() {
             self.ports
                 .set(slot * m::PORTS_WORDS + i as u32, word, 0)

@@ -151,6 +151,7 @@ impl Kernel {
             dest_v4: take(&mut ebpf, m::DEST_V4)?,
             dest_v6: take(&mut ebpf, m::DEST_V6)?,
             programs: take(&mut ebpf, m::PROGRAMS)?,
+            program_filter: take(&mut ebpf, m::PROGRAM_FILTER)?,
             suspended: take(&mut ebpf, m::SUSPENDED)?,
             overrides: take(&mut ebpf, m::OVERRIDES)?,
             policy_config: Config::default(),

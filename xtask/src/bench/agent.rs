@@ -172,6 +172,11 @@ impl Agent {
         unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
     }
 
+    /// The agent's pin directory.
+    pub fn pins(&self) -> &std::path::Path {
+        &self._pins.0
+    }
+
     pub fn stop(self) {
         self.guard.terminate(Duration::from_secs(10));
     }

@@ -10,6 +10,7 @@
 mod agent;
 mod connect;
 mod env;
+mod exec;
 mod netfilter;
 mod pipeline;
 mod report;
@@ -262,8 +263,9 @@ pub fn bench(smoke: bool, only: Option<&str>) -> Result<()> {
     netfilter::nft_load(&ctx.ns, &ctx.scratch.dir)?;
 
     type Scenario = fn(&mut Ctx) -> Result<()>;
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("storm", connect::storm),
+        ("exec", exec::exec),
         ("traffic", traffic::traffic),
         ("scale", connect::scale),
         ("events", pipeline::events),
