@@ -7,15 +7,7 @@ use antispam_common::{
     net::{self, AF_INET, AF_INET6},
     stats,
 };
-use aya_ebpf::{
-    bindings::bpf_sock_addr,
-    helpers::{
-        bpf_get_current_uid_gid,
-        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
-    },
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
-};
+use aya_ebpf::{bindings::bpf_sock_addr, macros::cgroup_sock_addr, programs::SockAddrContext};
 use aya_log_ebpf::debug;
 
 use crate::{
@@ -102,14 +94,8 @@ fn decide(ctx: &SockAddrContext, dest: Destination) -> i32 {
         maps::stat(stats::CONFIG_MISSING);
         return PASS;
     };
-    let uid_gid = bpf_get_current_uid_gid();
-    // SAFETY: helpers without arguments, allowed for this program type.
-    let (cgroup_id, now) = unsafe { (bpf_get_current_cgroup_id(), bpf_ktime_get_ns()) };
-    let caller = Caller {
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        cgroup_id,
-    };
+    let (caller, now) = Caller::current();
+    let cgroup_id = caller.cgroup_id;
     // A connect to the host itself hands mail to the local MTA: a submission.
     let path = if maps::is_local(dest.family, &dest.addr) {
         PATH_LOCAL_SMTP

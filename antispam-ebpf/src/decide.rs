@@ -19,7 +19,13 @@ use antispam_common::{
         SLOT_BITS,
     },
 };
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_uid_gid,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+    },
+    maps::lpm_trie::Key,
+};
 
 use crate::{
     events::{emit, Submission},
@@ -32,6 +38,22 @@ pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub cgroup_id: u64,
+}
+
+impl Caller {
+    /// The current task (its real UID and GID, its cgroup), and the time.
+    #[inline(always)]
+    pub fn current() -> (Caller, u64) {
+        let uid_gid = bpf_get_current_uid_gid();
+        // SAFETY: helpers without arguments, allowed for every program type that decides.
+        let (cgroup_id, now) = unsafe { (bpf_get_current_cgroup_id(), bpf_ktime_get_ns()) };
+        let caller = Caller {
+            uid: uid_gid as u32,
+            gid: (uid_gid >> 32) as u32,
+            cgroup_id,
+        };
+        (caller, now)
+    }
 }
 
 /// Where the mail goes (all zero for a submission through the MTA's program).

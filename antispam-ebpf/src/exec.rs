@@ -25,12 +25,7 @@ use antispam_common::{
     stats,
 };
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_uid_gid,
-        generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_send_signal,
-        },
-    },
+    helpers::generated::{bpf_get_current_task_btf, bpf_send_signal},
     macros::{btf_tracepoint, lsm_cgroup, map},
     maps::CgroupArray,
     programs::{BtfTracePointContext, LsmContext},
@@ -303,14 +298,8 @@ fn decide(program: Identity, runner: Option<(Identity, u32)>, task: *const u8) -
         maps::stat(stats::CONFIG_MISSING);
         return None;
     };
-    let uid_gid = bpf_get_current_uid_gid();
-    // SAFETY: helpers without arguments, allowed for these program types.
-    let (cgroup_id, now) = unsafe { (bpf_get_current_cgroup_id(), bpf_ktime_get_ns()) };
-    let caller = Caller {
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        cgroup_id,
-    };
+    let (caller, now) = Caller::current();
+    let cgroup_id = caller.cgroup_id;
     if reexec(runner, program, slot) {
         maps::count_decision(counter_index(
             PATH_SENDMAIL,

@@ -203,6 +203,25 @@ fn sendmail_delivers_exactly_the_budget() {
         ],
     );
     assert_eq!(denied, Some((2 * N) as f64), "{metrics}");
+
+    // `antispam report` counts the attempts by path, from the event log.
+    let out = std::process::Command::new(antispam_bin())
+        .args(["report", "--since", "1h", "--format", "json", "--audit-log"])
+        .arg(&m.agent().audit_path)
+        .output()
+        .expect("antispam report");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let sendmail = &r["violations"]["by_path"]["sendmail"];
+    assert_eq!(
+        (sendmail["allowed"].as_u64(), sendmail["denied"].as_u64()),
+        (Some(N as u64), Some(2 * N as u64)),
+        "{:#}",
+        r["violations"]
+    );
+    let by_uid = &r["violations"]["denied"]["by_uid"][0];
+    assert_eq!(by_uid["uid"], uid, "{by_uid}");
+    assert_eq!(by_uid["paths"]["sendmail"], 2 * N as u64, "{by_uid}");
 }
 
 #[test]

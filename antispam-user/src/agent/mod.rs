@@ -10,12 +10,12 @@ mod book;
 mod cgroups;
 mod config;
 mod core;
+mod dir_watch;
 mod error;
 mod events;
 mod http;
 mod metrics;
 mod operations;
-mod policy_watch;
 mod programs;
 mod reload;
 mod restore;
@@ -42,8 +42,8 @@ use tokio::{
 use self::{
     book::Book,
     core::{record, Core},
+    dir_watch::DirWatch,
     events::Violation,
-    policy_watch::PolicyWatch,
     state::{Counters, Enforced, Shared},
 };
 use crate::{
@@ -309,8 +309,8 @@ impl Core {
 
 /// The files the main loop follows.
 struct Watches<'a> {
-    policy: &'a mut Option<PolicyWatch>,
-    programs: &'a mut Option<programs::ProgramWatch>,
+    policy: &'a mut Option<DirWatch>,
+    programs: &'a mut Option<DirWatch>,
 }
 
 /// The signals the agent acts on.
@@ -435,9 +435,9 @@ impl Core {
     }
 }
 
-fn watch_policy(config: &Config) -> Option<PolicyWatch> {
+fn watch_policy(config: &Config) -> Option<DirWatch> {
     let path = config.policy.as_ref().filter(|_| config.reload_on_change)?;
-    match PolicyWatch::new(path) {
+    match DirWatch::policy(path) {
         Ok(w) => Some(w),
         Err(e) => {
             log::warn!(
@@ -449,8 +449,8 @@ fn watch_policy(config: &Config) -> Option<PolicyWatch> {
     }
 }
 
-fn watch_programs(paths: &[PathBuf]) -> Option<programs::ProgramWatch> {
-    match programs::ProgramWatch::new(paths) {
+fn watch_programs(paths: &[PathBuf]) -> Option<DirWatch> {
+    match programs::watch(paths) {
         Ok(w) => Some(w),
         Err(e) => {
             log::warn!("cannot watch the submission programs for upgrades ({e}); they are resolved again at reload");

@@ -8,10 +8,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use futures_util::StreamExt as _;
-use inotify::{EventStream, Inotify, WatchMask};
+use inotify::WatchMask;
 
-use super::{core::Core, policy_watch::SETTLE};
+use super::{core::Core, dir_watch::DirWatch};
 use crate::{
     control::status::ProgramView,
     sys::programs::{self, Resolved},
@@ -45,60 +44,25 @@ pub fn views(paths: &[PathBuf], resolved: &[Resolved]) -> Vec<ProgramView> {
         .collect()
 }
 
-/// Changes in the directories of the programs.
-pub struct ProgramWatch {
-    stream: EventStream<Vec<u8>>,
-    names: Vec<OsString>,
-    pending: bool,
-}
-
-impl ProgramWatch {
-    pub fn new(paths: &[PathBuf]) -> io::Result<ProgramWatch> {
-        let inotify = Inotify::init()?;
-        let mut names = Vec::new();
-        for dir in programs::directories(paths) {
-            inotify.watches().add(
-                &dir,
-                WatchMask::CREATE
-                    | WatchMask::MOVED_TO
-                    | WatchMask::DELETE
-                    | WatchMask::CLOSE_WRITE
-                    | WatchMask::ATTRIB
-                    | WatchMask::ONLYDIR,
-            )?;
+/// Watches the directories of the programs for files replaced, removed or created.
+pub fn watch(paths: &[PathBuf]) -> io::Result<DirWatch> {
+    let mut names: Vec<OsString> = Vec::new();
+    for p in paths {
+        names.extend(p.file_name().map(OsString::from));
+        if let Some(n) = std::fs::canonicalize(p)
+            .ok()
+            .as_deref()
+            .and_then(Path::file_name)
+        {
+            names.push(n.to_os_string());
         }
-        for p in paths {
-            names.extend(p.file_name().map(OsString::from));
-            if let Some(n) = std::fs::canonicalize(p)
-                .ok()
-                .as_deref()
-                .and_then(Path::file_name)
-            {
-                names.push(n.to_os_string());
-            }
-        }
-        Ok(ProgramWatch {
-            stream: inotify.into_event_stream(vec![0u8; 4096])?,
-            names,
-            pending: false,
-        })
     }
-
-    /// Resolves once a program's directory entry changed and the directory has been quiet for
-    /// [`SETTLE`] (a package manager renames a new file over the old one). None if inotify
-    /// fails.
-    pub async fn changed(&mut self) -> Option<()> {
-        while !self.pending {
-            let ev = self.stream.next().await?.ok()?;
-            self.pending = ev
-                .name
-                .as_deref()
-                .is_some_and(|n| self.names.iter().any(|x| x.as_os_str() == n));
-        }
-        while let Ok(Some(_)) = tokio::time::timeout(SETTLE, self.stream.next()).await {}
-        self.pending = false;
-        Some(())
-    }
+    let mask = WatchMask::CREATE
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::ATTRIB;
+    DirWatch::new(&programs::directories(paths), names, mask)
 }
 
 impl Core {
