@@ -12,6 +12,12 @@ pub const FLAG_KILL_SWITCH: u32 = 1 << 2;
 pub const FLAG_SUSPENSIONS: u32 = 1 << 3;
 /// The break-glass override map has entries: only then do the programs look there.
 pub const FLAG_OVERRIDES: u32 = 1 << 4;
+/// The policy has cgroup rules: a cgroup the agent has not seen yet (created a moment ago)
+/// takes the rule of its nearest known ancestor, found by the programs themselves.
+pub const FLAG_CGROUP_RULES: u32 = 1 << 5;
+/// Subordinate UIDs (`/etc/subuid`) are charged to their owner: the programs look UIDs at or
+/// above `subuid_min` up in the subordinate ranges.
+pub const FLAG_SUBUIDS: u32 = 1 << 6;
 
 /// Entry 0 of [`crate::maps::CONFIG`]. Zeroed (no ports, no flags) means "decide nothing".
 #[repr(C)]
@@ -28,7 +34,16 @@ pub struct Config {
     pub _pad: u32,
     /// Paths with a default budget of their own (`[default.path.NAME]`).
     pub default_budgets: Budgets,
+    /// The network namespace the local MTA listens in (the agent's, `SO_NETNS_COOKIE`): only a
+    /// connect made in it to loopback or a host address is a local submission. 0: unknown
+    /// (every loopback connect is local).
+    pub host_netns: u64,
+    /// The cgroup level of the attach point (the root of the cgroup v2 mount is 0): how far up
+    /// the programs look for a new cgroup's rule.
+    pub attach_level: u32,
+    /// The lowest subordinate UID of any user (with `FLAG_SUBUIDS`).
+    pub subuid_min: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 104);
+const _: () = assert!(core::mem::size_of::<Config>() == 120);
 
 crate::user_pod!(Config);

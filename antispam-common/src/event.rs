@@ -138,7 +138,8 @@ pub struct Event {
     /// For `PATH_SENDMAIL`: the thread-group id of the caller's parent (e.g. the PHP process
     /// that ran `sendmail`); 0 otherwise.
     pub ppid: u32,
-    pub _pad: u32,
+    /// The UID charged: `uid`, or for a subordinate UID (`/etc/subuid`) its owner's.
+    pub charged_uid: u32,
     /// For `PATH_SENDMAIL`: `comm` of the caller's parent; zero otherwise.
     pub pcomm: [u8; 16],
 }

@@ -30,9 +30,12 @@ pub const DEST_V4: &str = "AS_DEST_V4";
 pub const DEST_V6: &str = "AS_DEST_V6";
 /// Prefixes one policy may name per family.
 pub const DEST_MAX: u32 = 262_144;
-/// `LruHashMap<KeyId, KeyState>`: rate-limit bucket and counters of every UID and cgroup seen.
+/// `HashMap<KeyId, KeyState>` (preallocated): rate-limit bucket and counters of every UID and
+/// cgroup seen. Nothing evicts an entry (an LRU map would hand a fresh budget to a key that
+/// other keys' traffic pushed out): the agent removes entries that are idle with a full bucket,
+/// and an attempt that finds the map full is refused (`state_error`).
 pub const KEYS: &str = "AS_KEYS";
-/// Capacity of [`KEYS`]; least recently used keys are evicted past it.
+/// Capacity of [`KEYS`].
 pub const KEYS_MAX: u32 = 262_144;
 /// `HashMap<KeyId, Suspension>`: suspended UIDs and cgroups.
 pub const SUSPENDED: &str = "AS_SUSPENDED";
@@ -58,6 +61,11 @@ pub const PROGRAM_FILTER_WORDS: u32 = 64;
 pub const LOCAL_ADDRS: &str = "AS_LOCAL_ADDRS";
 /// Capacity of [`LOCAL_ADDRS`].
 pub const LOCAL_ADDRS_MAX: u32 = 4096;
+/// `LpmTrie<[u8; 4], u32>`: the subordinate UID ranges of `/etc/subuid` (a range as its
+/// covering prefixes of the big-endian UID) → the owner's UID.
+pub const SUBUIDS: &str = "AS_SUBUIDS";
+/// Prefixes in [`SUBUIDS`] (a range needs at most 62).
+pub const SUBUIDS_MAX: u32 = 65_536;
 /// `CgroupArray`, one entry: the attach point, for the exec fallback (a tracepoint runs for
 /// every task of the host; it decides only for tasks under this cgroup).
 pub const ATTACH_CGROUP: &str = "AS_ATTACH_CGROUP";

@@ -8,6 +8,8 @@ pub const ACTION_ALLOW: u32 = 1;
 pub const ACTION_LIMIT: u32 = 2;
 /// Refused whatever the limits say (destinations only).
 pub const ACTION_BLOCK: u32 = 3;
+/// A cgroup the agent knows and no rule covers (so the programs need not look further).
+pub const ACTION_NONE: u32 = 4;
 
 /// Rule id of "no rule": the `[default]` rate.
 pub const RULE_DEFAULT: u32 = 0;
@@ -54,6 +56,29 @@ pub struct Rule {
     pub budgets: Budgets,
 }
 const _: () = assert!(core::mem::size_of::<Rule>() == 104);
+
+impl Rule {
+    /// The entry of a cgroup the agent knows and no rule covers.
+    pub const fn known() -> Rule {
+        Rule {
+            action: ACTION_NONE,
+            rule_id: 0,
+            rate: Rate {
+                interval_ns: 0,
+                tolerance_ns: 0,
+            },
+            bucket: 0,
+            budgets: Budgets {
+                own_paths: 0,
+                _pad: 0,
+                own: [Rate {
+                    interval_ns: 0,
+                    tolerance_ns: 0,
+                }; crate::event::PATHS as usize],
+            },
+        }
+    }
+}
 
 /// Value of the destination tries.
 #[repr(C)]

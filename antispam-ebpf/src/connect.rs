@@ -7,7 +7,10 @@ use antispam_common::{
     net::{self, AF_INET, AF_INET6},
     stats,
 };
-use aya_ebpf::{bindings::bpf_sock_addr, macros::cgroup_sock_addr, programs::SockAddrContext};
+use aya_ebpf::{
+    bindings::bpf_sock_addr, helpers::generated::bpf_get_netns_cookie, macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
 use aya_log_ebpf::debug;
 
 use crate::{
@@ -94,10 +97,15 @@ fn decide(ctx: &SockAddrContext, dest: Destination) -> i32 {
         maps::stat(stats::CONFIG_MISSING);
         return PASS;
     };
-    let (caller, now) = Caller::current();
+    let (caller, now) = Caller::current(cfg);
     let cgroup_id = caller.cgroup_id;
-    // A connect to the host itself hands mail to the local MTA: a submission.
-    let path = if maps::is_local(dest.family, &dest.addr) {
+    // A connect to the host itself hands mail to the local MTA: a submission. Only in the
+    // network namespace the MTA listens in: elsewhere loopback is that namespace's own, and a
+    // NAT there may send it anywhere.
+    // SAFETY: the context pointer the kernel passed to this program.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
+    let host = cfg.host_netns == 0 || netns == cfg.host_netns;
+    let path = if host && maps::is_local(dest.family, &dest.addr) {
         PATH_LOCAL_SMTP
     } else {
         PATH_DIRECT
@@ -109,7 +117,7 @@ fn decide(ctx: &SockAddrContext, dest: Destination) -> i32 {
         path,
         dest,
         now,
-        uid_state: KeyEntry::get(&KeyId::uid(caller.uid)),
+        uid_state: KeyEntry::get(&KeyId::uid(caller.charged)),
         cgroup_state: KeyEntry::get(&KeyId::cgroup(cgroup_id)),
     };
     let d = decide_and_record(&attempt, &Submission::default());

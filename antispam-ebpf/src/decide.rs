@@ -35,7 +35,10 @@ use crate::{
 /// Who is asking, as the kernel knows it.
 #[derive(Clone, Copy)]
 pub struct Caller {
+    /// The real UID of the task.
     pub uid: u32,
+    /// The UID charged and whose rules apply: `uid`, or its owner's for a subordinate UID.
+    pub charged: u32,
     pub gid: u32,
     pub cgroup_id: u64,
 }
@@ -43,12 +46,14 @@ pub struct Caller {
 impl Caller {
     /// The current task (its real UID and GID, its cgroup), and the time.
     #[inline(always)]
-    pub fn current() -> (Caller, u64) {
+    pub fn current(cfg: &Config) -> (Caller, u64) {
         let uid_gid = bpf_get_current_uid_gid();
         // SAFETY: helpers without arguments, allowed for every program type that decides.
         let (cgroup_id, now) = unsafe { (bpf_get_current_cgroup_id(), bpf_ktime_get_ns()) };
+        let uid = uid_gid as u32;
         let caller = Caller {
-            uid: uid_gid as u32,
+            uid,
+            charged: maps::charged_uid(cfg, uid),
             gid: (uid_gid >> 32) as u32,
             cgroup_id,
         };
@@ -125,7 +130,11 @@ pub fn decide_and_record(a: &Attempt<'_>, s: &Submission) -> Decision {
 
 #[inline(always)]
 fn evaluate(a: &Attempt<'_>) -> Decision {
-    let Caller { uid, cgroup_id, .. } = a.caller;
+    let Caller {
+        charged: uid,
+        cgroup_id,
+        ..
+    } = a.caller;
     let flags = a.cfg.flags;
     // An approved break-glass override comes first: for its short life it lifts suspensions,
     // the kill switch and every rate limit. Destination block lists still apply.
@@ -157,7 +166,7 @@ fn evaluate(a: &Attempt<'_>) -> Decision {
     if flags & FLAG_KILL_SWITCH != 0 {
         return Decision::deny(REASON_KILL_SWITCH, 0);
     }
-    let cgroup_rule = maps::cgroup_rule(cgroup_id, a.slot);
+    let cgroup_rule = maps::cgroup_rule(a.cfg, cgroup_id, a.slot);
     if let Some(r) = cgroup_rule {
         if r.action == ACTION_ALLOW {
             return Decision::allow(REASON_ALLOW_CGROUP, r.rule_id);
@@ -188,7 +197,7 @@ fn charge(a: &Attempt<'_>, uid_rule: Option<&Rule>, cgroup_rule: Option<&Rule>) 
     };
     // A path with a budget of its own draws on the key's entry for that path.
     let uid_entry = if uid_own {
-        KeyEntry::get(&KeyId::uid(a.caller.uid).own_budget(a.path))
+        KeyEntry::get(&KeyId::uid(a.caller.charged).own_budget(a.path))
     } else {
         a.uid_state
     };

@@ -3,8 +3,9 @@
 //! when the suspension started goes no further).
 
 use antispam_common::{
-    config::{FLAG_OVERRIDES, FLAG_SUSPENSIONS},
+    config::{Config, FLAG_KILL_SWITCH, FLAG_OVERRIDES, FLAG_SUSPENSIONS},
     key::KeyId,
+    rule::ACTION_ALLOW,
     stats,
 };
 use aya_ebpf::{
@@ -18,6 +19,28 @@ use crate::maps::{self, active_slot, is_smtp, overridden, stat, suspended, KeyEn
 
 const PASS: i32 = 1;
 const DROP: i32 = 0;
+
+/// Are the SMTP packets of `uid` in `cgroup_id` to be dropped: suspended, or stopped by the
+/// kill switch (not allow-listed), and not under a break-glass override? The same as the connect
+/// decision, for sessions that were open before (including those in other network namespaces,
+/// which the agent may not be able to end).
+#[inline(always)]
+fn stopped(cfg: &Config, slot: u32, uid: u32, cgroup_id: u64) -> bool {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if cfg.flags & FLAG_OVERRIDES != 0
+        && (overridden(&KeyId::uid(uid), now) || overridden(&KeyId::cgroup(cgroup_id), now))
+    {
+        return false;
+    }
+    if cfg.flags & FLAG_SUSPENSIONS != 0
+        && (suspended(&KeyId::uid(uid), now) || suspended(&KeyId::cgroup(cgroup_id), now))
+    {
+        return true;
+    }
+    cfg.flags & FLAG_KILL_SWITCH != 0
+        && !maps::uid_rule(uid, slot).is_some_and(|r| r.action == ACTION_ALLOW)
+}
 
 #[cgroup_skb(egress)]
 pub fn antispam_egress(ctx: SkBuffContext) -> i32 {
@@ -37,21 +60,16 @@ fn count(ctx: &SkBuffContext) -> i32 {
         return PASS;
     }
     let len = ctx.len() as u64;
-    let uid = ctx.get_socket_uid();
+    let Some(cfg) = maps::config(slot) else {
+        return PASS;
+    };
+    let uid = maps::charged_uid(cfg, ctx.get_socket_uid());
     // SAFETY: the skb pointer the kernel passed to this program.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr().cast()) };
-    let flags = maps::config(slot).map_or(0, |c| c.flags);
-    if flags & FLAG_SUSPENSIONS != 0 {
-        // SAFETY: a helper without arguments.
-        let now = unsafe { bpf_ktime_get_ns() };
-        if (suspended(&KeyId::uid(uid), now) || suspended(&KeyId::cgroup(cgroup_id), now))
-            && !(flags & FLAG_OVERRIDES != 0
-                && (overridden(&KeyId::uid(uid), now)
-                    || overridden(&KeyId::cgroup(cgroup_id), now)))
-        {
-            stat(stats::SUSPENDED_DROPS);
-            return DROP;
-        }
+    if cfg.flags & (FLAG_SUSPENSIONS | FLAG_KILL_SWITCH) != 0 && stopped(cfg, slot, uid, cgroup_id)
+    {
+        stat(stats::SUSPENDED_DROPS);
+        return DROP;
     }
     for key in [KeyId::uid(uid), KeyId::cgroup(cgroup_id)] {
         if let Some(state) = KeyEntry::get(&key) {

@@ -298,7 +298,7 @@ fn decide(program: Identity, runner: Option<(Identity, u32)>, task: *const u8) -
         maps::stat(stats::CONFIG_MISSING);
         return None;
     };
-    let (caller, now) = Caller::current();
+    let (caller, now) = Caller::current(cfg);
     let cgroup_id = caller.cgroup_id;
     if reexec(runner, program, slot) {
         maps::count_decision(counter_index(
@@ -321,7 +321,7 @@ fn decide(program: Identity, runner: Option<(Identity, u32)>, task: *const u8) -
         path: PATH_SENDMAIL,
         dest: Destination::default(),
         now,
-        uid_state: KeyEntry::get(&KeyId::uid(caller.uid)),
+        uid_state: KeyEntry::get(&KeyId::uid(caller.charged)),
         cgroup_state: KeyEntry::get(&KeyId::cgroup(cgroup_id)),
     };
     let s = Submission {

@@ -18,8 +18,9 @@ use antispam_common::{
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    helpers::generated::bpf_get_current_ancestor_cgroup_id,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 
 #[map(name = "AS_ACTIVE")]
@@ -58,7 +59,10 @@ static PROGRAM_FILTER: Array<u64> = Array::pinned(m::SLOTS * m::PROGRAM_FILTER_W
 static LOCAL_ADDRS: HashMap<[u8; 16], u32> = HashMap::pinned(m::LOCAL_ADDRS_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_KEYS")]
-static KEYS: LruHashMap<KeyId, KeyState> = LruHashMap::pinned(m::KEYS_MAX, 0);
+static KEYS: HashMap<KeyId, KeyState> = HashMap::pinned(m::KEYS_MAX, 0);
+
+#[map(name = "AS_SUBUIDS")]
+static SUBUIDS: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(m::SUBUIDS_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "AS_SUSPENDED")]
 static SUSPENDED: HashMap<KeyId, Suspension> = HashMap::pinned(m::SUSPENDED_MAX, BPF_F_NO_PREALLOC);
@@ -107,11 +111,71 @@ pub fn uid_rule(uid: u32, slot: u32) -> Option<&'static Rule> {
     unsafe { UID_RULES.get(UidKey { uid, slot }) }
 }
 
-/// The cgroup's rule in rule set `slot`.
+/// The cgroup's entry in rule set `slot` (a rule, or the marker of a known cgroup without one).
 #[inline(always)]
-pub fn cgroup_rule(id: u64, slot: u32) -> Option<&'static Rule> {
+fn cgroup_entry(id: u64, slot: u32) -> Option<&'static Rule> {
     // SAFETY: as for `uid_rule`.
     unsafe { CGROUP_RULES.get(CgroupKey::new(id, slot)) }
+}
+
+/// How far up the programs look for a new cgroup's rule (the verifier needs a bound; cgroup
+/// trees are rarely deeper).
+const ANCESTOR_LEVELS: u32 = 16;
+
+/// The rule covering the current task's cgroup `id` in rule set `slot`: its own, or, for a
+/// cgroup the agent has not seen yet (made a moment ago, perhaps with `clone3(CLONE_INTO_
+/// CGROUP)`), that of its nearest ancestor below the attach point that has one, drawing on
+/// that ancestor's bucket, as the agent will assign it a moment later.
+#[inline(always)]
+pub fn cgroup_rule(cfg: &Config, id: u64, slot: u32) -> Option<&'static Rule> {
+    use antispam_common::{config::FLAG_CGROUP_RULES, rule::ACTION_NONE};
+    if cfg.flags & FLAG_CGROUP_RULES == 0 {
+        return None;
+    }
+    if let Some(r) = cgroup_entry(id, slot) {
+        return (r.action != ACTION_NONE).then_some(r);
+    }
+    // Unknown to the agent: the nearest ancestor with an entry decides. First the cgroup's own
+    // level (where the ancestor id is `id`), then upwards from its parent to the attach point:
+    // two simple loops the verifier can follow (one loop carrying the best match so far makes
+    // it give up: "the sequence of jumps is too complex").
+    // The loops count from 0 with constant bounds (the verifier cannot bound a loop that
+    // starts at a value read from a map).
+    let first = cfg.attach_level & 0xff;
+    let mut depth = 0;
+    for i in 0..ANCESTOR_LEVELS {
+        // SAFETY: a helper taking a level, allowed for these program types.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id((first + i) as i32) };
+        if ancestor == id || ancestor == 0 {
+            depth = i;
+            break;
+        }
+    }
+    for up in 1..=ANCESTOR_LEVELS {
+        if up > depth {
+            return None;
+        }
+        // SAFETY: as above.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id((first + depth - up) as i32) };
+        if let Some(r) = cgroup_entry(ancestor, slot) {
+            return (r.action != ACTION_NONE).then_some(r);
+        }
+    }
+    None
+}
+
+/// The UID charged for `uid`: its owner's when it is a subordinate UID (`/etc/subuid`, used
+/// by rootless containers), else itself.
+#[inline(always)]
+pub fn charged_uid(cfg: &Config, uid: u32) -> u32 {
+    use antispam_common::config::FLAG_SUBUIDS;
+    if cfg.flags & FLAG_SUBUIDS == 0 || uid < cfg.subuid_min {
+        return uid;
+    }
+    match SUBUIDS.get(Key::new(32, uid.to_be_bytes())) {
+        Some(owner) => *owner,
+        None => uid,
+    }
 }
 
 /// May `ino` be one of rule set `slot`'s submission programs? (No false negatives.)
@@ -268,6 +332,17 @@ impl Bucket {
     }
 }
 
+/// A fresh per-key state: a full bucket, no counts.
+static FRESH: KeyState = KeyState {
+    tat: 0,
+    allowed: [0; antispam_common::event::PATHS as usize],
+    denied: [0; antispam_common::event::PATHS as usize],
+    would_deny: [0; antispam_common::event::PATHS as usize],
+    packets: 0,
+    bytes: 0,
+    last_ns: 0,
+};
+
 /// A live entry of the per-key state map. The map keeps the value alive for the whole program
 /// run (an LRU eviction only unlinks it), and every `KeyState` field is a `u64` at an offset that
 /// is a multiple of 8, so the atomic helpers' requirements hold for every field pointer.
@@ -276,15 +351,19 @@ pub struct KeyEntry(*mut KeyState);
 
 impl KeyEntry {
     /// The entry of `key`, inserted zeroed (a full bucket) when missing. None (counted) when
-    /// the map cannot take it.
+    /// the map is full: the attempt is then refused if it needs a bucket (fail closed).
     #[inline(always)]
     pub fn get(key: &KeyId) -> Option<KeyEntry> {
         if let Some(p) = KEYS.get_ptr_mut(key) {
             return Some(KeyEntry(p));
         }
         // BPF_NOEXIST: when two CPUs race to create the entry, one insert fails and both then
-        // use the entry that won.
-        let _ = KEYS.insert(key, KeyState::default(), BPF_NOEXIST as u64);
+        // use the entry that won. The zeroed value comes from .rodata, not the stack.
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "a reference to the static, not a copy of it on the 512-byte stack"
+        )]
+        let _ = KEYS.insert(key, &FRESH, BPF_NOEXIST as u64);
         match KEYS.get_ptr_mut(key) {
             Some(p) => Some(KeyEntry(p)),
             None => {

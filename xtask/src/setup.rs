@@ -57,8 +57,10 @@ fn bpffs() -> Result<()> {
     if !nix_is_root() {
         bail!("/sys/fs/bpf is not a BPF filesystem; as root: mount -t bpf bpf /sys/fs/bpf");
     }
-    eprintln!("setup: mounting the BPF filesystem on /sys/fs/bpf");
-    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+    // Mode 0700, as systemd mounts it: a bpffs mounted with the default mode (1777) lets any
+    // user create directories in it (the agent refuses a pin tree it does not own).
+    eprintln!("setup: mounting the BPF filesystem on /sys/fs/bpf (mode 0700)");
+    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf", "-o", "mode=0700"]))
 }
 
 fn installed(pkg: &str) -> bool {

@@ -59,6 +59,9 @@ impl Core {
             assignments.get(&aid).map(|x| x.rule)
         });
         let Some(rule) = assign::assign(&enforced.policy, path, id, inherited) else {
+            if enforced.compiled.config.flags & antispam_common::config::FLAG_CGROUP_RULES != 0 {
+                self.kernel.rules.set_known(id);
+            }
             return Ok(());
         };
         log::debug!(
@@ -84,12 +87,9 @@ impl Core {
             .fetch_add(1, Ordering::Relaxed);
         shared.cgroups.remove(id);
         log::debug!("cgroup {path} is gone");
-        let had_rule = shared.assignments().remove(&id).is_some();
-        let r = if had_rule {
-            self.kernel.rules.remove_cgroup(id)
-        } else {
-            Ok(())
-        };
+        shared.assignments().remove(&id);
+        // Its rule, or the marker of a known cgroup without one.
+        let r = self.kernel.rules.remove_cgroup(id);
         match self.kernel.keys_writer.remove(&KeyId::cgroup(id)) {
             Err(e) if !missing(&e) => log::warn!("dropping the state of cgroup {path}: {e}"),
             _ => {}

@@ -36,6 +36,8 @@ pub struct Core {
     /// sha256 of the last policy text refused, not to refuse (and audit) it again on every
     /// change event.
     pub last_refused: Option<String>,
+    /// The version of /etc/subuid written to the kernel (None: not yet).
+    pub subuid_stamp: Option<super::host::FileStamp>,
 }
 
 /// Why a target has no kernel keys.

@@ -35,6 +35,9 @@ pub struct Record<'a> {
     pub uid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The UID charged when it is not `uid`: the owner of a subordinate UID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charged_uid: Option<u32>,
     pub gid: u32,
     pub pid: u32,
     pub comm: String,
@@ -85,6 +88,7 @@ pub fn record<'a>(shared: &Shared, clock: &MonoToWall, e: &Event) -> Record<'a> 
         ts: clock::rfc3339_micros(clock.wall(e.ts_ns)),
         uid: e.uid,
         user: shared.users.name(e.uid),
+        charged_uid: (e.charged_uid != e.uid).then_some(e.charged_uid),
         gid: e.gid,
         pid: e.pid,
         comm: comm(&e.comm),
@@ -191,7 +195,7 @@ fn drain(
         {
             // A full queue (an outbreak far past the strike threshold) loses strikes, not events.
             let _ = violations.try_send(Violation {
-                uid: e.uid,
+                uid: e.charged_uid,
                 cgroup_id: e.cgroup_id,
                 reason: e.reason,
                 rule_id: e.rule_id,

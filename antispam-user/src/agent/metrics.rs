@@ -171,6 +171,12 @@ fn pipeline(reg: &Registry, shared: &Shared) {
     );
     plain_counter(
         reg,
+        "antispam_keys_collected_total",
+        "Entries of the per-key state map removed because they held nothing (a full bucket, idle).",
+        c.keys_collected.load(Ordering::Relaxed),
+    );
+    plain_counter(
+        reg,
         "antispam_event_decode_errors_total",
         "Ring-buffer records that could not be decoded.",
         c.decode_errors.load(Ordering::Relaxed),

@@ -13,6 +13,8 @@ mod core;
 mod dir_watch;
 mod error;
 mod events;
+mod gc;
+mod host;
 mod http;
 mod metrics;
 mod operations;
@@ -129,6 +131,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
         control_tx,
         stop_rx.clone(),
     ));
+    let gc_task = tokio::spawn(gc::run(
+        kernel
+            .keys_sweeper
+            .take()
+            .expect("sweeper handle taken once"),
+        shared.clone(),
+        stop_rx.clone(),
+    ));
     let ring = kernel.events.take().expect("ring buffer taken once");
     let events_task = tokio::spawn(events::run(
         ring,
@@ -160,11 +170,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
         pin_dir: pins.dir.clone(),
         quit: None,
         last_refused: None,
+        subuid_stamp: None,
     };
     core.restore();
     core.break_glass_restore();
     core.prune_runtime();
     core.sync_local_addrs();
+    core.sync_subuids();
     let stop_reason = core
         .serve(
             &mut signals,
@@ -180,6 +192,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let _ = stop_tx.send(true);
     let _ = control_task.await;
     let _ = events_task.await;
+    let _ = gc_task.await;
     let _ = http_task.await;
     core.stop(stop_reason);
     Ok(())
@@ -228,7 +241,11 @@ fn enforce(
         "submission programs: {}",
         programs::describe(&policy.sendmail_programs, &programs)
     );
-    kernel.rules.apply(&compiled, &assignments, &programs)?;
+    kernel.rules.set_host(host_facts(mount, dir))?;
+    let known: Vec<u64> = tree.iter().map(|(_, id)| *id).collect();
+    kernel
+        .rules
+        .apply(&compiled, &assignments, &programs, &known)?;
     kernel.attach(dir, &pins)?;
     Ok(Enforcing {
         kernel,
@@ -240,6 +257,20 @@ fn enforce(
         generation,
         programs,
     })
+}
+
+/// What the kernel programs must know of the host: the network namespace the local MTA listens
+/// in (this one), and the attach point's cgroup level.
+fn host_facts(mount: &Path, dir: &Path) -> crate::kernel::Host {
+    let netns = crate::sys::netns::cookie().unwrap_or_else(|e| {
+        log::warn!("cannot read this network namespace's cookie ({e}): SMTP to loopback in any namespace counts as local submission");
+        0
+    });
+    crate::kernel::Host {
+        netns,
+        attach_level: cgroupfs::level(&cgroupfs::relative(mount, dir)),
+        subuid_min: u32::MAX,
+    }
 }
 
 fn log_enforcing(shared: &Shared, dir: &Path, addr: &std::net::SocketAddr, cgroups: usize) {
@@ -423,6 +454,7 @@ impl Core {
         self.break_glass_expire();
         self.save_book();
         self.sync_local_addrs();
+        self.sync_subuids();
         let link = pins::link_path(&self.pin_dir, antispam_common::maps::programs::CONNECT4);
         if link.exists() {
             return None;

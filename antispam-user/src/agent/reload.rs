@@ -50,15 +50,24 @@ impl Core {
         let shared = self.shared.clone();
         let generation = shared.generation.load(Ordering::Relaxed) + 1;
         let compiled = compile::compile(&policy, generation, self.opts);
-        let assignments = match &self.watcher {
-            Some(w) => assign_all(&policy, &w.tree(), &self.dir),
+        let tree = match &self.watcher {
+            Some(w) => w.tree(),
             None => {
                 let mount = cgroupfs::cgroup2_mount().unwrap_or_default();
-                assign::assign_tree(&policy, &cgroupfs::walk(&mount, &self.dir))
+                cgroupfs::walk(&mount, &self.dir)
             }
         };
+        let assignments = match &self.watcher {
+            Some(_) => assign_all(&policy, &tree, &self.dir),
+            None => assign::assign_tree(&policy, &tree),
+        };
+        let known: Vec<u64> = tree.iter().map(|(_, id)| *id).collect();
         let programs = super::programs::resolve(&policy.sendmail_programs);
-        if let Err(e) = self.kernel.rules.apply(&compiled, &assignments, &programs) {
+        if let Err(e) = self
+            .kernel
+            .rules
+            .apply(&compiled, &assignments, &programs, &known)
+        {
             log::error!(
                 "{trigger}: the new policy could not be written to the kernel ({e}); the previous one stays in force"
             );

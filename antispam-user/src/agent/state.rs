@@ -37,6 +37,8 @@ pub struct Counters {
     pub cgroups_known: AtomicU64,
     /// Audit records written since the start, failures to write one, sequence number of the
     /// last record in the chain.
+    /// Entries of the per-key state map removed because they held nothing (see `gc`).
+    pub keys_collected: AtomicU64,
     pub audit_written: AtomicU64,
     pub audit_failures: AtomicU64,
     pub audit_head: AtomicU64,

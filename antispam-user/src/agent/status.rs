@@ -85,15 +85,7 @@ pub fn build(shared: &Shared) -> Status {
             written: c.audit_written.load(Ordering::Relaxed),
             failures: c.audit_failures.load(Ordering::Relaxed),
         },
-        kernel_maps: KernelMaps {
-            cgroup_rules: shared
-                .view
-                .cgroup_rules
-                .keys()
-                .filter_map(Result::ok)
-                .count(),
-            keys: keys.len(),
-        },
+        kernel_maps: kernel_maps(&shared.view, keys.len()),
         events_read: c.events_read.load(Ordering::Relaxed),
         reloads: Reloads {
             ok: c.reloads_ok.load(Ordering::Relaxed),
@@ -138,6 +130,24 @@ fn paths(b: &crate::policy::PathBudgets) -> std::collections::BTreeMap<String, S
     b.iter()
         .map(|(path, rate)| (path.to_string(), rate.to_string()))
         .collect()
+}
+
+/// What the kernel's maps hold: cgroup rules (of both rule sets) and known cgroups apart.
+fn kernel_maps(view: &KernelView, keys: usize) -> KernelMaps {
+    use antispam_common::rule::ACTION_NONE;
+    let (mut rules, mut known) = (0, 0);
+    for (_, r) in view.cgroup_rules.iter().filter_map(Result::ok) {
+        if r.action == ACTION_NONE {
+            known += 1;
+        } else {
+            rules += 1;
+        }
+    }
+    KernelMaps {
+        cgroup_rules: rules,
+        known_cgroups: known,
+        keys,
+    }
 }
 
 fn kernel_errors(view: &KernelView) -> std::collections::BTreeMap<String, u64> {

@@ -206,7 +206,11 @@ pub struct AuditView {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KernelMaps {
+    /// Cgroup rules in the kernel (both rule sets during a reload).
     pub cgroup_rules: usize,
+    /// Cgroups the kernel knows have no rule (so it does not look among their ancestors).
+    #[serde(default)]
+    pub known_cgroups: usize,
     pub keys: usize,
 }
 

@@ -30,10 +30,21 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(
-        "{} is not on a BPF filesystem (mount one: mount -t bpf bpf /sys/fs/bpf), so the programs could not outlive the agent",
+        "{} is not on a BPF filesystem (mount one: mount -t bpf bpf /sys/fs/bpf -o mode=0700), so the programs could not outlive the agent",
         .0.display()
     )]
     NotBpffs(PathBuf),
+    #[error(
+        "{} is not safe for the pinned programs (owner uid {owner}, mode {mode:04o}{}): whoever can write it can detach them. It must be a directory owned by root and writable by nobody else; remove it (or fix its owner and mode) and start again",
+        path.display(),
+        if *dir { "" } else { ", not a directory" }
+    )]
+    UnsafePinDir {
+        path: PathBuf,
+        owner: u32,
+        mode: u32,
+        dir: bool,
+    },
     #[error("the exec hook (mail through sendmail): {0}")]
     ExecHook(String),
 }

@@ -3,8 +3,10 @@
 
 use std::collections::HashSet;
 
+/// The flags set at run time rather than by the policy.
+pub use antispam_common::config::FLAG_SUBUIDS as SUBUIDS_FLAG;
 use antispam_common::{
-    config::{Config, FLAG_KILL_SWITCH, FLAG_OVERRIDES, FLAG_SUSPENSIONS},
+    config::{Config, FLAG_KILL_SWITCH, FLAG_OVERRIDES, FLAG_SUBUIDS, FLAG_SUSPENSIONS},
     key::{KeyId, Override, Suspension},
     maps as m,
     rule::{
@@ -19,8 +21,8 @@ use crate::{
     sys::programs::Resolved,
 };
 
-/// The flags set at run time rather than by the policy.
-pub(super) const RUNTIME_FLAGS: u32 = FLAG_KILL_SWITCH | FLAG_SUSPENSIONS | FLAG_OVERRIDES;
+pub(super) const RUNTIME_FLAGS: u32 =
+    FLAG_KILL_SWITCH | FLAG_SUSPENSIONS | FLAG_OVERRIDES | FLAG_SUBUIDS;
 
 pub struct RuleMaps {
     /// The rule set in force (see `antispam_common::maps::ACTIVE`).
@@ -40,16 +42,56 @@ pub struct RuleMaps {
     pub(super) policy_config: Config,
     /// Flags set at run time, not by the policy: FLAG_KILL_SWITCH, FLAG_SUSPENSIONS.
     pub(super) runtime_flags: u32,
+    /// What the agent knows of the host, not of the policy.
+    pub(super) host: Host,
+}
+
+/// What the configuration says of the host rather than of the policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Host {
+    /// The agent's network namespace cookie (`SO_NETNS_COOKIE`; 0 unknown).
+    pub netns: u64,
+    /// The cgroup level of the attach point.
+    pub attach_level: u32,
+    /// The lowest subordinate UID (`u32::MAX`: none).
+    pub subuid_min: u32,
 }
 
 impl RuleMaps {
+    /// The configuration of `policy` as written: with the runtime flags and the host's facts.
+    fn effective(&self, policy: Config) -> Config {
+        let mut c = policy;
+        c.flags |= self.runtime_flags;
+        c.host_netns = self.host.netns;
+        c.attach_level = self.host.attach_level;
+        c.subuid_min = self.host.subuid_min;
+        c
+    }
+
     /// Writes the configuration: the policy's, with the runtime flags.
     fn write_config(&mut self) -> Result<(), Error> {
-        let mut c = self.policy_config;
-        c.flags |= self.runtime_flags;
+        let c = self.effective(self.policy_config);
         self.config
             .set(self.slot, c, 0)
             .map_err(Error::map(m::CONFIG))
+    }
+
+    /// What the agent last told the programs of the host.
+    pub fn host(&self) -> Host {
+        self.host
+    }
+
+    /// Records what the agent knows of the host (written with the next configuration; now, if
+    /// a policy is in force).
+    pub fn set_host(&mut self, host: Host) -> Result<(), Error> {
+        if self.host == host {
+            return Ok(());
+        }
+        self.host = host;
+        if self.policy_config == Config::default() {
+            return Ok(());
+        }
+        self.write_config()
     }
 
     /// Sets or clears a runtime flag (kill switch, suspensions present).
@@ -127,6 +169,32 @@ impl RuleMaps {
         self.set_flag(FLAG_OVERRIDES, self.overrides.keys().next().is_some())
     }
 
+    /// Marks the cgroups no rule covers as known, so that the programs do not look for a rule
+    /// among their ancestors. Best effort: a cgroup the map cannot take is merely looked up
+    /// further (the decision is the same).
+    fn mark_known(&mut self, slot: u32, a: &Assignments, known: &[u64]) {
+        let mut skipped = 0usize;
+        for id in known.iter().filter(|id| !a.contains_key(id)) {
+            if self
+                .cgroup_rules
+                .insert(CgroupKey::new(*id, slot), Rule::known(), 0)
+                .is_err()
+            {
+                skipped += 1;
+            }
+        }
+        if skipped > 0 {
+            log::warn!("{skipped} cgroups could not be marked as known (the cgroup rule map is full): their connects look up their ancestors' rules");
+        }
+    }
+
+    /// Marks a new cgroup that no rule covers as known (see `mark_known`).
+    pub fn set_known(&mut self, id: u64) {
+        let _ = self
+            .cgroup_rules
+            .insert(CgroupKey::new(id, self.slot), Rule::known(), 0);
+    }
+
     /// Writes a cgroup's rule into the rule set in force (a cgroup that appeared).
     pub fn set_cgroup(&mut self, id: u64, rule: &Rule) -> Result<(), Error> {
         self.cgroup_rules
@@ -154,6 +222,7 @@ impl RuleMaps {
         c: &Compiled,
         a: &Assignments,
         programs: &[Resolved],
+        known: &[u64],
     ) -> Result<(), Error> {
         let next = self.slot ^ 1;
         // Leftovers of a write that failed, or of a previous agent's.
@@ -164,8 +233,10 @@ impl RuleMaps {
             }
             return Err(e);
         }
-        let mut cfg = c.config;
-        cfg.flags |= self.runtime_flags;
+        if c.config.flags & antispam_common::config::FLAG_CGROUP_RULES != 0 {
+            self.mark_known(next, a, known);
+        }
+        let cfg = self.effective(c.config);
         self.config
             .set(next, cfg, 0)
             .map_err(Error::map(m::CONFIG))?;
@@ -393,5 +464,49 @@ impl LocalAddrs {
         let changed = *now != self.written;
         self.written = now.clone();
         Ok(changed)
+    }
+}
+
+/// The subordinate UID ranges as the kernel programs see them (`AS_SUBUIDS`): prefix → owner.
+pub struct SubUids {
+    pub(super) map: LpmTrie<MapData, [u8; 4], u32>,
+    /// What the map holds, as last written.
+    written: std::collections::BTreeMap<(u32, u32), u32>,
+}
+
+impl SubUids {
+    pub(super) fn new(map: LpmTrie<MapData, [u8; 4], u32>) -> SubUids {
+        SubUids {
+            map,
+            written: Default::default(),
+        }
+    }
+
+    /// Makes the map hold exactly `table` ((first UID, prefix length) → owner), entries a
+    /// previous agent left included. New entries go in before stale ones go out.
+    pub fn sync(
+        &mut self,
+        table: &std::collections::BTreeMap<(u32, u32), u32>,
+    ) -> Result<(), Error> {
+        let key = |(first, len): (u32, u32)| Key::new(len, first.to_be_bytes());
+        for (p, owner) in table {
+            if self.written.get(p) != Some(owner) {
+                self.map
+                    .insert(&key(*p), owner, 0)
+                    .map_err(Error::map(m::SUBUIDS))?;
+            }
+        }
+        let present: Vec<Key<[u8; 4]>> = self.map.keys().filter_map(Result::ok).collect();
+        for k in present {
+            let p = (u32::from_be_bytes(k.data()), k.prefix_len());
+            if !table.contains_key(&p) {
+                match self.map.remove(&k) {
+                    Err(e) if !missing(&e) => return Err(Error::map(m::SUBUIDS)(e)),
+                    _ => {}
+                }
+            }
+        }
+        self.written = table.clone();
+        Ok(())
     }
 }

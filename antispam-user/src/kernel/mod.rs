@@ -8,7 +8,7 @@ pub mod btf;
 mod error;
 mod exec;
 pub mod layout;
-mod maps;
+pub mod maps;
 pub mod pins;
 mod view;
 
@@ -34,7 +34,7 @@ use aya::{
 pub use error::{error_chain, Error};
 pub use exec::{ExecHookChoice, Offsets};
 use maps::RUNTIME_FLAGS;
-pub use maps::{missing, LocalAddrs, RuleMaps};
+pub use maps::{missing, Host, LocalAddrs, RuleMaps, SubUids};
 use pins::Pins;
 pub use view::KernelView;
 
@@ -56,8 +56,12 @@ pub struct Kernel {
     /// A second, writable handle on the per-key state map, to drop the state of cgroups that
     /// are gone.
     pub keys_writer: HashMap<MapData, KeyId, KeyState>,
+    /// A third handle on it, for the task that removes idle entries; taken by it.
+    pub keys_sweeper: Option<HashMap<MapData, KeyId, KeyState>>,
     /// The host's own addresses (connects to them are submissions to the local MTA).
     pub local_addrs: LocalAddrs,
+    /// Subordinate UID ranges, charged to their owners.
+    pub subuids: SubUids,
     /// The attach point, for the exec fallback (a tracepoint is not attached to a cgroup).
     attach_cgroup: aya::maps::CgroupArray<MapData>,
     /// Which exec program decides mail through sendmail, and why it is not BPF LSM.
@@ -158,9 +162,16 @@ impl Kernel {
             // Kept as the previous agent left them (kill switch, suspensions, overrides) until
             // this agent has restored its own state: no gap in between.
             runtime_flags: previous.map_or(0, |c| c.flags & RUNTIME_FLAGS),
+            host: previous.map_or_else(Host::default, |c| Host {
+                netns: c.host_netns,
+                attach_level: c.attach_level,
+                subuid_min: c.subuid_min,
+            }),
         };
         let keys: HashMap<MapData, KeyId, KeyState> = take(&mut ebpf, m::KEYS)?;
-        let keys_writer = HashMap::try_from(aya::maps::Map::LruHashMap(dup(keys.map(), m::KEYS)?))
+        let keys_sweeper = HashMap::try_from(aya::maps::Map::HashMap(dup(keys.map(), m::KEYS)?))
+            .map_err(Error::map(m::KEYS))?;
+        let keys_writer = HashMap::try_from(aya::maps::Map::HashMap(dup(keys.map(), m::KEYS)?))
             .map_err(Error::map(m::KEYS))?;
         let cgroup_rules_reader = HashMap::try_from(aya::maps::Map::HashMap(dup(
             rules.cgroup_rules.map(),
@@ -182,6 +193,7 @@ impl Kernel {
         let p: &mut CgroupSkb = program(&mut ebpf, name)?;
         p.load().map_err(Error::program(name))?;
         let local_addrs = LocalAddrs::new(take(&mut ebpf, m::LOCAL_ADDRS)?);
+        let subuids = SubUids::new(take(&mut ebpf, m::SUBUIDS)?);
         let attach_cgroup = take(&mut ebpf, m::ATTACH_CGROUP)?;
         let (exec_hook, exec_hook_why) =
             exec::load(&mut ebpf, exec_hook, offsets.as_ref().map(|_| ()))?;
@@ -191,7 +203,9 @@ impl Kernel {
             view: Some(view),
             events,
             keys_writer,
+            keys_sweeper: Some(keys_sweeper),
             local_addrs,
+            subuids,
             attach_cgroup,
             exec_hook,
             exec_hook_why,

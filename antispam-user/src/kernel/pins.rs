@@ -65,6 +65,12 @@ pub fn instances(root: &Path) -> Vec<(PathBuf, u64, u32)> {
 }
 
 /// Finds or makes the pin directory for the cgroup with id `cgroup_id`.
+///
+/// The tree belongs to root alone: whoever can write a directory on the way can unpin the links
+/// and detach the programs. bpffs mounted by hand is mode 1777, so any user could create the
+/// agent's directories first; the root and instance directories are therefore created 0700 and
+/// refused if they exist owned by someone else or writable by others, and every ancestor
+/// between the BPF filesystem's mount and the root must be writable only by root or be sticky.
 pub fn prepare(root: &Path, cgroup_id: u64) -> Result<Pins, Error> {
     let parent = root
         .ancestors()
@@ -73,8 +79,16 @@ pub fn prepare(root: &Path, cgroup_id: u64) -> Result<Pins, Error> {
     if !is_bpffs(parent) {
         return Err(Error::NotBpffs(root.to_path_buf()));
     }
+    for a in root
+        .ancestors()
+        .skip(1)
+        .filter(|a| a.exists() && is_bpffs(a))
+    {
+        check_ancestor(a)?;
+    }
+    private_dir(root)?;
     let dir = root.join(format!("cg{cgroup_id}-{:08x}", layout()));
-    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    private_dir(&dir)?;
     let adopting = link_path(&dir, m::programs::CONNECT4).exists();
     let older = instances(root)
         .into_iter()
@@ -86,6 +100,53 @@ pub fn prepare(root: &Path, cgroup_id: u64) -> Result<Pins, Error> {
         adopting,
         older,
     })
+}
+
+/// Makes `dir` (mode 0700, owned by root) or checks that it is so: a directory (not a
+/// symlink), owned by root, writable by nobody else.
+fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(Error::io(format!("creating {}", dir.display())))?;
+            // Whatever the umask.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(Error::io(format!("chmod 0700 {}", dir.display())))
+        }
+        Err(e) => Err(Error::io(format!("inspecting {}", dir.display()))(e)),
+        Ok(m) => {
+            let mode = m.mode() & 0o7777;
+            if !m.file_type().is_dir() || m.uid() != 0 || mode & 0o022 != 0 {
+                return Err(Error::UnsafePinDir {
+                    path: dir.to_path_buf(),
+                    owner: m.uid(),
+                    mode,
+                    dir: m.file_type().is_dir(),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A directory above the pin root: others may write it only if it is sticky (then they cannot
+/// rename or remove what root made in it), as bpffs mounted by hand (1777) is.
+fn check_ancestor(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(dir).map_err(Error::io(format!("inspecting {}", dir.display())))?;
+    let mode = m.mode() & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(Error::UnsafePinDir {
+            path: dir.to_path_buf(),
+            owner: m.uid(),
+            mode,
+            dir: true,
+        });
+    }
+    Ok(())
 }
 
 /// Removes a pin directory: unpinning the links detaches the programs (once no process holds

@@ -56,9 +56,25 @@ pub fn own_rule(policy: &Policy, path: &str, id: u64) -> Option<MapRule> {
     Some(value)
 }
 
-/// The rule of a cgroup whose nearest covered ancestor has `inherited`.
+/// The rule of a cgroup whose nearest covered ancestor has `inherited`. A cgroup matched by the
+/// same rule as its ancestor draws on the ancestor's budget (budgets are anchored at the
+/// topmost cgroup a rule matches: a user with a delegated subtree cannot make budgets by making
+/// cgroups), unless the rule asks for `nested_budgets`.
 pub fn assign(policy: &Policy, path: &str, id: u64, inherited: Option<MapRule>) -> Option<MapRule> {
-    own_rule(policy, path, id).or(inherited)
+    let own = own_rule(policy, path, id);
+    match (own, inherited) {
+        (Some(o), Some(i)) if o.rule_id == i.rule_id && !nested(policy, o.rule_id) => Some(i),
+        (own, inherited) => own.or(inherited),
+    }
+}
+
+/// Does rule `id` give nested matches budgets of their own?
+fn nested(policy: &Policy, id: u32) -> bool {
+    policy
+        .rules
+        .iter()
+        .find(|r| r.id == id)
+        .is_some_and(|r| r.nested_budgets)
 }
 
 /// Assigns a whole tree, `(path, id)` in any order.
@@ -193,6 +209,25 @@ cgroups = ["/system.slice/docker-2.scope"]
         )
         .unwrap();
         assert!(own_rule(&p, "/kubepods.slice/pod-a/c1", 5).is_some());
+    }
+
+    #[test]
+    fn nested_matches_draw_on_the_topmost_budget_unless_asked() {
+        let tree = vec![
+            ("/user.slice".to_string(), 10),
+            ("/user.slice/u1".to_string(), 11),
+            ("/user.slice/u1/a".to_string(), 12),
+            ("/user.slice/u1/a/b".to_string(), 13),
+        ];
+        let text = "[[limit]]\ncgroups = [\"/user.slice/**\"]\nrate = \"1/second\"\n";
+        let p = parse("p.toml", text, None).unwrap();
+        let a = assign_tree(&p, &tree);
+        let buckets: Vec<u64> = [11, 12, 13].iter().map(|id| a[id].rule.bucket).collect();
+        assert_eq!(buckets, [11, 11, 11], "anchored at the topmost match");
+        let p = parse("p.toml", &format!("{text}nested_budgets = true\n"), None).unwrap();
+        let a = assign_tree(&p, &tree);
+        let buckets: Vec<u64> = [11, 12, 13].iter().map(|id| a[id].rule.bucket).collect();
+        assert_eq!(buckets, [11, 12, 13], "each its own");
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub fn compile(policy: &Policy, generation: u32, opts: Options) -> Compiled {
     if opts.events_allowed {
         flags |= FLAG_EVENTS_ALLOWED;
     }
+    if super::assign::has_cgroup_rules(policy) {
+        flags |= antispam_common::config::FLAG_CGROUP_RULES;
+    }
     c.config = Config {
         flags,
         generation,
@@ -62,6 +65,7 @@ pub fn compile(policy: &Policy, generation: u32, opts: Options) -> Compiled {
         default_rule_id: 0,
         _pad: 0,
         default_budgets: budgets(&policy.default_paths),
+        ..Config::default()
     };
 
     c.ports = vec![0u64; PORTS_WORDS as usize];

@@ -105,6 +105,8 @@ pub struct Rule {
     pub rate: Option<RateSpec>,
     /// `[[limit]]` only: the cgroups it covers share one budget.
     pub shared: bool,
+    /// `[[limit]]` only: nested matches get budgets of their own.
+    pub nested_budgets: bool,
     /// `[limit.suspension]` / `[block.suspension]`: this rule's own strikes and suspensions.
     pub suspension: Option<SuspensionPolicy>,
     /// `[limit.path.NAME]`: paths with a budget of their own.
@@ -137,6 +139,8 @@ pub struct Policy {
     /// `[sendmail] programs`: the MTA's submission programs (absolute paths, maybe absent on
     /// this host).
     pub sendmail_programs: Vec<PathBuf>,
+    /// `subordinate_uids = "owner"` (the default): subordinate UIDs are charged to their owner.
+    pub charge_subordinate_uids: bool,
 }
 
 /// `[suspension]`: strikes within a window make a suspension, escalating through durations.
@@ -284,6 +288,7 @@ impl Checker<'_> {
         self.shadowed_blocks(&rules);
         self.local_allows(&rules);
         let sendmail_programs = self.sendmail(raw.sendmail.as_ref());
+        let charge_subordinate_uids = self.subordinate_uids(raw.subordinate_uids.as_ref());
         Policy {
             origin: self.src.name.clone(),
             mode,
@@ -295,6 +300,24 @@ impl Checker<'_> {
             suspension: raw.suspension.as_ref().and_then(|s| self.suspension(s)),
             default_paths,
             sendmail_programs,
+            charge_subordinate_uids,
+        }
+    }
+
+    fn subordinate_uids(&mut self, v: Option<&Spanned<String>>) -> bool {
+        match v.map(|s| s.get_ref().as_str()) {
+            None | Some("owner") => true,
+            Some("separate") => false,
+            Some(other) => {
+                let v = v.expect("matched Some");
+                self.error(
+                    v,
+                    format!(
+                        "unknown subordinate_uids {other:?}: expected \"owner\" or \"separate\""
+                    ),
+                );
+                true
+            }
         }
     }
 
@@ -466,6 +489,7 @@ impl Checker<'_> {
                     destinations: Vec::new(),
                     rate: None,
                     shared: false,
+                    nested_budgets: false,
                     suspension: None,
                     paths: PathBudgets::default(),
                 };
@@ -504,6 +528,7 @@ impl Checker<'_> {
         if let Some(p) = &t.path {
             rule.paths = self.paths(p);
         }
+        rule.nested_budgets = t.nested_budgets;
         if let Some(shared) = &t.shared {
             rule.shared = *shared.get_ref();
             if rule.shared && t.cgroups.is_empty() {
@@ -681,9 +706,11 @@ impl Checker<'_> {
                 let start = offset + (content.len() - content.trim_start().len());
                 match values::parse_destination(trimmed) {
                     Ok(net) => out.push(values::unmap(net)),
+                    // The line itself is not repeated: a file named by mistake (a key, a
+                    // password file) must not end up in the agent's log and audit records.
                     Err(e) => self
                         .problems
-                        .push(file.problem(start..start, e.to_string())),
+                        .push(file.problem(start..start, e.without_text())),
                 }
             }
             offset += line.len();

@@ -25,6 +25,10 @@ pub struct RawPolicy {
     /// Automatic suspension of repeat offenders; none when absent.
     #[serde(default)]
     pub suspension: Option<Spanned<RawSuspension>>,
+    /// "owner" (default): subordinate UIDs (`/etc/subuid`) are charged to their owner;
+    /// "separate": each is charged as itself.
+    #[serde(default)]
+    pub subordinate_uids: Option<Spanned<String>>,
     /// The local MTA's submission programs; the defaults of Postfix, Exim and OpenSMTPD when
     /// absent.
     #[serde(default)]
@@ -122,6 +126,10 @@ pub struct RawLimit {
     /// All cgroups this rule covers draw on one common budget instead of one each.
     #[serde(default)]
     pub shared: Option<Spanned<bool>>,
+    /// A cgroup matched below another match of this rule gets a budget of its own instead of
+    /// drawing on the topmost match's. Default false.
+    #[serde(default)]
+    pub nested_budgets: bool,
     /// Strikes and suspensions for refusals by this rule, instead of the top-level section.
     #[serde(default)]
     pub suspension: Option<Spanned<RawSuspension>>,

@@ -289,6 +289,8 @@ fn block_files_are_read_and_located() {
     assert_eq!(e.0.len(), 1);
     assert_eq!(e.0[0].file, dir.join("bl.txt").display().to_string());
     assert_eq!((e.0[0].line, e.0[0].column), (5, 1));
+    // The file's content is not copied into the message (the agent's log, the audit log).
+    assert!(!e.0[0].message.contains("not-an-address"), "{}", e.0[0]);
     std::fs::write(
         dir.join("bl.txt"),
         "192.0.2.0/24\n  198.51.100.7 # one host\n",

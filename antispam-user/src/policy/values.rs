@@ -48,6 +48,19 @@ pub enum ValueError {
 }
 
 impl ValueError {
+    /// The problem without the text that caused it (for lines of files the policy names).
+    pub fn without_text(&self) -> String {
+        match self {
+            ValueError::HostBits { .. } => {
+                "a CIDR with host bits set (the address part after the prefix must be zero)".into()
+            }
+            ValueError::Destination(_) => {
+                "not an IP address or CIDR (the line is not shown)".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// Is this about the burst (to be reported at the `burst` key rather than the `rate`)?
     pub fn is_burst(&self) -> bool {
         matches!(self, ValueError::Burst(_))

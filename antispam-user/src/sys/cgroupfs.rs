@@ -54,6 +54,11 @@ pub fn cgroup_id(path: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(path)?.ino())
 }
 
+/// The cgroup level of a path relative to the mount: "/" is 0, "/a" 1, "/a/b" 2.
+pub fn level(relative: &str) -> u32 {
+    relative.split('/').filter(|c| !c.is_empty()).count() as u32
+}
+
 /// `path` relative to the mount, with a leading '/': "/" for the root.
 pub fn relative(mount: &Path, path: &Path) -> String {
     match path.strip_prefix(mount) {

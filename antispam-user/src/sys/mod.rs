@@ -4,9 +4,11 @@
 pub mod cgroup_watch;
 pub mod cgroupfs;
 pub mod local_addrs;
+pub mod netns;
 pub mod procfs;
 pub mod programs;
 pub mod sockdiag;
+pub mod subuid;
 pub mod users;
 
 #[derive(Debug, thiserror::Error)]
