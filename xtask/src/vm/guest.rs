@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result};
 use super::modules::Module;
 
 /// Console markers the host parses.
+pub const INIT: &str = "ANTISPAM-VM-INIT";
 pub const BOOTED: &str = "ANTISPAM-VM-BOOTED";
 pub const BEGIN: &str = "ANTISPAM-VM-BEGIN";
 pub const END: &str = "ANTISPAM-VM-END";
@@ -43,6 +44,8 @@ pub struct Plan<'a> {
     pub per_binary_secs: u64,
     /// The host's clock when the run was planned, in case the guest has no RTC time.
     pub epoch: u64,
+    /// The host's RUST_LOG, if set, for the agents the tests start.
+    pub rust_log: Option<String>,
 }
 
 /// `'…'` for /bin/sh.
@@ -54,8 +57,9 @@ fn quote_path(p: &Path) -> String {
     quote(&p.display().to_string())
 }
 
-/// The script the guest runs in the host's root (with the host's /bin/sh): one test binary at a time,
-/// each bounded by `timeout`, markers before and after each; exits non-zero if any failed.
+/// The script the guest runs in the host's root (with the host's /bin/sh): one test binary at
+/// a time, each bounded by `timeout`, markers before and after each; exits non-zero if any
+/// failed.
 pub fn run_script(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = write!(
@@ -65,6 +69,8 @@ pub fn run_script(plan: &Plan) -> String {
          export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
          export HOME=/root USER=root LOGNAME=root LANG=C.UTF-8 TERM=dumb\n\
          export CI=true RUST_BACKTRACE=1 ANTISPAM_BIN={agent}\n\
+         # Tests may widen their timing bounds under emulation (never skip on it).\n\
+         export ANTISPAM_VM=tcg\n\
          # The RTC gives the guest the host's time; should it not, the host's clock at start.\n\
          [ \"$(date +%s)\" -ge {epoch} ] || date -u -s @{epoch} >/dev/null\n\
          cd {workdir} || exit 125\n\
@@ -75,6 +81,9 @@ pub fn run_script(plan: &Plan) -> String {
         epoch = plan.epoch,
         workdir = quote_path(plan.workdir),
     );
+    if let Some(l) = &plan.rust_log {
+        let _ = writeln!(s, "export RUST_LOG={}", quote(l));
+    }
     let filters: String = plan
         .filters
         .iter()
@@ -111,10 +120,11 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
 fail() {{ echo "{ERROR} $*"; echo "{RESULT} rc=125"; poweroff -f; sleep 5; echo o >/proc/sysrq-trigger; }}
-echo "ANTISPAM-VM-INIT kernel=$(uname -r)"
+echo "{INIT} kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)s"
 for m in {mods}; do
   insmod /mods/$m.ko 2>/tmp/insmod.err || grep -q 'File exists' /tmp/insmod.err || echo "insmod $m: $(cat /tmp/insmod.err)"
 done
+echo "modules: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose host {HOST} || fail "mounting the host's root over 9p"
 # Writable layers over the read-only host: tmpfs for scratch, overlays where the host's
 # contents must stay visible (/var/spool/postfix, /root).
@@ -263,6 +273,7 @@ mod tests {
             workdir: Path::new("/w/tests"),
             per_binary_secs: 600,
             epoch: 1_700_000_000,
+            rust_log: None,
         });
         assert!(s.contains(
             "timeout -k 10 600 '/w/target/release/deps/limits-0123' --test-threads=1 'it'\\''s'"

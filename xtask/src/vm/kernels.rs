@@ -87,11 +87,9 @@ pub fn cache_dir() -> PathBuf {
 /// The newest kernel of `series` the mirror offers, downloaded and unpacked if not cached yet.
 pub fn ensure(series: Series, refresh: bool) -> Result<Kernel> {
     let apt = Apt::new(&cache_dir())?;
-    let updated = apt.update_if_stale(refresh);
-    let chosen = match &updated {
-        Ok(()) => apt.newest(series),
-        Err(e) => Err(anyhow::anyhow!("{e:#}")),
-    };
+    let chosen = apt
+        .update_if_stale(refresh)
+        .and_then(|()| apt.newest(series));
     let (package, version) = match chosen {
         Ok(pv) => pv,
         Err(e) => {

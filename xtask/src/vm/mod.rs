@@ -14,6 +14,7 @@ mod report;
 
 use std::{
     fs,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -93,6 +94,16 @@ impl Run {
     fn ok(&self) -> bool {
         self.problem.is_none() && self.console.rc == Some(0) && self.console.failed() == 0
     }
+
+    /// Failed tests; a VM that did not finish, or failed without a failed test, counts as one.
+    fn failed(&self) -> u32 {
+        let failed = self.console.failed();
+        if failed == 0 && !self.ok() {
+            1
+        } else {
+            failed
+        }
+    }
 }
 
 pub fn vm_test(args: VmTestArgs) -> Result<()> {
@@ -116,9 +127,17 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
                 .any(|t| t.trim_end_matches(".rs") == b.name)
         });
     }
-    let agent = root().join("target/release/antispam");
+    // As for the tests on the host: ANTISPAM_BIN names another build of the agent.
+    let agent = std::env::var_os("ANTISPAM_BIN")
+        .map_or_else(|| root().join("target/release/antispam"), PathBuf::from);
+    if !agent.is_absolute() {
+        bail!("ANTISPAM_BIN must be an absolute path (the guest sees the host's root)");
+    }
     if !agent.is_file() {
-        bail!("{} is not built (drop --no-build)", agent.display());
+        bail!(
+            "the agent {} is not built (drop --no-build)",
+            agent.display()
+        );
     }
     qemu::install_signal_handlers();
     let mut runs = Vec::new();
@@ -137,12 +156,14 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         summary(&run);
         runs.push(run);
     }
-    println!();
-    for r in &runs {
-        summary(r);
+    if runs.len() > 1 {
+        println!();
+        for r in &runs {
+            summary(r);
+        }
     }
     let passed: u32 = runs.iter().map(|r| r.console.passed()).sum();
-    let failed: u32 = runs.iter().map(|r| r.console.failed()).sum();
+    let failed: u32 = runs.iter().map(Run::failed).sum();
     println!("vm-test: {passed} passed, {failed} failed");
     if qemu::interrupted() {
         bail!("interrupted");
@@ -157,7 +178,7 @@ fn run_kernel(
     series: Series,
     args: &VmTestArgs,
     bins: &[guest::TestBinary],
-    agent: &std::path::Path,
+    agent: &Path,
 ) -> Result<Run> {
     let kernel = kernels::ensure(series, args.refresh)?;
     let mods = modules::load_order(&kernel)?;
@@ -173,17 +194,19 @@ fn run_kernel(
         epoch: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        rust_log: std::env::var("RUST_LOG").ok(),
     };
     fs::write(&script, guest::run_script(&plan))?;
     let initramfs = dir.join("initramfs.cpio");
     guest::initramfs(&initramfs, &mods, &script)?;
     let log = root().join(format!("target/vm/{}.log", series.name));
     println!(
-        "\n=== vm-test {}: {} {} ({} test binaries, {} modules; console in {})",
+        "\n=== vm-test {}: {} {}, {} test binaries, agent {}, {} modules; console in {}",
         series.name,
         kernel.package,
         kernel.version,
         bins.len(),
+        agent.display(),
         mods.len(),
         log.display()
     );
@@ -220,9 +243,10 @@ fn run_kernel(
 
 fn summary(r: &Run) {
     let c = &r.console;
-    let boot = c.boot.map_or_else(|| "-".to_string(), secs);
+    let opt = |d: Option<Duration>| d.map_or_else(|| "-".to_string(), secs);
     println!(
-        "vm-test {} ({}): {} passed, {} failed, {} ignored; boot to first test {boot}; wall {}",
+        "vm-test {} ({}): {} passed, {} failed, {} ignored; QEMU start to init {}, to first \
+         test {}; wall {}",
         r.series.name,
         if r.kernel.is_empty() {
             "no kernel"
@@ -230,18 +254,23 @@ fn summary(r: &Run) {
             &r.kernel
         },
         c.passed(),
-        c.failed(),
+        r.failed(),
         c.ignored(),
+        opt(c.init),
+        opt(c.boot),
         secs(r.wall)
     );
     for b in &c.binaries {
-        let rc =
-            b.rc.map_or_else(|| "did not end".to_string(), |rc| format!("rc={rc}"));
+        let rc = match b.rc {
+            None => "did not end".to_string(),
+            Some(124) => "rc=124 (killed by the guest's timeout)".to_string(),
+            Some(rc) => format!("rc={rc}"),
+        };
         println!(
             "    {:<20} {:>3} passed {:>3} failed {:>9}  {rc}{}",
             b.name,
-            b.passed,
-            b.failed,
+            b.passed(),
+            b.failed(),
             secs(b.took),
             if b.finished {
                 ""

@@ -6,7 +6,7 @@ use std::{
     fs::File,
     io::{BufRead as _, BufReader, Read, Write as _},
     os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -120,7 +120,7 @@ fn reader(mut r: impl Read + Send + 'static, tx: mpsc::Sender<Msg>) {
 /// true, QEMU exits, `timeout` passes or the user interrupts. QEMU is gone when this returns.
 pub fn run(
     vm: &Vm,
-    log: &PathBuf,
+    log: &Path,
     timeout: Duration,
     mut on_line: impl FnMut(&str, Duration) -> bool,
 ) -> Result<End> {
