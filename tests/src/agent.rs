@@ -241,7 +241,7 @@ impl Agent {
                 control_path: control_path.clone(),
             };
             let start = Instant::now();
-            let deadline = start + Duration::from_secs(10);
+            let deadline = start + crate::bound(Duration::from_secs(10));
             loop {
                 if let Ok((200, _)) = http_get(metrics_addr, "/status") {
                     eprintln!(
@@ -261,7 +261,8 @@ impl Agent {
                 }
                 if Instant::now() >= deadline {
                     panic!(
-                        "agent not ready (GET /status != 200) within 10 s; stderr:\n{}",
+                        "agent not ready (GET /status != 200) within {:?}; stderr:\n{}",
+                        deadline - start,
                         agent.stderr()
                     );
                 }

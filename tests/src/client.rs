@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::TestCgroup;
+use crate::{TestCgroup, TestNetns};
 
 /// Makes `cmd` (spawned by root) move itself into `cg`, then drop to `uid`/`uid` (gid = uid)
 /// with no supplementary groups, in that order, before exec.
@@ -45,6 +45,24 @@ pub fn as_user_in_cgroup(cmd: &mut Command, cg: &TestCgroup, uid: u32) {
             Ok(())
         });
     }
+}
+
+/// Like `as_user_in_cgroup`, and the command joins the network namespace `ns` first (setns, as
+/// root, before it drops to `uid`): a namespace's own processes as they run in a container.
+pub fn as_user_in_cgroup_and_netns(cmd: &mut Command, cg: &TestCgroup, uid: u32, ns: &TestNetns) {
+    use std::os::fd::AsRawFd as _;
+    let path = ns.path();
+    let file = File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // SAFETY: one raw syscall on a descriptor opened before fork (kept alive by the closure).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    as_user_in_cgroup(cmd, cg, uid);
 }
 
 /// Runs `cmd` with stdout+stderr captured to a temp file, killing it after `limit`.
@@ -186,6 +204,28 @@ pub fn connect_probe_as(
     count: u32,
     opts: ProbeOptions,
 ) -> Vec<ProbeAttempt> {
+    connect_probe(None, cg, uid, addr, count, opts)
+}
+
+/// Like `connect_probe_as`, from inside the network namespace `ns`.
+pub fn connect_probe_in_netns(
+    ns: &TestNetns,
+    cg: &TestCgroup,
+    uid: u32,
+    addr: SocketAddr,
+    count: u32,
+) -> Vec<ProbeAttempt> {
+    connect_probe(Some(ns), cg, uid, addr, count, ProbeOptions::default())
+}
+
+fn connect_probe(
+    ns: Option<&TestNetns>,
+    cg: &TestCgroup,
+    uid: u32,
+    addr: SocketAddr,
+    count: u32,
+    opts: ProbeOptions,
+) -> Vec<ProbeAttempt> {
     assert!(count <= 1000, "bounded: at most 1000 connects per probe");
     let mut cmd = Command::new(crate::connect_probe_bin());
     cmd.arg(addr.to_string()).arg(count.to_string());
@@ -199,7 +239,10 @@ pub fn connect_probe_as(
         cmd.arg("--interval-ms")
             .arg(opts.interval.as_millis().to_string());
     }
-    as_user_in_cgroup(&mut cmd, cg, uid);
+    match ns {
+        Some(ns) => as_user_in_cgroup_and_netns(&mut cmd, cg, uid, ns),
+        None => as_user_in_cgroup(&mut cmd, cg, uid),
+    }
     let limit = Duration::from_secs(15) + opts.interval * count;
     let (status, output, _) = run_bounded(&mut cmd, limit);
     let attempts: Vec<ProbeAttempt> = output

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use agent::{antispam_bin, antispam_check, run_refused, Agent, CheckResult};
 pub use cgroup::{cgroup2_mount, TestCgroup};
 pub use client::{
-    connect_probe_as, swaks, swaks_as, tcp_connect_as, tcp_probe_once, udp_send_as, ProbeAttempt,
-    ProbeOptions, SwaksResult,
+    connect_probe_as, connect_probe_in_netns, swaks, swaks_as, tcp_connect_as, tcp_probe_once,
+    udp_send_as, ProbeAttempt, ProbeOptions, SwaksResult,
 };
 pub use ctl::{ctl, ctl_as, CtlOutput};
 pub use fixture::{by_uid, ev_str, ev_u64, show, wait_metrics, Fixture};
@@ -158,6 +158,22 @@ fn bpf_usable() -> bool {
                 .any(|l| l.contains(" - bpf ") && l.contains("/sys/fs/bpf"))
         })
         .unwrap_or(false)
+}
+
+/// How many times slower than real hardware the machine under test runs: 1, or 5 in a VM that
+/// emulates every instruction (`ANTISPAM_VM=tcg`, which `cargo xtask vm-test` sets when QEMU
+/// runs without KVM). Bounds that tell "at once" from "after a timeout" are multiplied by it
+/// (see [`bound`]); nothing is skipped.
+pub fn slowdown() -> u32 {
+    match std::env::var("ANTISPAM_VM").as_deref() {
+        Ok("tcg") => 5,
+        _ => 1,
+    }
+}
+
+/// `d` on real hardware, `d` × [`slowdown`] in an emulated VM.
+pub fn bound(d: Duration) -> Duration {
+    d * slowdown()
 }
 
 /// Polls `f` every `step` until it returns Some or `timeout` passes.

@@ -85,6 +85,36 @@ impl TestNetns {
         Ipv4Addr::new(10, 201, self.x, 1)
     }
 
+    /// The namespace's handle (`ip netns` keeps it open under /run/netns).
+    pub fn path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/run/netns").join(&self.name)
+    }
+
+    /// Runs `f` on a thread of its own that has joined this namespace (setns), e.g. to reach an
+    /// address only the namespace has, such as its loopback.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd as _;
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path)
+                    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                // SAFETY: setns on an open namespace file; it changes this thread only.
+                let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(
+                    r,
+                    0,
+                    "setns {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .expect("the thread in the namespace panicked")
+        })
+    }
+
     pub fn addr(&self, v6: bool) -> IpAddr {
         if v6 {
             IpAddr::V6(self.addr_v6())

@@ -60,10 +60,19 @@ impl SmtpSink {
             addr: SocketAddr::new(ip, port),
             dump_dir,
         };
-        // Wait (bounded) until it accepts a connection from the host.
+        // Wait (bounded) until it accepts a connection from the host (or, on the namespace's
+        // loopback, from inside it).
         let deadline = Instant::now() + Duration::from_secs(5);
+        let reachable = |addr: SocketAddr| {
+            let try_once = || TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok();
+            if addr.ip().is_loopback() {
+                ns.run_in(try_once)
+            } else {
+                try_once()
+            }
+        };
         loop {
-            if TcpStream::connect_timeout(&sink.addr, Duration::from_millis(300)).is_ok() {
+            if reachable(sink.addr) {
                 break;
             }
             if let Some(c) = sink.child.as_mut() {

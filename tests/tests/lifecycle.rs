@@ -1,5 +1,6 @@
-//! The agent's life: it attaches exactly its three programs to the cgroup it was given; they
-//! keep enforcing when the agent stops, and `antispam uninstall` removes them all.
+//! The agent's life: it attaches exactly its programs to the cgroup it was given (three, and the
+//! exec hook where the kernel runs BPF LSM); they keep enforcing when the agent stops, and
+//! `antispam uninstall` removes them all.
 
 use antispam_tests::*;
 
@@ -37,12 +38,20 @@ fn enforcement_outlives_the_agent_and_uninstall_removes_everything() {
     let policy = fx.policy("ports = [25]\n[default]\nrate = \"1/hour\"\nburst = 1\n");
     let mut agent = Agent::start(&policy, &fx.cg, &fx.dir);
 
+    // The exec hook is attached to the cgroup only as BPF LSM (bpftool names an lsm_cgroup
+    // attachment by its hook); the tracepoint fallback is a global attachment.
+    let hook = agent.status_json()["sendmail"]["hook"].clone();
+    let mut want = vec!["antispam_connect4", "antispam_connect6", "antispam_egress"];
+    match hook.as_str() {
+        Some("lsm") => want.push("bpf_lsm_bprm_creds_for_exec"),
+        Some("tracepoint") => {}
+        other => panic!("exec hook {other:?}, want lsm or tracepoint"),
+    }
     let mut names = attached(&fx.cg);
     names.sort();
     assert_eq!(
-        names,
-        ["antispam_connect4", "antispam_connect6", "antispam_egress"],
-        "attached to the test cgroup"
+        names, want,
+        "attached to the test cgroup (exec hook {hook})"
     );
     let ids: Vec<String> = attached_ids(&fx.cg).into_iter().map(|(id, _)| id).collect();
     assert!(
@@ -68,7 +77,11 @@ fn enforcement_outlives_the_agent_and_uninstall_removes_everything() {
         "stderr:\n{}",
         agent.stderr()
     );
-    assert_eq!(attached(&fx.cg).len(), 3, "still attached after SIGTERM");
+    assert_eq!(
+        attached(&fx.cg).len(),
+        want.len(),
+        "still attached after SIGTERM"
+    );
     assert!(
         tcp_probe_once(&fx.cg, uid, server).is_eperm(),
         "the UID's bucket is still empty with no agent running"

@@ -124,10 +124,12 @@ fn verdicts(events: &[serde_json::Value]) -> (usize, usize) {
 fn assert_refused(r: &SendmailResult, hook: &str, what: &str) {
     assert!(!r.ok, "{what}: sendmail succeeded: {}", r.output);
     assert!(
-        r.elapsed < Duration::from_secs(1),
-        "{what}: took {:?}",
-        r.elapsed
+        r.elapsed < bound(Duration::from_secs(1)),
+        "{what}: took {:?}; output: {}",
+        r.elapsed,
+        r.output
     );
+    eprintln!("{what}: refused in {:?}: {}", r.elapsed, r.output.trim());
     if hook == "lsm" {
         assert!(r.eperm, "{what}: no EPERM in: {}", r.output);
     }
@@ -239,7 +241,7 @@ fn smtp_to_the_local_mta_is_charged_to_the_submitter() {
             assert!(r.ok, "SMTP submission {i} failed: {}", r.output);
         } else {
             assert!(r.eperm, "SMTP submission {i} not refused: {}", r.output);
-            assert!(r.elapsed < Duration::from_secs(1), "{:?}", r.elapsed);
+            assert!(r.elapsed < bound(Duration::from_secs(1)), "{:?}", r.elapsed);
             refused += 1;
         }
     }

@@ -16,8 +16,6 @@ pub struct Config {
     pub log: Option<PathBuf>,
     pub events: EventFilter,
     pub metrics_max_keys: usize,
-    /// Forward the kernel programs' aya-log output.
-    pub kernel_debug: bool,
     pub audit_log: PathBuf,
     pub control_socket: PathBuf,
     pub operators_group: String,

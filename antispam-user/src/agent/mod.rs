@@ -223,7 +223,7 @@ fn enforce(
     let cgroup_id =
         cgroupfs::cgroup_id(dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
     let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
-    let mut kernel = Kernel::load(config.kernel_debug, &pins, config.exec_hook)?;
+    let mut kernel = Kernel::load(&pins, config.exec_hook)?;
     // Watch before the first assignment, so no cgroup created meanwhile is missed.
     let watcher = watch_cgroups(mount, dir);
     // An agent taking over from a previous one goes on counting its generations.

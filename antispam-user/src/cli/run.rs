@@ -30,8 +30,9 @@ pub struct Args {
     /// cgroups, the most active; the rest are summed into uid="other" / cgroup="other".
     #[arg(long, default_value_t = defaults::METRICS_MAX_KEYS)]
     metrics_max_keys: usize,
-    /// Forward the kernel programs' debug log (aya-log) to standard error.
-    #[arg(long)]
+    /// Removed in 0.2 (accepted and ignored): the kernel programs no longer log; every decision
+    /// is in the event log (`--log`).
+    #[arg(long, hide = true)]
     kernel_debug: bool,
     /// The tamper-evident audit log (hash chain, fsync'd): agent start and stop, every policy
     /// load and reload, every operator action. The agent refuses to run if it cannot open it.
@@ -84,7 +85,6 @@ impl From<Args> for agent::Config {
             log: a.log,
             events: a.events,
             metrics_max_keys: a.metrics_max_keys,
-            kernel_debug: a.kernel_debug,
             audit_log: a.audit_log,
             control_socket: a.control_socket,
             operators_group: a.operators_group,
@@ -96,6 +96,11 @@ impl From<Args> for agent::Config {
 }
 
 pub fn main(args: Args) -> ExitCode {
+    if args.kernel_debug {
+        eprintln!(
+            "antispam: warning: --kernel-debug has no effect since 0.2 (the kernel programs no longer log; every decision is in the event log)"
+        );
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -117,27 +117,13 @@ where
 impl Kernel {
     /// Loads the programs, and creates the maps or opens those pinned in `pins.dir`; nothing is
     /// attached yet.
-    pub fn load(
-        kernel_debug: bool,
-        pins: &Pins,
-        exec_hook: ExecHookChoice,
-    ) -> Result<Kernel, Error> {
-        // aya-log records are off unless asked for: level 0 disables every log statement.
-        let level: u8 = if kernel_debug { 5 } else { 0 };
+    pub fn load(pins: &Pins, exec_hook: ExecHookChoice) -> Result<Kernel, Error> {
         let offsets = Offsets::of_running_kernel();
         let zeros = Offsets::default();
         let mut loader = EbpfLoader::new();
-        loader
-            .override_global("AYA_LOG_LEVEL", &level, true)
-            .default_map_pin_directory(&pins.dir);
+        loader.default_map_pin_directory(&pins.dir);
         offsets.as_ref().unwrap_or(&zeros).set(&mut loader);
         let mut ebpf = loader.load(OBJECT)?;
-        if kernel_debug {
-            match aya_log::EbpfLogger::init(&mut ebpf) {
-                Ok(logger) => spawn_kernel_logger(logger),
-                Err(e) => log::warn!("kernel debug log unavailable: {e}"),
-            }
-        }
         let active: Array<MapData, u32> = take(&mut ebpf, m::ACTIVE)?;
         let slot = active.get(&0, 0).unwrap_or(0) & 1;
         let config: Array<MapData, Config> = take(&mut ebpf, m::CONFIG)?;
@@ -384,23 +370,4 @@ fn unpin_link(pins: &Pins, name: &str) {
             }
         }
     }
-}
-
-fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    tokio::spawn(async move {
-        // SAFETY: the logger owns its ring-buffer fd for its whole life.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-        };
-        let Ok(mut fd) = registered else {
-            return;
-        };
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
-            };
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    });
 }

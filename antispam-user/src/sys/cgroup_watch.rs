@@ -63,6 +63,11 @@ impl CgroupWatcher {
         self.tree.iter().map(|(p, id)| (p.clone(), *id)).collect()
     }
 
+    /// The directory of every cgroup known.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.tree.keys().map(|rel| self.abs(rel)).collect()
+    }
+
     pub fn id_of(&self, path: &str) -> Option<u64> {
         self.tree.get(path).copied()
     }

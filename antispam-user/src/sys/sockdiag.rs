@@ -2,6 +2,9 @@
 //! owner UID and cgroup id, and destroys one on request (SOCK_DESTROY, CONFIG_INET_DIAG_DESTROY,
 //! needs CAP_NET_ADMIN): the process sees ECONNABORTED at once instead of a session that hangs.
 //!
+//! A sock_diag socket sees the sockets of its own network namespace only: sessions opened
+//! inside a container's namespace are found by joining it (one thread per namespace, setns).
+//!
 //! The netlink exchange is small and fixed (one dump request, one destroy request per socket),
 //! written here against the uapi structs `inet_diag_req_v2` and `inet_diag_msg`.
 
@@ -28,7 +31,43 @@ const MSG: usize = 72;
 /// cgroup id is `None` when the kernel did not report it).
 pub struct Selector<'a> {
     pub ports: &'a BTreeSet<u16>,
-    pub pick: &'a dyn Fn(u32, Option<u64>) -> bool,
+    pub pick: &'a (dyn Fn(u32, Option<u64>) -> bool + Sync),
+}
+
+/// What [`end_sessions_in`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// Sockets destroyed, in every namespace searched.
+    pub sessions: usize,
+    /// Network namespaces searched: the agent's own and the others reached.
+    pub namespaces: usize,
+    /// The namespaces that could not be searched, with why.
+    pub failed: Vec<(super::netns::Namespace, String)>,
+}
+
+/// Ends the matching sockets in this process's network namespace (an error there is the
+/// result) and in each of `others` (an error there is recorded in [`Ended::failed`]).
+pub fn end_sessions_in(
+    sel: &Selector<'_>,
+    others: &[super::netns::Namespace],
+) -> io::Result<Ended> {
+    let mut out = Ended {
+        sessions: end_sessions(sel)?,
+        namespaces: 1,
+        failed: Vec::new(),
+    };
+    for ns in others {
+        match super::netns::run_in(&ns.path, || end_sessions(sel)) {
+            Ok(Ok(n)) => {
+                out.sessions += n;
+                out.namespaces += 1;
+            }
+            // The process left (or its namespace went) meanwhile: nothing to end there.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) | Ok(Err(e)) => out.failed.push((ns.clone(), e.to_string())),
+        }
+    }
+    Ok(out)
 }
 
 struct Netlink(std::os::fd::OwnedFd);

@@ -16,12 +16,15 @@ pub struct Range {
     pub owner: u32,
 }
 
+/// Lines left out: (line number, why).
+pub type Skipped = Vec<(usize, &'static str)>;
+
 /// The ranges of a subuid file's text; owners given by name are resolved with `resolve`.
 /// Malformed lines and unknown owners are skipped and returned as (line number, why).
 pub fn parse(
     text: &str,
     resolve: impl Fn(&str) -> Option<u32>,
-) -> (Vec<Range>, Vec<(usize, &'static str)>) {
+) -> (Vec<Range>, Skipped) {
     let mut ranges = Vec::new();
     let mut skipped = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -61,7 +64,7 @@ pub fn parse(
 }
 
 /// Reads and parses the system's file (no file: no ranges).
-pub fn read(path: &Path) -> std::io::Result<(Vec<Range>, Vec<(usize, &'static str)>)> {
+pub fn read(path: &Path) -> std::io::Result<(Vec<Range>, Skipped)> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(parse(&text, |name| {
             nix::unistd::User::from_name(name)

@@ -23,10 +23,10 @@ impl Core {
     ) -> Result<Reply, ActionError> {
         reason_given(&reason)?;
         self.kernel.rules.set_flag(FLAG_KILL_SWITCH, on)?;
-        let ended = if on {
+        let (ended, sessions) = if on {
             self.end_sessions_for_kill_switch()
         } else {
-            None
+            (None, String::new())
         };
         let now = SystemTime::now();
         let was = {
@@ -57,8 +57,6 @@ impl Core {
             was_set_by: was.as_ref().map(|k| k.by.clone()),
         }));
         let message = if on {
-            let sessions =
-                ended.map_or_else(String::new, |n| format!("; {n} open SMTP session(s) ended"));
             format!("kill switch ON: all SMTP refused except allow-listed UIDs: {reason}{sessions}")
         } else {
             format!("kill switch off: {reason}")
@@ -70,7 +68,7 @@ impl Core {
     /// Ends the SMTP sessions already open of every process the kill switch now refuses: in a
     /// cgroup under the attach point, not of an allow-listed UID, not under a break-glass
     /// override. None if sock_diag failed (the sessions then go on).
-    fn end_sessions_for_kill_switch(&self) -> Option<usize> {
+    fn end_sessions_for_kill_switch(&self) -> (Option<usize>, String) {
         let enforced = self.shared.enforced();
         let allowed: HashSet<u32> = enforced
             .compiled
@@ -81,7 +79,7 @@ impl Core {
             .collect();
         let under: HashSet<u64> = match &self.watcher {
             Some(w) => w.tree().into_iter().map(|(_, id)| id).collect(),
-            None => return Some(0),
+            None => return (Some(0), "; 0 open SMTP session(s) ended".into()),
         };
         let overridden = self.shared.operations().break_glass.overridden_keys();
         let pick = |uid: u32, cgroup: Option<u64>| {
@@ -93,12 +91,6 @@ impl Core {
             ports: &enforced.policy.ports,
             pick: &pick,
         };
-        match sockdiag::end_sessions(&sel) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                log::warn!("kill switch: could not end the open SMTP sessions ({e})");
-                None
-            }
-        }
+        self.end_sessions("kill switch", &sel)
     }
 }

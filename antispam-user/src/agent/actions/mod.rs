@@ -4,6 +4,7 @@
 
 mod break_glass;
 mod kill_switch;
+mod sessions;
 mod status;
 mod suspend;
 mod uninstall;

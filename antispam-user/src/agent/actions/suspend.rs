@@ -68,9 +68,7 @@ impl Core {
         for k in &keys {
             self.kernel.rules.suspend(*k, s)?;
         }
-        let ended = self.end_sessions_of(&target, &keys);
-        let sessions =
-            ended.map_or_else(String::new, |n| format!("; {n} open SMTP session(s) ended"));
+        let (ended, sessions) = self.end_sessions_of(&target, &keys);
         let message = match until {
             Some(u) => format!(
                 "suspended {target} until {} ({} s): {reason}{sessions}",
@@ -118,7 +116,7 @@ impl Core {
 
     /// Ends the open SMTP sessions of a suspended target (their packets are dropped by the
     /// egress program too, in case this fails). None if sock_diag failed.
-    fn end_sessions_of(&self, target: &Target, keys: &[KeyId]) -> Option<usize> {
+    fn end_sessions_of(&self, target: &Target, keys: &[KeyId]) -> (Option<usize>, String) {
         let ports = self.shared.enforced().policy.ports.clone();
         let uids: Vec<u32> = keys
             .iter()
@@ -137,13 +135,7 @@ impl Core {
             ports: &ports,
             pick: &pick,
         };
-        match sockdiag::end_sessions(&sel) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                log::warn!("could not end the open SMTP sessions of {target} ({e}); their packets are dropped");
-                None
-            }
-        }
+        self.end_sessions(&format!("suspending {target}"), &sel)
     }
 
     /// Lifts a suspension: by an operator (`by` set), or because its time is up (None).

@@ -1,0 +1,454 @@
+//! Hostile local users: what an unprivileged user (or a root inside a container) can reach must
+//! not weaken enforcement. Each test plays the attacker for real where the attack is open to an
+//! unprivileged user (the BPF filesystem, cgroups the user was delegated, network namespaces)
+//! and stands in for it with the UIDs the kernel would see where it needs setup only root can do
+//! (subordinate UIDs of a user namespace).
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    os::unix::process::CommandExt as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use antispam_tests::*;
+
+/// `n` connects as `uid` in `cg`: "o" for each success, "E" for each EPERM.
+fn pattern(cg: &TestCgroup, uid: u32, server: SocketAddr, n: u32) -> String {
+    connect_probe_as(cg, uid, server, n, ProbeOptions::default())
+        .iter()
+        .map(|a| match (a.ok, a.is_eperm()) {
+            (true, _) => 'o',
+            (false, true) => 'E',
+            _ => panic!("connect failed with errno {} (not EPERM)", a.errno),
+        })
+        .collect()
+}
+
+/// Runs `program args` as `uid` (gid = uid, no supplementary groups); (success, output).
+fn as_user(uid: u32, program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .uid(uid)
+        .gid(uid)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn a_pin_directory_made_by_another_user_is_refused_and_ours_cannot_be_touched() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-pins");
+    let attacker = unique_uid();
+    let policy = fx.policy("ports = [25]\n[default]\nrate = \"1/hour\"\nburst = 1\n");
+    let pins = fx.dir.pins().display().to_string();
+
+    // bpffs mounted by hand is 1777: the attacker makes the agent's directory first. Where it
+    // is not (0700), nobody but root can, and root hands it over to stand in for that.
+    let (made, out) = as_user(attacker, "mkdir", &[&pins]);
+    if made {
+        eprintln!("the attacker (uid {attacker}) made {pins}");
+    } else {
+        eprintln!(
+            "the attacker cannot make {pins} ({}); root makes it theirs",
+            out.trim()
+        );
+        run_ok("mkdir", &[&pins]);
+        run_ok("chown", &[&format!("{attacker}:{attacker}"), &pins]);
+    }
+    let (code, err) = run_refused(&[], &policy, fx.cg.path(), &fx.dir, None);
+    assert_eq!(code, Some(2), "refused: exit 2; stderr:\n{err}");
+    assert!(
+        err.contains("is not safe for the pinned programs")
+            && err.contains(&format!("owner uid {attacker}")),
+        "stderr names the directory and its owner:\n{err}"
+    );
+    let attached = run_ok(
+        "bpftool",
+        &["cgroup", "show", &fx.cg.path().display().to_string()],
+    );
+    assert!(
+        attached.lines().nth(1).is_none(),
+        "nothing attached after the refusal:\n{attached}"
+    );
+    fx.dir.remove_pins();
+
+    // Root's own directory: the attacker can neither read it nor remove, rename or replace
+    // what is in it, and the programs go on enforcing.
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let server = fx.smtp_v4();
+    let victim = unique_uid();
+    assert_eq!(pattern(&fx.cg, victim, server, 2), "oE");
+    let mode = run_ok("stat", &["-c", "%a %u", &pins]);
+    assert_eq!(mode.trim(), "700 0", "the pin root is root's, 0700");
+    for (what, program, args) in [
+        ("list", "ls", vec![pins.as_str()]),
+        ("remove", "rm", vec!["-rf", pins.as_str()]),
+        (
+            "rename",
+            "mv",
+            vec![pins.as_str(), "/sys/fs/bpf/moved-by-attacker"],
+        ),
+    ] {
+        let (ok, out) = as_user(attacker, program, &args);
+        assert!(!ok, "the attacker could {what} {pins}: {out}");
+        eprintln!("attacker {what}: {}", out.trim());
+    }
+    assert!(fx.dir.pins().exists(), "the pins are still there");
+    assert_eq!(
+        pattern(&fx.cg, victim, server, 1),
+        "E",
+        "and still enforcing"
+    );
+    drop(agent);
+}
+
+#[test]
+fn subordinate_uids_are_charged_to_their_owner() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-subuid");
+    let owner = unique_uid();
+    // A range far from the UIDs the other tests use, 65,536 as Debian gives every user.
+    let start = 300_000_000 + (owner % 1000) * 65_536;
+    let subuid = fx.dir.write("subuid", &format!("{owner}:{start}:65536\n"));
+    let text = "ports = [25]\n[default]\nrate = \"1/hour\"\nburst = 3\n";
+    let policy = fx.policy(text);
+    // The agent sees a subuid file of the test's own: bound over /etc/subuid in a mount
+    // namespace of its own (the host's file is untouched).
+    let wrapper = format!(
+        "mount --bind {} /etc/subuid && exec \"$0\" \"$@\"",
+        subuid.display()
+    );
+    let agent = Agent::start_via(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &wrapper,
+        ],
+        &policy,
+        &fx.cg,
+        &fx.dir,
+        &[],
+    );
+    let server = fx.smtp_v4();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !agent.stderr().contains("charged to their owners") {
+        assert!(
+            Instant::now() < deadline,
+            "subordinate UIDs not loaded; stderr:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Inside a user namespace each mapped UID is a UID of its own to the kernel: a container
+    // of the owner's running 65,536 "users" would have 65,536 budgets. They share the owner's.
+    assert_eq!(pattern(&fx.cg, owner, server, 1), "o", "the owner");
+    assert_eq!(
+        pattern(&fx.cg, start + 1000, server, 1),
+        "o",
+        "a subordinate UID"
+    );
+    assert_eq!(
+        pattern(&fx.cg, start + 65_535, server, 1),
+        "o",
+        "the last one"
+    );
+    assert_eq!(
+        pattern(&fx.cg, start + 7, server, 1),
+        "E",
+        "a fourth UID of the range: the owner's budget of 3 is spent"
+    );
+    assert_eq!(pattern(&fx.cg, owner, server, 1), "E", "the owner too");
+    assert_eq!(
+        pattern(&fx.cg, start + 65_536, server, 1),
+        "o",
+        "the first UID past the range is its own"
+    );
+    let refused = agent.wait_events(
+        |e| ev_u64(e, "uid") == Some(u64::from(start + 7)) && ev_str(e, "verdict") == "denied",
+        1,
+    );
+    assert_eq!(
+        ev_u64(&refused[0], "charged_uid"),
+        Some(u64::from(owner)),
+        "the event says who was charged: {}",
+        refused[0]
+    );
+
+    // `subordinate_uids = "separate"`: each is its own again.
+    std::fs::write(&policy, format!("subordinate_uids = \"separate\"\n{text}")).unwrap();
+    agent.reload();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while pattern(&fx.cg, start + 20_000, server, 1) != "o" {
+        assert!(Instant::now() < deadline, "\"separate\" not applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_storm_of_uids_neither_refills_a_victim_nor_gets_unlimited_budgets() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-storm");
+    // Port 2525 of the namespace has no listener: each connect is one SYN and one RST.
+    let policy = fx.policy("ports = [25, 2525]\n[default]\nrate = \"1/hour\"\nburst = 1\n");
+    let agent = Agent::start_with(&policy, &fx.cg, &fx.dir, &["--events", "denied"]);
+    let server = fx.smtp_v4();
+    let victim = unique_uid();
+    assert_eq!(
+        pattern(&fx.cg, victim, server, 2),
+        "oE",
+        "the victim spends its budget"
+    );
+
+    // More UIDs than the kernel keeps buckets for (262,144): with an LRU map the victim's
+    // empty bucket would be evicted and come back full. A root in a user namespace with a
+    // full subuid range can bring 65,536 UIDs per range; this stands in for several.
+    let count = 270_000u32;
+    let first = 500_000_000 + (victim % 1000) * 1_000_000;
+    let target = SocketAddr::new(IpAddr::V4(fx.ns.addr_v4()), 2525);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_uid_storm"));
+    cmd.args([target.to_string(), first.to_string(), count.to_string()]);
+    let procs = fx.cg.path().join("cgroup.procs");
+    // SAFETY: the closure writes "0" to the cgroup's procs file (raw syscalls, no allocation).
+    unsafe {
+        let procs = std::ffi::CString::new(procs.display().to_string()).unwrap();
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let (status, out, took) =
+        antispam_tests::client::run_bounded(&mut cmd, Duration::from_secs(120));
+    assert!(status.is_some_and(|s| s.success()), "uid_storm: {out}");
+    let line = out.lines().last().unwrap_or("{}");
+    let r: serde_json::Value = serde_json::from_str(line).expect(line);
+    eprintln!("{count} UIDs, one connect each, in {took:?}: {r}");
+    let eperm = r["eperm"].as_u64().unwrap();
+    assert_eq!(r["other"], 0, "{r}");
+    assert!(
+        eperm >= u64::from(count) - 262_144,
+        "past the map's size each new UID is refused (fail closed): {r}"
+    );
+    assert!(
+        eperm < u64::from(count) - 250_000,
+        "until then each UID got its budget: {r}"
+    );
+    assert_eq!(
+        pattern(&fx.cg, victim, server, 1),
+        "E",
+        "the victim's empty bucket survived the storm"
+    );
+    let st = agent.status_json();
+    eprintln!("kernel errors after the storm: {:#}", st["kernel_errors"]);
+    let refused = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        let m = agent.metrics();
+        let n = metric_sum(
+            &m,
+            "antispam_mail_attempts_total",
+            &[("reason", "state_error")],
+        );
+        (n >= eperm as f64).then_some(n)
+    });
+    assert!(
+        refused.is_some(),
+        "refusals for a full map counted as state_error: {}",
+        agent
+            .metrics()
+            .lines()
+            .filter(|l| l.contains("state_error"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let pid = agent.pid().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    eprintln!(
+        "agent {}",
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap_or("")
+    );
+}
+
+#[test]
+fn cgroups_made_while_the_agent_is_down_take_their_ancestors_rules() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-walk");
+    let base = fx.cg.relative();
+    let policy = fx.policy(&format!(
+        "ports = [25]\n[default]\nrate = \"100/second\"\nburst = 100\n\n\
+         [[limit]]\ncgroups = [\"{base}/tenant\"]\nrate = \"1/hour\"\nburst = 2\n"
+    ));
+    let tenant = fx.cg.child("tenant");
+    let mut agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let server = fx.smtp_v4();
+    let uid = unique_uid();
+    assert_eq!(
+        pattern(&tenant, uid, server, 1),
+        "o",
+        "one of the tenant's 2"
+    );
+    // The agent dies (OOM, SIGKILL). A tenant with a delegated cgroup makes a child of its
+    // own and moves into it: with no agent to file the new cgroup, the kernel finds the
+    // tenant's rule on the way up.
+    agent.kill();
+    let escape = tenant.child("escape");
+    let deeper = escape.child("deeper");
+    assert_eq!(
+        pattern(&deeper, unique_uid(), server, 2),
+        "oE",
+        "the new cgroup shares the tenant's budget (1 left)"
+    );
+    assert_eq!(
+        pattern(&tenant, uid, server, 1),
+        "E",
+        "the tenant's is spent"
+    );
+    let other = fx.cg.child("other");
+    assert_eq!(
+        pattern(&other, unique_uid(), server, 3),
+        "ooo",
+        "a cgroup outside the tenant has the default"
+    );
+}
+
+#[test]
+fn a_containers_own_loopback_is_not_the_hosts_mta() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-netns");
+    // Submissions to the host's MTA have room; mail sent out directly has one.
+    let policy = fx.policy(
+        "ports = [25]\n[default]\nrate = \"100/hour\"\nburst = 100\n\
+         [default.path.direct]\nrate = \"1/hour\"\nburst = 1\n",
+    );
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    // In the container's network namespace, 127.0.0.1:25 is whatever the container put there
+    // (a relay, a DNAT rule to anywhere): it is not a submission to the host's MTA.
+    let relay = SmtpSink::start(&fx.ns, IpAddr::V4(Ipv4Addr::LOCALHOST), 25);
+    let uid = unique_uid();
+    let got: String = connect_probe_in_netns(&fx.ns, &fx.cg, uid, relay.addr(), 2)
+        .iter()
+        .map(|a| {
+            if a.ok {
+                'o'
+            } else if a.is_eperm() {
+                'E'
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    assert_eq!(got, "oE", "charged as direct: a budget of 1");
+    let events = agent.wait_events(by_uid(uid), 2);
+    assert!(
+        events.iter().all(|e| ev_str(e, "path") == "direct"),
+        "{}",
+        show(&events)
+    );
+}
+
+#[test]
+fn the_kill_switch_ends_sessions_in_other_network_namespaces() {
+    // (Where the agent cannot join a namespace, the egress program still drops the session's
+    // packets: suspend.rs checks that path in the agent's own namespace.)
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-ks");
+    let policy = fx.policy("ports = [25]\n");
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let relay = SmtpSink::start(&fx.ns, IpAddr::V4(Ipv4Addr::LOCALHOST), 25);
+    let go = fx.dir.path().join("go");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smtp_session"));
+    cmd.arg(relay.addr().to_string())
+        .arg(&go)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    antispam_tests::client::as_user_in_cgroup_and_netns(&mut cmd, &fx.cg, unique_uid(), &fx.ns);
+    let session = cmd.spawn().expect("smtp_session");
+    std::thread::sleep(Duration::from_millis(500)); // it has read its banner
+    let (code, out) = ctl(
+        &agent,
+        &["kill-switch", "on", "--reason", "outbreak in a container"],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    eprintln!("kill-switch: {}", out.trim());
+    // sock_diag sees one namespace at a time: the agent joins the container's to end it.
+    assert!(
+        out.contains("1 open SMTP session(s) ended in 2 network namespaces"),
+        "{out}"
+    );
+    std::fs::write(&go, "").unwrap();
+    let out = session.wait_with_output().expect("smtp_session output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
+    assert_eq!(last["banner"], true, "{text}");
+    assert_eq!(
+        last["after"], "error",
+        "the session in the container's namespace is ended, not left hanging: {text}"
+    );
+}
+
+#[test]
+fn block_list_lines_never_reach_the_logs() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-blockfile");
+    let list = fx.dir.write("blocked.txt", "192.0.2.0/24\n");
+    let policy = fx.policy(&format!(
+        "ports = [25]\n[[block]]\nfiles = [\"{}\"]\n",
+        list.display()
+    ));
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    // Someone points the list at a secret (or a symlink swap does): the reload fails, and
+    // says where, without the line.
+    let secret = "root:hunter2-not-an-address:0:0";
+    std::fs::write(&list, format!("192.0.2.0/24\n{secret}\n")).unwrap();
+    agent.reload();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !agent.stderr().contains("blocked.txt:2:1") {
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload is not reported; stderr:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let audit = std::fs::read_to_string(&agent.audit_path).unwrap();
+    let events = std::fs::read_to_string(&agent.log_path).unwrap_or_default();
+    for (what, text) in [
+        ("stderr", agent.stderr()),
+        ("audit log", audit),
+        ("event log", events),
+    ] {
+        assert!(
+            !text.contains("hunter2"),
+            "the line is in the {what}:\n{text}"
+        );
+    }
+}
