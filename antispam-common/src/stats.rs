@@ -15,6 +15,9 @@ pub const EXEC_KILLED: u32 = 5;
 /// An SMTP packet of a suspended UID or cgroup was dropped (a session open before the
 /// suspension).
 pub const SUSPENDED_DROPS: u32 = 6;
+/// A TCP packet to an SMTP port from a raw socket was dropped (an SMTP client that makes its
+/// own TCP, past `connect()`).
+pub const RAW_SMTP_DROPS: u32 = 7;
 /// Number of entries.
 pub const COUNT: u32 = 8;
 
@@ -27,5 +30,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "exec_read_failed",
     "exec_killed",
     "suspended_packets_dropped",
-    "unused_7",
+    "raw_smtp_packets_dropped",
 ];

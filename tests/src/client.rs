@@ -47,6 +47,30 @@ pub fn as_user_in_cgroup(cmd: &mut Command, cg: &TestCgroup, uid: u32) {
     }
 }
 
+/// Makes `cmd` (spawned by root) move itself into `cg` before exec, staying root: a container's
+/// root (CAP_NET_RAW, setuid) as a stand-in.
+pub fn as_root_in_cgroup(cmd: &mut Command, cg: &TestCgroup) {
+    let procs = CString::new(cg.path().join("cgroup.procs").as_os_str().as_bytes())
+        .expect("cgroup path without NUL");
+    // SAFETY: the closure only makes raw syscalls (open/write/close) on data prepared before
+    // fork; no allocation, no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let r = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
+            let err = io::Error::last_os_error();
+            libc::close(fd);
+            if r != 1 {
+                return Err(err);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Like `as_user_in_cgroup`, and the command joins the network namespace `ns` first (setns, as
 /// root, before it drops to `uid`): a namespace's own processes as they run in a container.
 pub fn as_user_in_cgroup_and_netns(cmd: &mut Command, cg: &TestCgroup, uid: u32, ns: &TestNetns) {

@@ -223,19 +223,7 @@ fn a_storm_of_uids_neither_refills_a_victim_nor_gets_unlimited_budgets() {
     let target = SocketAddr::new(IpAddr::V4(fx.ns.addr_v4()), 2525);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_uid_storm"));
     cmd.args([target.to_string(), first.to_string(), count.to_string()]);
-    let procs = fx.cg.path().join("cgroup.procs");
-    // SAFETY: the closure writes "0" to the cgroup's procs file (raw syscalls, no allocation).
-    unsafe {
-        let procs = std::ffi::CString::new(procs.display().to_string()).unwrap();
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(fd);
-            Ok(())
-        });
-    }
+    antispam_tests::client::as_root_in_cgroup(&mut cmd, &fx.cg);
     let (status, out, took) =
         antispam_tests::client::run_bounded(&mut cmd, Duration::from_secs(120));
     assert!(status.is_some_and(|s| s.success()), "uid_storm: {out}");
@@ -257,17 +245,31 @@ fn a_storm_of_uids_neither_refills_a_victim_nor_gets_unlimited_budgets() {
         "E",
         "the victim's empty bucket survived the storm"
     );
+    // The agent has 270,000 decisions to take in first (minutes in an emulated VM).
+    let caught_up = poll_until(
+        bound(Duration::from_secs(5)),
+        Duration::from_millis(200),
+        || http_get(agent.metrics_addr, "/status").ok(),
+    );
+    assert!(
+        caught_up.is_some(),
+        "the agent does not answer after the storm"
+    );
     let st = agent.status_json();
     eprintln!("kernel errors after the storm: {:#}", st["kernel_errors"]);
-    let refused = poll_until(Duration::from_secs(5), Duration::from_millis(100), || {
-        let m = agent.metrics();
-        let n = metric_sum(
-            &m,
-            "antispam_mail_attempts_total",
-            &[("reason", "state_error")],
-        );
-        (n >= eperm as f64).then_some(n)
-    });
+    let refused = poll_until(
+        bound(Duration::from_secs(5)),
+        Duration::from_millis(100),
+        || {
+            let m = agent.metrics();
+            let n = metric_sum(
+                &m,
+                "antispam_mail_attempts_total",
+                &[("reason", "state_error")],
+            );
+            (n >= eperm as f64).then_some(n)
+        },
+    );
     assert!(
         refused.is_some(),
         "refusals for a full map counted as state_error: {}",
@@ -451,4 +453,57 @@ fn block_list_lines_never_reach_the_logs() {
             "the line is in the {what}:\n{text}"
         );
     }
+}
+
+/// What raw_syn saw: (sent, errno, reply).
+fn raw_syn(cg: &TestCgroup, to: SocketAddr) -> (bool, i64, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_raw_syn"));
+    cmd.arg(to.to_string());
+    antispam_tests::client::as_root_in_cgroup(&mut cmd, cg);
+    let (status, out, _) = antispam_tests::client::run_bounded(&mut cmd, Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "raw_syn: {out}");
+    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect(&out);
+    (
+        r["sent"].as_bool().unwrap(),
+        r["errno"].as_i64().unwrap(),
+        r["reply"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn raw_sockets_cannot_speak_smtp() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-raw");
+    let smtp = fx.smtp_v4();
+    let closed = SocketAddr::new(smtp.ip(), 2626);
+    // A container's root keeps CAP_NET_RAW (Docker's default): without the agent, its own
+    // TCP reaches the server.
+    assert_eq!(raw_syn(&fx.cg, smtp).2, "synack", "the control run");
+    let policy = fx.policy("ports = [25]\n[[allow]]\nusers = [0]\n");
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    // Even allow-listed (root here), raw TCP to an SMTP port goes nowhere: connect() is never
+    // called, so nothing could have decided it.
+    let (sent, errno, reply) = raw_syn(&fx.cg, smtp);
+    eprintln!("raw SYN to {smtp}: sent {sent}, errno {errno}, reply {reply}");
+    assert_eq!(
+        (sent, errno, reply.as_str()),
+        (false, i64::from(libc::EPERM), "none"),
+        "the SYN is dropped and sendto fails with EPERM"
+    );
+    assert_eq!(
+        raw_syn(&fx.cg, closed).2,
+        "rst",
+        "raw TCP elsewhere goes on (a closed port answers RST)"
+    );
+    let st = agent.status_json();
+    assert!(
+        st["kernel_errors"]["raw_smtp_packets_dropped"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{:#}",
+        st["kernel_errors"]
+    );
 }

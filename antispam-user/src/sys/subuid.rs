@@ -21,10 +21,7 @@ pub type Skipped = Vec<(usize, &'static str)>;
 
 /// The ranges of a subuid file's text; owners given by name are resolved with `resolve`.
 /// Malformed lines and unknown owners are skipped and returned as (line number, why).
-pub fn parse(
-    text: &str,
-    resolve: impl Fn(&str) -> Option<u32>,
-) -> (Vec<Range>, Skipped) {
+pub fn parse(text: &str, resolve: impl Fn(&str) -> Option<u32>) -> (Vec<Range>, Skipped) {
     let mut ranges = Vec::new();
     let mut skipped = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -44,8 +44,9 @@ pub struct Plan<'a> {
     pub per_binary_secs: u64,
     /// The host's clock when the run was planned, in case the guest has no RTC time.
     pub epoch: u64,
-    /// The host's RUST_LOG, if set, for the agents the tests start.
-    pub rust_log: Option<String>,
+    /// Variables of the host's passed on as they are: RUST_LOG (for the agents the tests
+    /// start) and RUST_TEST_NOCAPTURE (the tests' own output), where set.
+    pub passed_env: Vec<(&'static str, String)>,
 }
 
 /// `'…'` for /bin/sh.
@@ -81,8 +82,8 @@ pub fn run_script(plan: &Plan) -> String {
         epoch = plan.epoch,
         workdir = quote_path(plan.workdir),
     );
-    if let Some(l) = &plan.rust_log {
-        let _ = writeln!(s, "export RUST_LOG={}", quote(l));
+    for (name, value) in &plan.passed_env {
+        let _ = writeln!(s, "export {name}={}", quote(value));
     }
     let filters: String = plan
         .filters
@@ -273,12 +274,13 @@ mod tests {
             workdir: Path::new("/w/tests"),
             per_binary_secs: 600,
             epoch: 1_700_000_000,
-            rust_log: None,
+            passed_env: vec![("RUST_LOG", "debug".into())],
         });
         assert!(s.contains(
             "timeout -k 10 600 '/w/target/release/deps/limits-0123' --test-threads=1 'it'\\''s'"
         ));
         assert!(s.contains("ANTISPAM_BIN='/w/target/release/antispam'"));
+        assert!(s.contains("export RUST_LOG='debug'"));
         assert!(s.contains("echo \"ANTISPAM-VM-END limits rc=$r\""));
     }
 }

@@ -58,6 +58,9 @@ impl KernelChoice {
     }
 }
 
+/// The host's variables the guest's tests get too, where set.
+const PASSED_ENV: [&str; 2] = ["RUST_LOG", "RUST_TEST_NOCAPTURE"];
+
 #[derive(Args, Debug)]
 pub struct VmTestArgs {
     /// Which Debian kernel to boot: bookworm's 6.1, 6.12 (bookworm-backports/-security), or all.
@@ -194,7 +197,10 @@ fn run_kernel(
         epoch: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        rust_log: std::env::var("RUST_LOG").ok(),
+        passed_env: PASSED_ENV
+            .iter()
+            .filter_map(|&name| Some((name, std::env::var(name).ok()?)))
+            .collect(),
     };
     fs::write(&script, guest::run_script(&plan))?;
     let initramfs = dir.join("initramfs.cpio");
