@@ -255,7 +255,22 @@ fn a_storm_of_uids_neither_refills_a_victim_nor_gets_unlimited_budgets() {
         caught_up.is_some(),
         "the agent does not answer after the storm"
     );
+    let t = Instant::now();
     let st = agent.status_json();
+    eprintln!("status with {} keys in {:?}", count, t.elapsed());
+    let t = Instant::now();
+    let m = agent.metrics();
+    eprintln!("metrics ({} bytes) in {:?}", m.len(), t.elapsed());
+    // Every entry is read back (the map is full: 262,144 keys, the cgroup's among them).
+    assert_eq!(
+        metric_sum(&m, "antispam_tracked_keys", &[]),
+        262_144.0,
+        "{}",
+        m.lines()
+            .filter(|l| l.starts_with("antispam_tracked_keys"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     eprintln!("kernel errors after the storm: {:#}", st["kernel_errors"]);
     let refused = poll_until(
         bound(Duration::from_secs(5)),
