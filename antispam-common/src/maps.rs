@@ -66,6 +66,11 @@ pub const LOCAL_ADDRS_MAX: u32 = 4096;
 pub const SUBUIDS: &str = "AS_SUBUIDS";
 /// Prefixes in [`SUBUIDS`] (a range needs at most 62).
 pub const SUBUIDS_MAX: u32 = 65_536;
+/// `HashMap<u32, Veth>`: the host-side veth devices the SYN check runs on (ifindex) → the
+/// network namespace id (nsid, as the host numbers it) of their peer, kept by the agent.
+pub const VETHS: &str = "AS_VETHS";
+/// Capacity of [`VETHS`].
+pub const VETHS_MAX: u32 = 4096;
 /// `CgroupArray`, one entry: the attach point, for the exec fallback (a tracepoint runs for
 /// every task of the host; it decides only for tasks under this cgroup).
 pub const ATTACH_CGROUP: &str = "AS_ATTACH_CGROUP";
@@ -88,4 +93,8 @@ pub mod programs {
     /// `tp_btf/sched_process_exec`: the fallback where BPF LSM is not active (counts, and kills
     /// a submission program over budget before its first instruction).
     pub const EXEC_FALLBACK: &str = "antispam_exec_fallback";
+    /// `classifier` (tc ingress of a container's host-side veth): a TCP SYN to an SMTP port
+    /// that no socket of the container's namespace is connecting with (made by a packet
+    /// socket, past `connect()`) is dropped.
+    pub const SYN: &str = "antispam_syn";
 }

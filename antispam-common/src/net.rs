@@ -66,6 +66,21 @@ pub const fn local_key(family: u16, addr: &[u8; 16]) -> [u8; 16] {
     }
 }
 
+/// Value of [`crate::maps::VETHS`]: a container's host-side veth the SYN check runs on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Veth {
+    /// The id (nsid) the host gives the network namespace of the device's peer.
+    pub nsid: u32,
+    /// The tc filter's handle and priority (to replace or remove it later).
+    pub handle: u32,
+    pub priority: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<Veth>() == 16);
+
+crate::user_pod!(Veth);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,11 @@ pub const SUSPENDED_DROPS: u32 = 6;
 /// A TCP packet to an SMTP port from a raw socket was dropped (an SMTP client that makes its
 /// own TCP, past `connect()`).
 pub const RAW_SMTP_DROPS: u32 = 7;
+/// A TCP SYN to an SMTP port leaving a container that no socket there is connecting with (a
+/// packet socket's) was dropped.
+pub const PACKET_SYN_DROPS: u32 = 8;
 /// Number of entries.
-pub const COUNT: u32 = 8;
+pub const COUNT: u32 = 9;
 
 /// Metric-friendly names, index-aligned with the constants above.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -31,4 +34,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "exec_killed",
     "suspended_packets_dropped",
     "raw_smtp_packets_dropped",
+    "packet_smtp_syns_dropped",
 ];

@@ -5,7 +5,12 @@
 //!   block-listed destination → refuse; otherwise every rate-limit bucket that applies (the UID's,
 //!   and the cgroup's when a cgroup rule names it) must have room. Returning 0 makes `connect()`
 //!   fail with EPERM at once.
-//! * `cgroup_skb/egress` counts SMTP packets and bytes per UID and cgroup.
+//! * `cgroup_skb/egress` counts SMTP packets and bytes per UID and cgroup, drops those of
+//!   suspended keys and SMTP from raw sockets.
+//! * `lsm_cgroup/bprm_creds_for_exec` (or its tracepoint fallback) decides every execution of
+//!   the MTA's submission programs.
+//! * `classifier` `antispam_syn`, on containers' host-side veths, drops SMTP SYNs that no
+//!   connecting socket made.
 //!
 //! Every decision is counted in a per-CPU array and written to a ring buffer; errors are counted
 //! in a per-CPU stats array, never dropped silently.
@@ -36,6 +41,8 @@ mod events;
 mod exec;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod syn;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

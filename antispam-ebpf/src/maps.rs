@@ -64,6 +64,10 @@ static KEYS: HashMap<KeyId, KeyState> = HashMap::pinned(m::KEYS_MAX, 0);
 #[map(name = "AS_SUBUIDS")]
 static SUBUIDS: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(m::SUBUIDS_MAX, BPF_F_NO_PREALLOC);
 
+#[map(name = "AS_VETHS")]
+pub static VETHS: HashMap<u32, antispam_common::net::Veth> =
+    HashMap::pinned(m::VETHS_MAX, BPF_F_NO_PREALLOC);
+
 #[map(name = "AS_SUSPENDED")]
 static SUSPENDED: HashMap<KeyId, Suspension> = HashMap::pinned(m::SUSPENDED_MAX, BPF_F_NO_PREALLOC);
 

@@ -9,6 +9,7 @@ use crate::{run_ok, run_quiet};
 pub struct TestNetns {
     name: String,
     host_if: String,
+    peer_if: String,
     x: u8,
 }
 
@@ -29,6 +30,7 @@ impl TestNetns {
         let ns = TestNetns {
             name: name.clone(),
             host_if: host_if.clone(),
+            peer_if: peer_if.clone(),
             x,
         };
         run_ok("ip", &["netns", "add", &name]);
@@ -64,6 +66,20 @@ impl TestNetns {
 
     pub fn host_if(&self) -> &str {
         &self.host_if
+    }
+
+    /// The namespace's end of the veth pair.
+    pub fn peer_if(&self) -> &str {
+        &self.peer_if
+    }
+
+    /// The MAC address of the host's end.
+    pub fn host_mac(&self) -> String {
+        let p = format!("/sys/class/net/{}/address", self.host_if);
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .trim()
+            .to_string()
     }
 
     /// The namespace-side IPv4 address (where the servers listen).

@@ -23,7 +23,13 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start(ns: &TestNetns, ip: IpAddr, port: u16) -> SmtpSink {
-        SmtpSink::spawn(ns, ip, port, None)
+        SmtpSink::spawn(Some(ns), ip, port, None)
+    }
+
+    /// Like `start`, in the host's own network namespace, on an address of the test's (such
+    /// as the host end of its netns's veth pair: never a port the host uses).
+    pub fn start_on_host(ns: &TestNetns, port: u16) -> SmtpSink {
+        SmtpSink::spawn(None, IpAddr::V4(ns.host_v4()), port, None)
     }
 
     /// Like `start`, and every delivered message is kept as one file under
@@ -34,16 +40,24 @@ impl SmtpSink {
         // smtp-sink writes as `nobody`.
         fs::set_permissions(&dump, fs::Permissions::from_mode(0o777))
             .unwrap_or_else(|e| panic!("chmod {}: {e}", dump.display()));
-        SmtpSink::spawn(ns, ip, port, Some(dump))
+        SmtpSink::spawn(Some(ns), ip, port, Some(dump))
     }
 
-    fn spawn(ns: &TestNetns, ip: IpAddr, port: u16, dump_dir: Option<PathBuf>) -> SmtpSink {
+    fn spawn(ns: Option<&TestNetns>, ip: IpAddr, port: u16, dump_dir: Option<PathBuf>) -> SmtpSink {
         let listen = match ip {
             IpAddr::V4(a) => format!("{a}:{port}"),
             IpAddr::V6(a) => format!("[{a}]:{port}"),
         };
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns.name(), "smtp-sink", "-u", "nobody"]);
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.name(), "smtp-sink"]);
+                c
+            }
+            None => Command::new("smtp-sink"),
+        };
+        let where_ = ns.map_or("the host", |n| n.name()).to_string();
+        cmd.args(["-u", "nobody"]);
         if let Some(d) = &dump_dir {
             // A dump template: smtp-sink appends a random hex number to "<dir>/m.".
             cmd.arg("-d").arg(d.join("m."));
@@ -54,7 +68,7 @@ impl SmtpSink {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn smtp-sink in {}: {e}", ns.name()));
+            .unwrap_or_else(|e| panic!("cannot spawn smtp-sink in {where_}: {e}"));
         let mut sink = SmtpSink {
             child: Some(child),
             addr: SocketAddr::new(ip, port),
@@ -65,7 +79,7 @@ impl SmtpSink {
         let deadline = Instant::now() + Duration::from_secs(5);
         let reachable = |addr: SocketAddr| {
             let try_once = || TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok();
-            if addr.ip().is_loopback() {
+            if let (true, Some(ns)) = (addr.ip().is_loopback(), ns) {
                 ns.run_in(try_once)
             } else {
                 try_once()
@@ -77,14 +91,11 @@ impl SmtpSink {
             }
             if let Some(c) = sink.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    panic!("smtp-sink on {listen} in {} exited early: {st}", ns.name());
+                    panic!("smtp-sink on {listen} in {where_} exited early: {st}");
                 }
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "smtp-sink on {listen} in {} not reachable within 5 s",
-                    ns.name()
-                );
+                panic!("smtp-sink on {listen} in {where_} not reachable within 5 s");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -522,3 +522,156 @@ fn raw_sockets_cannot_speak_smtp() {
         st["kernel_errors"]
     );
 }
+
+/// What packet_syn saw: (sent, reply), run as root in `cg` inside `ns`, to `to`.
+fn packet_syn(fx: &Fixture, to: SocketAddr) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_packet_syn"));
+    cmd.args([
+        fx.ns.peer_if().to_string(),
+        fx.ns.host_mac(),
+        fx.ns.addr_v4().to_string(),
+        to.to_string(),
+    ]);
+    let file = std::fs::File::open(fx.ns.path()).unwrap();
+    // SAFETY: setns(2) on a descriptor opened before fork.
+    unsafe {
+        use std::os::fd::AsRawFd as _;
+        cmd.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    antispam_tests::client::as_root_in_cgroup(&mut cmd, &fx.cg);
+    let (status, out, _) = antispam_tests::client::run_bounded(&mut cmd, Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "packet_syn: {out}");
+    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect(&out);
+    (
+        r["sent"].as_bool().unwrap(),
+        r["reply"].as_str().unwrap().to_string(),
+    )
+}
+
+fn filters(dev: &str) -> String {
+    run_ok("tc", &["filter", "show", "dev", dev, "ingress"])
+}
+
+#[test]
+fn packet_sockets_in_a_container_cannot_open_smtp() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-packet");
+    // The server is on the host's end of the container's veth pair (an address of the test's).
+    let host = SmtpSink::start_on_host(&fx.ns, 25);
+    let closed = SocketAddr::new(host.addr().ip(), 2626);
+    // A container's root writes frames on a packet socket (past connect(), past the IP stack,
+    // past the device's qdisc): without the agent the server answers.
+    assert_eq!(
+        packet_syn(&fx, host.addr()),
+        (true, "synack".into()),
+        "the control run"
+    );
+
+    // A process of the container's, under the attach point: the agent finds its namespace
+    // and puts the SYN check on the host's end of its veth pair.
+    let mut resident = Command::new("sleep");
+    resident.arg("60");
+    antispam_tests::client::as_user_in_cgroup_and_netns(
+        &mut resident,
+        &fx.cg,
+        unique_uid(),
+        &fx.ns,
+    );
+    let mut resident = resident.spawn().expect("sleep");
+    let policy = fx.policy("ports = [25]\n");
+    let mut agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let dev = fx.ns.host_if().to_string();
+    let on = poll_until(
+        bound(Duration::from_secs(3)),
+        Duration::from_millis(100),
+        || {
+            let st = agent.status_json();
+            let devices = st["syn_check"]["devices"].as_array()?.clone();
+            devices
+                .iter()
+                .any(|d| d["device"] == dev.as_str())
+                .then_some(st)
+        },
+    );
+    assert!(
+        on.is_some(),
+        "the SYN check is not on {dev}: {:#}",
+        agent.status_json()["syn_check"]
+    );
+    eprintln!("{}", filters(&dev).trim());
+
+    assert_eq!(
+        packet_syn(&fx, host.addr()),
+        (true, "none".into()),
+        "a SYN no socket made goes nowhere"
+    );
+    assert_eq!(
+        packet_syn(&fx, closed).1,
+        "rst",
+        "to a port that is not SMTP it goes on (a closed port answers RST)"
+    );
+    let uid = unique_uid();
+    let got = connect_probe_in_netns(&fx.ns, &fx.cg, uid, host.addr(), 1);
+    assert!(
+        got[0].ok,
+        "connect() from the container is decided and goes on: {got:?}"
+    );
+    let st = agent.status_json();
+    assert!(
+        st["kernel_errors"]["packet_smtp_syns_dropped"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{:#}",
+        st["kernel_errors"]
+    );
+
+    // The agent dies: the check stays. The next agent takes the filter over in place (one
+    // filter, its program). Uninstall takes it off.
+    agent.kill();
+    assert_eq!(packet_syn(&fx, host.addr()).1, "none", "with no agent");
+    let mut agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let taken = poll_until(
+        bound(Duration::from_secs(3)),
+        Duration::from_millis(100),
+        || {
+            let st = agent.status_json();
+            let devices = st["syn_check"]["devices"].as_array()?.clone();
+            devices
+                .iter()
+                .any(|d| d["device"] == dev.as_str())
+                .then_some(())
+        },
+    );
+    assert!(taken.is_some(), "{:#}", agent.status_json()["syn_check"]);
+    let shown = filters(&dev);
+    assert_eq!(
+        shown.matches("name antispam_syn").count(),
+        1,
+        "one filter after the takeover:\n{shown}"
+    );
+    assert_eq!(packet_syn(&fx, host.addr()).1, "none", "after the takeover");
+    agent.kill();
+    let out = Command::new(antispam_bin())
+        .args(["uninstall", "--reason", "test over", "--pin-dir"])
+        .arg(fx.dir.pins())
+        .arg("--audit-log")
+        .arg(&agent.audit_path)
+        .output()
+        .expect("antispam uninstall");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("removed the SYN check from 1"), "{text}");
+    assert!(!filters(&dev).contains("antispam_syn"), "{}", filters(&dev));
+    assert_eq!(packet_syn(&fx, host.addr()).1, "synack", "uninstalled");
+    let _ = resident.kill();
+    let _ = resident.wait();
+}

@@ -38,6 +38,8 @@ pub struct Core {
     pub last_refused: Option<String>,
     /// The version of /etc/subuid written to the kernel (None: not yet).
     pub subuid_stamp: Option<super::host::FileStamp>,
+    /// The devices the SYN check runs on.
+    pub syn: super::syn_check::SynFollow,
 }
 
 /// Why a target has no kernel keys.

@@ -16,6 +16,15 @@ pub enum Error {
     Sys(#[from] crate::sys::Error),
     #[error("{path} is not a directory of the cgroup v2 hierarchy mounted at {mount}")]
     NotACgroup { path: PathBuf, mount: PathBuf },
+    #[error(
+        "the agent needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root); it lacks {}",
+        missing.join(", ")
+    )]
+    Capabilities {
+        missing: Vec<&'static str>,
+        #[source]
+        source: crate::kernel::Error,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,

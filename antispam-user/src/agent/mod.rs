@@ -24,6 +24,7 @@ mod restore;
 mod state;
 mod status;
 mod strikes;
+mod syn_check;
 
 use std::{
     fs::OpenOptions,
@@ -117,6 +118,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
         programs: Mutex::new(programs),
         exec_hook: kernel.exec_hook,
         exec_hook_why: kernel.exec_hook_why.clone(),
+        syn_check: Mutex::new(crate::control::status::SynCheckView {
+            off: kernel.syn.unavailable.clone(),
+            ..Default::default()
+        }),
         started: SystemTime::now(),
     });
     shared.follow(&tree, watcher.as_ref());
@@ -171,12 +176,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
         quit: None,
         last_refused: None,
         subuid_stamp: None,
+        syn: syn_check::SynFollow::default(),
     };
     core.restore();
     core.break_glass_restore();
     core.prune_runtime();
     core.sync_local_addrs();
     core.sync_subuids();
+    core.sync_syn_check();
     let stop_reason = core
         .serve(
             &mut signals,
@@ -223,7 +230,18 @@ fn enforce(
     let cgroup_id =
         cgroupfs::cgroup_id(dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
     let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
-    let mut kernel = Kernel::load(&pins, config.exec_hook)?;
+    let mut kernel = Kernel::load(&pins, config.exec_hook).map_err(|source| {
+        // Without one of these the object may fail to load in ways aya's error does not
+        // explain ("error relocating function"): say which is missing, with what failed.
+        let missing = crate::sys::caps::effective()
+            .map(crate::sys::caps::missing)
+            .unwrap_or_default();
+        if missing.is_empty() {
+            Error::Kernel(source)
+        } else {
+            Error::Capabilities { missing, source }
+        }
+    })?;
     // Watch before the first assignment, so no cgroup created meanwhile is missed.
     let watcher = watch_cgroups(mount, dir);
     // An agent taking over from a previous one goes on counting its generations.
@@ -455,6 +473,7 @@ impl Core {
         self.save_book();
         self.sync_local_addrs();
         self.sync_subuids();
+        self.sync_syn_check();
         let link = pins::link_path(&self.pin_dir, antispam_common::maps::programs::CONNECT4);
         if link.exists() {
             return None;

@@ -73,6 +73,8 @@ pub struct Shared {
     /// How executions of the submission programs are decided, and why not by BPF LSM.
     pub exec_hook: crate::control::status::ExecHook,
     pub exec_hook_why: Option<String>,
+    /// The SYN check as the last sync left it.
+    pub syn_check: Mutex<crate::control::status::SynCheckView>,
     pub started: SystemTime,
 }
 

@@ -96,6 +96,11 @@ pub fn build(shared: &Shared) -> Status {
             why: shared.exec_hook_why.clone(),
             programs: super::programs::views(&p.sendmail_programs, &shared.programs()),
         },
+        syn_check: shared
+            .syn_check
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
     }
 }
 

@@ -91,6 +91,10 @@ fn unpin(left: &[(PathBuf, u64, u32)]) -> (Vec<Unpinned>, bool) {
     let mut removed = Vec::new();
     let mut failed = false;
     for (dir, id, _) in left {
+        let filters = crate::kernel::syn::remove_filters(dir);
+        if filters > 0 {
+            println!("removed the SYN check from {filters} container device(s)");
+        }
         match pins::remove(dir) {
             Ok(n) => {
                 println!(

@@ -42,6 +42,9 @@ pub struct Status {
     pub reloads: Reloads,
     /// Mail through the local MTA's sendmail: how it is decided, and the programs counted.
     pub sendmail: SendmailView,
+    /// The SYN check on containers' host-side veth devices (SMTP SYNs of packet sockets).
+    #[serde(default)]
+    pub syn_check: SynCheckView,
 }
 
 /// How executions of the MTA's submission programs are decided.
@@ -66,6 +69,24 @@ impl ExecHook {
             ExecHook::None => "none",
         }
     }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SynCheckView {
+    /// Why it is off (the program could not be loaded), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off: Option<String>,
+    /// The devices it runs on, with the nsid of their peer's namespace.
+    pub devices: Vec<SynDevice>,
+    /// Devices it should run on and does not, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SynDevice {
+    pub device: String,
+    pub nsid: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

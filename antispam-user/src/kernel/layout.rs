@@ -5,7 +5,7 @@
 
 use std::mem::size_of;
 
-use antispam_common::{config, event, key, maps as m, rule, stats};
+use antispam_common::{config, event, key, maps as m, net, rule, stats};
 
 /// One map as both sides must agree on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,7 @@ pub const MAPS: &[MapSpec] = &[
     spec(m::PROGRAM_FILTER, 4, 8, m::SLOTS * m::PROGRAM_FILTER_WORDS),
     spec(m::LOCAL_ADDRS, 16, 4, m::LOCAL_ADDRS_MAX),
     spec(m::ATTACH_CGROUP, 4, 4, 1),
+    spec(m::VETHS, 4, size_of::<net::Veth>(), m::VETHS_MAX),
     spec(m::SUBUIDS, lpm(4), 4, m::SUBUIDS_MAX),
     spec(m::DECISIONS, 4, 8, event::DECISIONS_LEN),
     spec(m::STATS, 4, 8, stats::COUNT),

@@ -10,6 +10,7 @@ mod exec;
 pub mod layout;
 pub mod maps;
 pub mod pins;
+pub mod syn;
 mod view;
 
 use std::{
@@ -62,6 +63,8 @@ pub struct Kernel {
     pub local_addrs: LocalAddrs,
     /// Subordinate UID ranges, charged to their owners.
     pub subuids: SubUids,
+    /// The SYN check on containers' veth devices.
+    pub syn: syn::SynCheck,
     /// The attach point, for the exec fallback (a tracepoint is not attached to a cgroup).
     attach_cgroup: aya::maps::CgroupArray<MapData>,
     /// Which exec program decides mail through sendmail, and why it is not BPF LSM.
@@ -183,6 +186,14 @@ impl Kernel {
         let attach_cgroup = take(&mut ebpf, m::ATTACH_CGROUP)?;
         let (exec_hook, exec_hook_why) =
             exec::load(&mut ebpf, exec_hook, offsets.as_ref().map(|_| ()))?;
+        let name = m::programs::SYN;
+        let p: &mut aya::programs::SchedClassifier = program(&mut ebpf, name)?;
+        let syn_unavailable = p.load().err().map(|e| {
+            let why = error_chain(&e);
+            log::warn!("the SYN check on containers' devices is off: loading {name}: {why}");
+            why
+        });
+        let syn = syn::SynCheck::new(take(&mut ebpf, m::VETHS)?, syn_unavailable);
         Ok(Kernel {
             ebpf,
             rules,
@@ -192,6 +203,7 @@ impl Kernel {
             keys_sweeper: Some(keys_sweeper),
             local_addrs,
             subuids,
+            syn,
             attach_cgroup,
             exec_hook,
             exec_hook_why,
@@ -237,6 +249,7 @@ impl Kernel {
             }
         }
         for older in &pins.older {
+            syn::remove_filters(older);
             match pins::remove(older) {
                 Ok(n) => log::info!(
                     "took over the links of {} and removed its {n} pinned objects",

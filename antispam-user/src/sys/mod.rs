@@ -1,8 +1,10 @@
 //! What the agent reads and does in the operating system, outside BPF: the cgroup v2 tree and
 //! its changes, sockets (sock_diag), users, /proc.
 
+pub mod caps;
 pub mod cgroup_watch;
 pub mod cgroupfs;
+pub mod links;
 pub mod local_addrs;
 pub mod netns;
 pub mod procfs;

@@ -12,6 +12,10 @@ use crate::{
 impl Core {
     pub fn uninstall(&mut self, reason: &str, peer: &Peer) -> Result<Reply, ActionError> {
         reason_given(reason)?;
+        let filters = crate::kernel::syn::remove_filters(&self.pin_dir);
+        if filters > 0 {
+            log::info!("removed the SYN check from {filters} container device(s)");
+        }
         let n = pins::remove(&self.pin_dir).map_err(|source| ActionError::Unpin {
             path: self.pin_dir.clone(),
             source,
