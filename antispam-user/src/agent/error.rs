@@ -23,7 +23,7 @@ pub enum Error {
     Capabilities {
         missing: Vec<&'static str>,
         #[source]
-        source: crate::kernel::Error,
+        source: Box<crate::kernel::Error>,
     },
     #[error("{what}: {source}")]
     Io {

@@ -239,7 +239,10 @@ fn enforce(
         if missing.is_empty() {
             Error::Kernel(source)
         } else {
-            Error::Capabilities { missing, source }
+            Error::Capabilities {
+                missing,
+                source: Box::new(source),
+            }
         }
     })?;
     // Watch before the first assignment, so no cgroup created meanwhile is missed.
