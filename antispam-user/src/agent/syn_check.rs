@@ -38,9 +38,17 @@ impl Core {
             }
         };
         let whole_tree = self.shared.attach_cgroup == "/";
+        let mut problems = Vec::new();
         let ours: Option<BTreeSet<u32>> = (!whole_tree).then(|| {
             let dirs = self.watcher.as_ref().map(|w| w.dirs()).unwrap_or_default();
-            let spaces = netns::of_cgroups(dirs.iter().map(|d| d.as_path()), MAX_NAMESPACES);
+            let found = netns::of_cgroups(dirs.iter().map(|d| d.as_path()), MAX_NAMESPACES);
+            if found.unreadable > 0 {
+                problems.push(format!(
+                    "the network namespaces of {} process(es) could not be looked at (CAP_SYS_PTRACE is needed)",
+                    found.unreadable
+                ));
+            }
+            let spaces = found.namespaces;
             let live: BTreeSet<u64> = spaces.iter().map(|s| s.inode).collect();
             self.syn.nsids.retain(|inode, _| live.contains(inode));
             spaces
@@ -77,7 +85,8 @@ impl Core {
             );
             self.syn.devices = synced.devices;
         }
-        self.syn_problems(synced.errors);
+        problems.extend(synced.errors);
+        self.syn_problems(problems);
         let mut view = self
             .shared
             .syn_check

@@ -54,20 +54,35 @@ pub fn own_inode() -> io::Result<u64> {
     Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
 }
 
+/// The network namespaces of some processes, and how many processes could not be looked at.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub namespaces: Vec<Namespace>,
+    /// Processes whose namespace this process may not see (reading `/proc/PID/ns/net` of
+    /// another user's process needs CAP_SYS_PTRACE).
+    pub unreadable: usize,
+}
+
 /// The network namespaces, other than this process's, of the processes in the cgroups
 /// `cgroups` (directories of the cgroup2 hierarchy); at most `max`, by inode. Processes that
 /// exit meanwhile are left out.
-pub fn of_cgroups<'a>(cgroups: impl IntoIterator<Item = &'a Path>, max: usize) -> Vec<Namespace> {
+pub fn of_cgroups<'a>(cgroups: impl IntoIterator<Item = &'a Path>, max: usize) -> Found {
     let own = own_inode().ok();
     let mut found: BTreeMap<u64, PathBuf> = BTreeMap::new();
+    let mut unreadable = 0;
     'cgroups: for cg in cgroups {
         let Ok(procs) = std::fs::read_to_string(cg.join("cgroup.procs")) else {
             continue;
         };
         for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
             let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-            let Ok(m) = std::fs::metadata(&path) else {
-                continue;
+            let m = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    unreadable += 1;
+                    continue;
+                }
+                Err(_) => continue,
             };
             if Some(m.ino()) != own {
                 found.entry(m.ino()).or_insert(path);
@@ -77,10 +92,13 @@ pub fn of_cgroups<'a>(cgroups: impl IntoIterator<Item = &'a Path>, max: usize) -
             }
         }
     }
-    found
-        .into_iter()
-        .map(|(inode, path)| Namespace { inode, path })
-        .collect()
+    Found {
+        namespaces: found
+            .into_iter()
+            .map(|(inode, path)| Namespace { inode, path })
+            .collect(),
+        unreadable,
+    }
 }
 
 /// Runs `f` on a thread of its own that joined the network namespace `ns` (setns(2), which
@@ -114,7 +132,7 @@ mod tests {
     fn this_namespace_is_left_out_and_run_in_it_works() {
         // A directory without cgroup.procs: nothing, no error.
         let none = super::of_cgroups([std::path::Path::new("/proc/self")], 10);
-        assert!(none.is_empty(), "{none:?}");
+        assert!(none.namespaces.is_empty(), "{none:?}");
         let inode = super::own_inode().expect("/proc/self/ns/net");
         let there = super::run_in(std::path::Path::new("/proc/self/ns/net"), || {
             super::own_inode().ok()

@@ -18,8 +18,14 @@ impl Core {
         sel: &sockdiag::Selector<'_>,
     ) -> (Option<usize>, String) {
         let dirs = self.watcher.as_ref().map(|w| w.dirs()).unwrap_or_default();
-        let others = netns::of_cgroups(dirs.iter().map(|d| d.as_path()), MAX_NAMESPACES);
-        match sockdiag::end_sessions_in(sel, &others) {
+        let found = netns::of_cgroups(dirs.iter().map(|d| d.as_path()), MAX_NAMESPACES);
+        if found.unreadable > 0 {
+            log::warn!(
+                "{what}: the network namespaces of {} process(es) could not be looked at (CAP_SYS_PTRACE is needed to read another user's /proc/PID/ns/net); their sessions' packets are dropped",
+                found.unreadable
+            );
+        }
+        match sockdiag::end_sessions_in(sel, &found.namespaces) {
             Ok(e) => {
                 for (ns, why) in &e.failed {
                     log::warn!(
@@ -31,6 +37,12 @@ impl Core {
                 let mut note = format!("; {} open SMTP session(s) ended", e.sessions);
                 if e.namespaces > 1 {
                     note.push_str(&format!(" in {} network namespaces", e.namespaces));
+                }
+                if found.unreadable > 0 {
+                    note.push_str(&format!(
+                        "; the namespaces of {} process(es) could not be looked at: their sessions' packets are dropped (see the agent's log)",
+                        found.unreadable
+                    ));
                 }
                 if !e.failed.is_empty() {
                     note.push_str(&format!(
