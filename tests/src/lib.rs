@@ -10,18 +10,20 @@ pub mod agent;
 pub mod cgroup;
 pub mod client;
 pub mod ctl;
+pub mod faults;
 pub mod fixture;
 pub mod metrics;
 pub mod netns;
 pub mod postfix;
 pub mod sink;
 pub mod tmp;
+pub mod tmpfs;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use agent::{antispam_bin, antispam_check, run_refused, Agent, CheckResult};
+pub use agent::{antispam_bin, antispam_check, run_refused, Agent, CheckResult, Launch};
 pub use cgroup::{cgroup2_mount, TestCgroup};
 pub use client::{
     connect_probe_as, swaks, swaks_as, tcp_connect_as, tcp_probe_once, udp_send_as, ProbeAttempt,
@@ -36,6 +38,7 @@ pub use postfix::{
 };
 pub use sink::SmtpSink;
 pub use tmp::TestDir;
+pub use tmpfs::TestTmpfs;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

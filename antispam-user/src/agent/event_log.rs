@@ -72,26 +72,45 @@ impl EventLog {
         }
     }
 
-    /// Appends complete lines, all or none.
+    /// Appends complete lines. Each part that goes into one file is all or none; a file is
+    /// rotated before a line would take it past `max_bytes` (a longer line gets a file alone).
     pub fn append(&mut self, lines: &[u8]) -> io::Result<()> {
         let max = self.max_bytes;
-        match &mut self.sink {
+        let (path, file, len) = match &mut self.sink {
             Sink::Stdout(out) => {
                 let mut out = out.lock();
                 out.write_all(lines)?;
-                out.flush()
+                return out.flush();
             }
-            Sink::File { path, file, len } => {
-                if *len > 0 && len.saturating_add(lines.len() as u64) > max {
+            Sink::File { path, file, len } => (path, file, len),
+        };
+        let mut rest = lines;
+        // Bounded: every round writes at least one line of `lines`.
+        while !rest.is_empty() {
+            let room = max.saturating_sub(*len) as usize;
+            let fits = rest[..room.min(rest.len())]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|i| i + 1);
+            let part = match fits {
+                Some(n) => n,
+                None if *len > 0 => {
                     *file = rotate(path)?;
                     *len = 0;
                     self.rotations += 1;
+                    continue;
                 }
-                files::append_whole(file, lines, false)?;
-                *len += lines.len() as u64;
-                Ok(())
-            }
+                // A line longer than the bound: alone in its file.
+                None => rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |i| i + 1),
+            };
+            files::append_whole(file, &rest[..part], false)?;
+            *len += part as u64;
+            rest = &rest[part..];
         }
+        Ok(())
     }
 }
 
@@ -127,8 +146,7 @@ mod tests {
             (8, 5, "{\"a\":")
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n");
-        log.append(b"{\"b\":2}\n").unwrap();
-        log.append(b"{\"c\":3}\n").unwrap();
+        log.append(b"{\"b\":2}\n{\"c\":3}\n").unwrap();
         assert_eq!(log.rotations, 1);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"c\":3}\n");
         let rotated = dir.join("events.jsonl.1");
