@@ -15,6 +15,9 @@ use tokio::{
 
 use super::{metrics, state::Shared, status};
 
+/// The pause after a failed accept.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(code)
@@ -91,11 +94,18 @@ pub fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
+        let mut errors = super::log_limit::LogLimit::default();
         loop {
+            errors.flush();
             let (stream, _) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(s) => s,
-                    Err(e) => { log::warn!("metrics accept: {e}"); continue; }
+                    Err(e) => {
+                        // Out of descriptors, say: not a busy loop, not a line per attempt.
+                        errors.error("metrics accept", format!("metrics accept: {e}"));
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
                 },
                 _ = stop.changed() => return,
             };

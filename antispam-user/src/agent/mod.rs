@@ -518,14 +518,17 @@ impl Core {
         let now = match crate::sys::local_addrs::current() {
             Ok(a) => a,
             Err(e) => {
-                log::warn!("reading the host's addresses: {e}");
+                self.errors
+                    .error("addresses", format!("reading the host's addresses: {e}"));
                 return;
             }
         };
         match self.kernel.local_addrs.sync(&now) {
             Ok(true) => log::debug!("the host's addresses: {now:?}"),
             Ok(false) => {}
-            Err(e) => log::error!("writing the host's addresses: {e}"),
+            Err(e) => self
+                .errors
+                .error("addresses", format!("writing the host's addresses: {e}")),
         }
     }
 }
