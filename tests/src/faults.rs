@@ -57,6 +57,26 @@ pub fn storm(
     tried
 }
 
+/// Runs `body` while `uid` makes refused connects to `server` (a [`storm`] of at most `limit`);
+/// returns what `body` returned and how many connects the storm tried.
+pub fn during_storm<T>(
+    cg: &TestCgroup,
+    uid: u32,
+    server: SocketAddr,
+    limit: Duration,
+    body: impl FnOnce() -> T,
+) -> (T, u64) {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let storm = s.spawn(|| storm(cg, uid, server, &stop, limit));
+        let out = {
+            let _stop = StopOnDrop(&stop);
+            body()
+        };
+        (out, storm.join().expect("storm"))
+    })
+}
+
 /// Sets its flag when dropped: the background loops of a test (a storm, a watcher) stop also
 /// when the test panics, so that `std::thread::scope` does not wait for them.
 pub struct StopOnDrop<'a>(pub &'a AtomicBool);

@@ -58,8 +58,13 @@ pub fn nanos() -> u128 {
 /// A numeric UID/GID unused on the host, in 61000..=61999, unique per call within a process
 /// and unlikely to repeat across the test binaries of one run.
 pub fn unique_uid() -> u32 {
-    let base = (std::process::id() as u128 * 37 + nanos() / 1_000_000) % 1000;
-    let uid = 61000 + ((base as u32 + next_seq() * 7) % 1000);
+    // The base is fixed once per process, so that calls of one process never repeat a UID
+    // (within 1000 calls); it was once taken from the clock at every call, which let two calls
+    // a few milliseconds apart land on the same UID.
+    static BASE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let base = *BASE
+        .get_or_init(|| ((std::process::id() as u128 * 37 + nanos() / 1_000_000) % 1000) as u32);
+    let uid = 61000 + ((base + next_seq() * 7) % 1000);
     // Never hand out a UID that exists in /etc/passwd.
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let taken = passwd

@@ -26,6 +26,50 @@ fn wait_generation(agent: &Agent, g: f64, limit: Duration) -> Option<Duration> {
     })
 }
 
+/// Which of the agent's files go on the small disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Small {
+    /// The offence book (the audit log stays on the big disk).
+    Book,
+    /// The audit log (the offence book stays on the big disk).
+    Audit,
+    Events,
+}
+
+/// A 256 KiB tmpfs holding some of the agent's files (the rest on the big disk), and an agent
+/// started with them; the `Launch` starts the next agent with the same files.
+fn on_small_disk(
+    fx: &Fixture,
+    policy: &std::path::Path,
+    small: &[Small],
+) -> (TestTmpfs, Agent, Launch<'static>) {
+    let disk = TestTmpfs::new(&fx.dir, "small", 256 * 1024);
+    // The offence book is beside the audit log: a symlink puts the two on different disks.
+    let (big, tiny) = (
+        fx.dir.path().join("audit.jsonl"),
+        disk.path().join("audit.jsonl"),
+    );
+    let audit = if small.contains(&Small::Book) {
+        std::os::unix::fs::symlink(&big, &tiny).unwrap();
+        tiny
+    } else {
+        if small.contains(&Small::Audit) {
+            std::os::unix::fs::symlink(&tiny, &big).unwrap();
+        }
+        big
+    };
+    let launch = Launch {
+        audit_path: Some(audit),
+        log_path: small
+            .contains(&Small::Events)
+            .then(|| disk.path().join("events.jsonl")),
+        ..Launch::default()
+    };
+    let mut agent = Agent::spawn(policy, &fx.cg, &fx.dir, &launch);
+    agent.wait_ready(Duration::from_secs(10)).unwrap();
+    (disk, agent, launch)
+}
+
 /// Repro 1: refusals at 10/s or more used to restart the file watch's quiet time for ever.
 #[test]
 fn refused_connects_do_not_starve_policy_reloads() {
@@ -37,20 +81,19 @@ fn refused_connects_do_not_starve_policy_reloads() {
     let policy = fx.policy(&version(1, mta, 0));
     let agent = Agent::start(&policy, &fx.cg, &fx.dir);
     let server = fx.smtp_v4();
-    let spammer = unique_uid();
-    let stop = AtomicBool::new(false);
-    let took = std::thread::scope(|s| {
-        let storm = s.spawn(|| storm(&fx.cg, spammer, server, &stop, Duration::from_secs(15)));
-        let _stop = StopOnDrop(&stop);
-        std::thread::sleep(Duration::from_millis(500));
-        let tmp = fx.dir.write("policy.toml.new", &version(3, mta, 0));
-        std::fs::rename(&tmp, &policy).unwrap();
-        let took = wait_generation(&agent, 2.0, Duration::from_secs(4));
-        stop.store(true, Ordering::Relaxed);
-        let tried = storm.join().expect("storm");
-        eprintln!("storm: {tried} refused connects; reload took {took:?}");
-        took
-    });
+    let (took, tried) = during_storm(
+        &fx.cg,
+        unique_uid(),
+        server,
+        Duration::from_secs(15),
+        || {
+            std::thread::sleep(Duration::from_millis(500));
+            let tmp = fx.dir.write("policy.toml.new", &version(3, mta, 0));
+            std::fs::rename(&tmp, &policy).unwrap();
+            wait_generation(&agent, 2.0, Duration::from_secs(4))
+        },
+    );
+    eprintln!("storm: {tried} refused connects; reload took {took:?}");
     let took = took.unwrap_or_else(|| {
         panic!(
             "the changed policy was not applied within 4 s under the storm; stderr:\n{}",
@@ -74,22 +117,22 @@ fn an_editors_truncate_then_write_never_loads_an_empty_policy() {
     let policy = fx.policy(&version(1, mta, 0));
     let agent = Agent::start(&policy, &fx.cg, &fx.dir);
     let server = fx.smtp_v4();
-    let spammer = unique_uid();
-    let stop = AtomicBool::new(false);
-    let during = std::thread::scope(|s| {
-        let storm = s.spawn(|| storm(&fx.cg, spammer, server, &stop, Duration::from_secs(15)));
-        let _stop = StopOnDrop(&stop);
-        // The save: the file is emptied, the editor pauses, then writes the new text.
-        std::fs::File::create(&policy).unwrap();
-        std::thread::sleep(Duration::from_millis(400));
-        let during = connect_probe_as(&fx.cg, mta, server, 40, ProbeOptions::default());
-        std::fs::write(&policy, version(2, mta, 0)).unwrap();
-        let took = wait_generation(&agent, 2.0, Duration::from_secs(4));
-        stop.store(true, Ordering::Relaxed);
-        storm.join().expect("storm");
-        eprintln!("the saved policy took {took:?}");
-        during
-    });
+    let (during, _) = during_storm(
+        &fx.cg,
+        unique_uid(),
+        server,
+        Duration::from_secs(15),
+        || {
+            // The save: the file is emptied, the editor pauses, then writes the new text.
+            std::fs::File::create(&policy).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            let during = connect_probe_as(&fx.cg, mta, server, 40, ProbeOptions::default());
+            std::fs::write(&policy, version(2, mta, 0)).unwrap();
+            let took = wait_generation(&agent, 2.0, Duration::from_secs(4));
+            eprintln!("the saved policy took {took:?}");
+            during
+        },
+    );
     assert!(
         during.iter().all(|a| a.ok),
         "the allow-listed MTA was limited while the file was empty: {during:?}"
@@ -132,18 +175,8 @@ fn a_suspension_that_cannot_be_kept_is_refused_and_nothing_vanishes_unrecorded()
         return;
     }
     let fx = Fixture::new("faults-book");
-    let disk = TestTmpfs::new(&fx.dir, "state", 256 * 1024);
-    // The audit log is on the big disk, the offence book (beside it) on the small one.
-    let real_audit = fx.dir.path().join("audit.jsonl");
-    let audit = disk.path().join("audit.jsonl");
-    std::os::unix::fs::symlink(&real_audit, &audit).unwrap();
     let policy = fx.policy(&version(5, 0, 0));
-    let launch = Launch {
-        audit_path: Some(audit.clone()),
-        ..Launch::default()
-    };
-    let mut agent = Agent::spawn(&policy, &fx.cg, &fx.dir, &launch);
-    agent.wait_ready(Duration::from_secs(10)).unwrap();
+    let (disk, mut agent, launch) = on_small_disk(&fx, &policy, &[Small::Book]);
     let server = fx.smtp_v4();
     let uid = unique_uid();
     let u = uid.to_string();
@@ -191,7 +224,7 @@ fn a_suspension_that_cannot_be_kept_is_refused_and_nothing_vanishes_unrecorded()
     );
     assert!(tcp_probe_once(&fx.cg, uid, server).ok);
     next.stop();
-    let (code, out) = audit_verify(&real_audit);
+    let (code, out) = audit_verify(&next.audit_path);
     assert_eq!(code, Some(0), "{out}");
 }
 
@@ -204,18 +237,9 @@ fn a_full_disk_never_leaves_a_partial_record_in_the_audit_or_event_log() {
         return;
     }
     let fx = Fixture::new("faults-partial");
-    let disk = TestTmpfs::new(&fx.dir, "logs", 256 * 1024);
-    // The audit log and the event log on the small disk, the offence book on the big one.
-    let audit = fx.dir.path().join("audit.jsonl");
-    std::os::unix::fs::symlink(disk.path().join("audit.jsonl"), &audit).unwrap();
-    let launch = Launch {
-        audit_path: Some(audit.clone()),
-        log_path: Some(disk.path().join("events.jsonl")),
-        ..Launch::default()
-    };
     let policy = fx.policy(&version(1, 0, 0));
-    let mut agent = Agent::spawn(&policy, &fx.cg, &fx.dir, &launch);
-    agent.wait_ready(Duration::from_secs(10)).unwrap();
+    let (disk, mut agent, launch) = on_small_disk(&fx, &policy, &[Small::Audit, Small::Events]);
+    let audit = agent.audit_path.clone();
     let server = fx.smtp_v4();
 
     disk.fill();
@@ -285,16 +309,9 @@ fn commands_that_cannot_be_audited_are_refused_and_change_nothing() {
         return;
     }
     let fx = Fixture::new("faults-unaudited");
-    let disk = TestTmpfs::new(&fx.dir, "audit", 256 * 1024);
-    let audit = fx.dir.path().join("audit.jsonl");
-    std::os::unix::fs::symlink(disk.path().join("audit.jsonl"), &audit).unwrap();
-    let launch = Launch {
-        audit_path: Some(audit.clone()),
-        ..Launch::default()
-    };
     let policy = fx.policy(&version(5, 0, 0));
-    let mut agent = Agent::spawn(&policy, &fx.cg, &fx.dir, &launch);
-    agent.wait_ready(Duration::from_secs(10)).unwrap();
+    let (disk, mut agent, _) = on_small_disk(&fx, &policy, &[Small::Audit]);
+    let audit = agent.audit_path.clone();
     let server = fx.smtp_v4();
     let uid = unique_uid();
     let u = uid.to_string();
@@ -455,14 +472,8 @@ fn log_floods_are_bounded_and_counted() {
         return;
     }
     let fx = Fixture::new("faults-flood");
-    let disk = TestTmpfs::new(&fx.dir, "events", 256 * 1024);
-    let launch = Launch {
-        log_path: Some(disk.path().join("events.jsonl")),
-        ..Launch::default()
-    };
     let policy = fx.policy(&version(1, 0, 0));
-    let mut agent = Agent::spawn(&policy, &fx.cg, &fx.dir, &launch);
-    agent.wait_ready(Duration::from_secs(10)).unwrap();
+    let (disk, agent, _) = on_small_disk(&fx, &policy, &[Small::Events]);
     let server = fx.smtp_v4();
 
     // The flood, with room on the disk: a few lines, every refusal counted in them.
@@ -547,6 +558,51 @@ fn the_event_log_is_rotated_at_its_size_bound() {
     assert!(size <= 20000 && rotated <= 20000, "{size} and {rotated}");
 }
 
+/// The policies the agent reports in force, every 20 ms until `done` (at most a minute).
+fn policies_seen(agent: &Agent, done: &AtomicBool) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while !done.load(Ordering::Relaxed) && Instant::now() < end {
+        let st = agent.status_json();
+        seen.insert(format!(
+            "{} allow={}",
+            st["default_rate"].as_str().unwrap_or("?"),
+            st["rule_counts"]["allow"]
+        ));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen
+}
+
+/// Save `i` of `text` over `policy`, the way step `i` picks: in place in two halves with a
+/// pause (a SIGHUP in it, every other time), emptied then written, or renamed over.
+fn save(i: usize, policy: &std::path::Path, text: &str, agent: &Agent, dir: &TestDir) {
+    match i % 4 {
+        0 | 1 => {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(policy).unwrap();
+            let (a, b) = text.split_at(text.len() / 2);
+            f.write_all(a.as_bytes()).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(30 + random_below(150)));
+            if i % 4 == 1 {
+                agent.reload();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            f.write_all(b.as_bytes()).unwrap();
+        }
+        2 => {
+            std::fs::File::create(policy).unwrap();
+            std::thread::sleep(Duration::from_millis(250 + random_below(100)));
+            std::fs::write(policy, text).unwrap();
+        }
+        _ => {
+            let tmp = dir.write("policy.toml.new", text);
+            std::fs::rename(&tmp, policy).unwrap();
+        }
+    }
+}
+
 /// Reload storms: the file written in place in two halves with a pause (SIGHUPs meanwhile),
 /// emptied then written, replaced by renames, under a refused-connect storm. The policy in
 /// force is always one of the complete versions, and the last one wins.
@@ -561,65 +617,30 @@ fn reload_storms_with_partial_writes_never_load_a_partial_policy() {
     let policy = fx.policy(&versions[0]);
     let agent = Agent::start(&policy, &fx.cg, &fx.dir);
     let server = fx.smtp_v4();
-    let spammer = unique_uid();
-    let stop = AtomicBool::new(false);
     let mut last = 0;
-    let seen = std::thread::scope(|s| {
-        let storm = s.spawn(|| storm(&fx.cg, spammer, server, &stop, Duration::from_secs(60)));
-        let _stop = StopOnDrop(&stop);
-        let watcher = s.spawn(|| {
-            // The policy the agent reports in force, every 20 ms, for at most a minute.
-            let mut seen = std::collections::BTreeSet::new();
-            let end = Instant::now() + Duration::from_secs(60);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                let st = agent.status_json();
-                seen.insert(format!(
-                    "{} allow={}",
-                    st["default_rate"].as_str().unwrap_or("?"),
-                    st["rule_counts"]["allow"]
-                ));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            seen
-        });
-        for i in 0..16 {
-            let v = 1 + (i % 3);
-            let text = &versions[v];
-            last = v;
-            match i % 4 {
-                0 | 1 => {
-                    // In place, in two halves, with a pause; a SIGHUP in the pause.
-                    use std::io::Write as _;
-                    let mut f = std::fs::File::create(&policy).unwrap();
-                    let (a, b) = text.split_at(text.len() / 2);
-                    f.write_all(a.as_bytes()).unwrap();
-                    f.flush().unwrap();
-                    std::thread::sleep(Duration::from_millis(30 + random_below(150)));
-                    if i % 4 == 1 {
-                        agent.reload();
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    f.write_all(b.as_bytes()).unwrap();
+    let (seen, _) = during_storm(
+        &fx.cg,
+        unique_uid(),
+        server,
+        Duration::from_secs(60),
+        || {
+            let done = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let watcher = s.spawn(|| policies_seen(&agent, &done));
+                let _done = StopOnDrop(&done);
+                for i in 0..16 {
+                    last = 1 + (i % 3);
+                    save(i, &policy, &versions[last], &agent, &fx.dir);
+                    std::thread::sleep(Duration::from_millis(random_below(300)));
+                    let b = burst_in_force(&fx.cg, server);
+                    assert!((2..=5).contains(&b), "step {i}: burst {b} in force");
                 }
-                2 => {
-                    std::fs::File::create(&policy).unwrap();
-                    std::thread::sleep(Duration::from_millis(250 + random_below(100)));
-                    std::fs::write(&policy, text).unwrap();
-                }
-                _ => {
-                    let tmp = fx.dir.write("policy.toml.new", text);
-                    std::fs::rename(&tmp, &policy).unwrap();
-                }
-            }
-            std::thread::sleep(Duration::from_millis(random_below(300)));
-            let b = burst_in_force(&fx.cg, server);
-            assert!((2..=5).contains(&b), "step {i}: burst {b} in force");
-        }
-        std::thread::sleep(Duration::from_millis(800));
-        stop.store(true, Ordering::Relaxed);
-        storm.join().expect("storm");
-        watcher.join().expect("watcher")
-    });
+                std::thread::sleep(Duration::from_millis(800));
+                done.store(true, Ordering::Relaxed);
+                watcher.join().expect("watcher")
+            })
+        },
+    );
     eprintln!("policies seen in force: {seen:?}");
     let complete: Vec<String> = (2..=5)
         .map(|b| format!("1/hour (burst {b}) allow=1"))

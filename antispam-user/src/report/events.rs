@@ -313,14 +313,19 @@ mod tests {
     use super::*;
     use crate::report::testing::{event, Log};
 
-    #[test]
-    fn a_summary_line_counts_the_refusals_it_stands_for() {
+    /// The hour from 2026-11-23T10:00:00Z.
+    fn an_hour() -> Period {
         let since = humantime::parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
-        let period = Period {
+        Period {
             since,
             until: since + Duration::from_secs(3600),
-        };
-        let at = since + Duration::from_secs(60);
+        }
+    }
+
+    #[test]
+    fn a_summary_line_counts_the_refusals_it_stands_for() {
+        let period = an_hour();
+        let at = period.since + Duration::from_secs(60);
         let mut summary: Value =
             serde_json::from_str(&event(at, 1000, "/web", "denied", "rate_limit_uid")).unwrap();
         summary["count"] = json!(4990);
@@ -339,11 +344,8 @@ mod tests {
 
     #[test]
     fn refusals_are_counted_per_uid_and_cgroup_within_the_period() {
-        let since = humantime::parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
-        let period = Period {
-            since,
-            until: since + Duration::from_secs(3600),
-        };
+        let period = an_hour();
+        let since = period.since;
         let at = |m: u64| since + Duration::from_secs(m * 60);
         let mut monitor: Value =
             serde_json::from_str(&event(at(4), 1002, "/x", "allowed", "rate_limit_uid")).unwrap();
