@@ -106,7 +106,8 @@ fn refused_connects_do_not_starve_policy_reloads() {
 }
 
 /// Repro 2: an editor's save (truncate, pause, write) used to load the empty file, i.e. the
-/// built-in policy without the operator's allow list.
+/// built-in policy without the operator's allow list (the allow-listed MTA limited to the
+/// built-in 30/minute).
 #[test]
 fn an_editors_truncate_then_write_never_loads_an_empty_policy() {
     if !require_kernel() {
@@ -117,22 +118,12 @@ fn an_editors_truncate_then_write_never_loads_an_empty_policy() {
     let policy = fx.policy(&version(1, mta, 0));
     let agent = Agent::start(&policy, &fx.cg, &fx.dir);
     let server = fx.smtp_v4();
-    let (during, _) = during_storm(
-        &fx.cg,
-        unique_uid(),
-        server,
-        Duration::from_secs(15),
-        || {
-            // The save: the file is emptied, the editor pauses, then writes the new text.
-            std::fs::File::create(&policy).unwrap();
-            std::thread::sleep(Duration::from_millis(400));
-            let during = connect_probe_as(&fx.cg, mta, server, 40, ProbeOptions::default());
-            std::fs::write(&policy, version(2, mta, 0)).unwrap();
-            let took = wait_generation(&agent, 2.0, Duration::from_secs(4));
-            eprintln!("the saved policy took {took:?}");
-            during
-        },
-    );
+    // The save: the file is emptied, the editor pauses, then writes the new text. (The
+    // storm of repro 1 is left out: it would keep the old code from reloading at all.)
+    std::fs::File::create(&policy).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let during = connect_probe_as(&fx.cg, mta, server, 40, ProbeOptions::default());
+    std::fs::write(&policy, version(2, mta, 0)).unwrap();
     assert!(
         during.iter().all(|a| a.ok),
         "the allow-listed MTA was limited while the file was empty: {during:?}"
@@ -247,7 +238,6 @@ fn a_full_disk_never_leaves_a_partial_record_in_the_audit_or_event_log() {
     let long = "x".repeat(6000);
     let uid = unique_uid().to_string();
     let (code, out) = ctl(&agent, &["suspend", "--uid", &uid, "--reason", &long]);
-    assert_eq!(code, Some(1), "refused: {out}");
     // Events that cannot be written.
     let spammer = unique_uid();
     connect_probe_as(&fx.cg, spammer, server, 200, ProbeOptions::default());
@@ -261,8 +251,9 @@ fn a_full_disk_never_leaves_a_partial_record_in_the_audit_or_event_log() {
             String::from_utf8_lossy(&text[text.len().saturating_sub(200)..])
         );
     }
-    let (code, out) = audit_verify(&audit);
-    assert_eq!(code, Some(0), "{out}");
+    let (verified, verify_out) = audit_verify(&audit);
+    assert_eq!(verified, Some(0), "{verify_out}");
+    assert_eq!(code, Some(1), "the suspension was refused: {out}");
 
     // Room again: the next record and events are whole lines of their own.
     disk.free();
