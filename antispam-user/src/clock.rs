@@ -1,5 +1,8 @@
 //! Clocks and time formatting. The kernel programs stamp with CLOCK_MONOTONIC
 //! (`bpf_ktime_get_ns`); records for people and files use UTC wall-clock time.
+//!
+//! Nothing here panics or wraps, whatever the input: sums saturate, and times outside what
+//! RFC 3339 can write (before 1970, after 9999) are written as the nearest one it can.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,7 +11,11 @@ const NS: u64 = 1_000_000_000;
 /// CLOCK_MONOTONIC now, in nanoseconds: the kernel programs' clock.
 pub fn mono_now_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * NS + t.tv_nsec() as u64)
+        .map(|t| {
+            (t.tv_sec().max(0) as u64)
+                .saturating_mul(NS)
+                .saturating_add(t.tv_nsec().max(0) as u64)
+        })
         .unwrap_or(0)
 }
 
@@ -47,19 +54,33 @@ pub fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The time `ms` milliseconds after the Unix epoch.
+/// The time `ms` milliseconds after the Unix epoch (the latest time the clock holds, if later).
 pub fn from_unix_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or_else(|| UNIX_EPOCH + LATEST)
+}
+
+/// 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
+const LATEST: Duration = Duration::from_secs(253_402_300_799);
+
+/// `t`, moved into what RFC 3339 can write (humantime's formatting panics outside it).
+fn writable(t: SystemTime) -> SystemTime {
+    match t.duration_since(UNIX_EPOCH) {
+        Err(_) => UNIX_EPOCH,
+        Ok(d) if d > LATEST => UNIX_EPOCH + LATEST,
+        Ok(_) => t,
+    }
 }
 
 /// RFC 3339 in UTC, to the second: `2026-12-01T07:28:03Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    humantime::format_rfc3339_seconds(writable(t)).to_string()
 }
 
 /// RFC 3339 in UTC, to the microsecond (event and audit records).
 pub fn rfc3339_micros(t: SystemTime) -> String {
-    humantime::format_rfc3339_micros(t).to_string()
+    humantime::format_rfc3339_micros(writable(t)).to_string()
 }
 
 #[cfg(test)]
@@ -76,5 +97,14 @@ mod tests {
         assert!(skew < Duration::from_secs(1), "{skew:?}");
         assert_eq!(unix_ms(from_unix_ms(1234)), 1234);
         assert_eq!(rfc3339(from_unix_ms(0)), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn extreme_times_neither_panic_nor_wrap() {
+        assert_eq!(rfc3339(from_unix_ms(u64::MAX)), "9999-12-31T23:59:59Z");
+        let before = UNIX_EPOCH - Duration::from_secs(10);
+        assert_eq!(rfc3339_micros(before), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(mono_after(Duration::MAX), u64::MAX);
+        assert!(MonoToWall::new().wall(u64::MAX) > SystemTime::now());
     }
 }

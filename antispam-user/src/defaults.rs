@@ -18,6 +18,11 @@ pub const METRICS_MAX_KEYS: usize = 100;
 /// UIDs and cgroups listed in the status, most active first.
 pub const STATUS_MAX_KEYS: usize = 200;
 
+/// The longest suspension (operators' `--for`, the policy's `durations`), and the longest
+/// `window` and `forget_after` of a policy's `[suspension]`: a year and a day. Longer values are
+/// refused, so no end time is computed past what the clocks hold.
+pub const MAX_SUSPENSION: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
 /// The offence book's path for an audit log path.
 pub fn offence_book(audit_log: &std::path::Path) -> std::path::PathBuf {
     audit_log.with_file_name(OFFENCE_BOOK_NAME)

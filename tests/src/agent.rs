@@ -153,6 +153,22 @@ pub fn run_refused(
     )
 }
 
+/// What an agent is started with, beyond the standard arguments.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// A command the binary runs under (`wrapper[0] wrapper[1..] antispam run ...`).
+    pub wrapper: &'a [&'a str],
+    /// Arguments after the standard ones.
+    pub extra: &'a [&'a str],
+    /// The audit log (default: a new one in the test's directory), e.g. to share one chain
+    /// between agents one after the other.
+    pub audit_path: Option<PathBuf>,
+    /// The event log (default: a new one in the test's directory).
+    pub log_path: Option<PathBuf>,
+    /// `--metrics-addr` (default: a free loopback port).
+    pub metrics_addr: Option<SocketAddr>,
+}
+
 /// A running `antispam run` attached to a test cgroup. SIGTERM (then SIGKILL) on drop.
 pub struct Agent {
     child: Option<Child>,
@@ -186,93 +202,147 @@ impl Agent {
         dir: &TestDir,
         extra: &[&str],
     ) -> Agent {
-        let bin = require_bin();
-        let n = crate::next_seq();
-        let log_path = dir.path().join(format!("events-{n}.jsonl"));
-        let stderr_path = dir.path().join(format!("agent-stderr-{n}.log"));
-        let audit_path = dir.path().join(format!("audit-{n}.jsonl"));
-        let control_path = dir.path().join(format!("control-{n}.sock"));
-        let stdout_path = dir.path().join(format!("agent-stdout-{n}.log"));
+        let launch = Launch {
+            wrapper,
+            extra,
+            ..Launch::default()
+        };
         // Retry a couple of times in case the free port got taken between bind and use.
         let mut last_err = String::new();
         for _ in 0..3 {
-            let port = free_port();
-            let metrics_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let mut cmd = match wrapper.split_first() {
-                Some((first, rest)) => {
-                    let mut c = Command::new(first);
-                    c.args(rest).arg(&bin);
-                    c
-                }
-                None => Command::new(&bin),
-            };
-            cmd.arg("run")
-                .arg("--policy")
-                .arg(policy)
-                .arg("--cgroup")
-                .arg(cg.path())
-                .arg("--metrics-addr")
-                .arg(metrics_addr.to_string())
-                .arg("--log")
-                .arg(&log_path)
-                .arg("--audit-log")
-                .arg(&audit_path)
-                .arg("--control-socket")
-                .arg(&control_path)
-                .arg("--pin-dir")
-                .arg(dir.pins())
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(File::create(&stdout_path).expect("create stdout file"))
-                .stderr(File::create(&stderr_path).expect("create stderr file"));
-            if std::env::var_os("RUST_LOG").is_none() {
-                cmd.env("RUST_LOG", "info");
-            }
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-            let mut agent = Agent {
-                child: Some(child),
-                metrics_addr,
-                log_path: log_path.clone(),
-                stderr_path: stderr_path.clone(),
-                policy_path: policy.to_path_buf(),
-                audit_path: audit_path.clone(),
-                control_path: control_path.clone(),
-            };
-            let start = Instant::now();
-            let deadline = start + crate::bound(Duration::from_secs(10));
-            loop {
-                if let Ok((200, _)) = http_get(metrics_addr, "/status") {
+            let mut agent = Agent::spawn(policy, cg, dir, &launch);
+            match agent.wait_ready(crate::bound(Duration::from_secs(10))) {
+                Ok(took) => {
                     eprintln!(
-                        "agent ready in {:?} (metrics on {metrics_addr})",
-                        start.elapsed()
+                        "agent ready in {took:?} (metrics on {})",
+                        agent.metrics_addr
                     );
                     return agent;
                 }
-                if let Some(st) = agent
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten())
-                {
-                    agent.child = None;
-                    last_err = format!("agent exited early ({st}); stderr:\n{}", agent.stderr());
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    panic!(
-                        "agent not ready (GET /status != 200) within {:?}; stderr:\n{}",
-                        deadline - start,
-                        agent.stderr()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                Err(e) if agent.child.is_some() => panic!("{e}"),
+                Err(e) => last_err = e,
             }
             if !last_err.contains("in use") {
                 break;
             }
         }
         panic!("{last_err}");
+    }
+
+    /// `antispam run` with the standard arguments and `launch`'s, not waited for.
+    pub fn spawn(policy: &Path, cg: &TestCgroup, dir: &TestDir, launch: &Launch<'_>) -> Agent {
+        let bin = require_bin();
+        let n = crate::next_seq();
+        let at = |name: String| dir.path().join(name);
+        let log_path = launch
+            .log_path
+            .clone()
+            .unwrap_or_else(|| at(format!("events-{n}.jsonl")));
+        let stderr_path = at(format!("agent-stderr-{n}.log"));
+        let audit_path = launch
+            .audit_path
+            .clone()
+            .unwrap_or_else(|| at(format!("audit-{n}.jsonl")));
+        let control_path = at(format!("control-{n}.sock"));
+        let stdout_path = at(format!("agent-stdout-{n}.log"));
+        let metrics_addr = launch.metrics_addr.unwrap_or_else(|| {
+            format!("127.0.0.1:{}", free_port())
+                .parse()
+                .expect("an address")
+        });
+        let mut cmd = match launch.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.arg("run")
+            .arg("--policy")
+            .arg(policy)
+            .arg("--cgroup")
+            .arg(cg.path())
+            .arg("--metrics-addr")
+            .arg(metrics_addr.to_string())
+            .arg("--log")
+            .arg(&log_path)
+            .arg("--audit-log")
+            .arg(&audit_path)
+            .arg("--control-socket")
+            .arg(&control_path)
+            .arg("--pin-dir")
+            .arg(dir.pins())
+            .args(launch.extra)
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout_path).expect("create stdout file"))
+            .stderr(File::create(&stderr_path).expect("create stderr file"));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        Agent {
+            child: Some(child),
+            metrics_addr,
+            log_path,
+            stderr_path,
+            policy_path: policy.to_path_buf(),
+            audit_path,
+            control_path,
+        }
+    }
+
+    /// Waits until `/status` answers: the time it took, or why not (the agent exited early:
+    /// then `child` is None; or `limit` passed).
+    pub fn wait_ready(&mut self, limit: Duration) -> Result<Duration, String> {
+        let start = Instant::now();
+        loop {
+            if let Ok((200, _)) = http_get(self.metrics_addr, "/status") {
+                return Ok(start.elapsed());
+            }
+            if let Some(st) = self.wait_exit(Duration::ZERO) {
+                return Err(format!(
+                    "agent exited early ({st}); stderr:\n{}",
+                    self.stderr()
+                ));
+            }
+            if start.elapsed() >= limit {
+                return Err(format!(
+                    "agent not ready (GET /status != 200) within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits up to `limit` for the agent to exit by itself; its status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let st = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(st) = st {
+                self.child = None;
+                return Some(st);
+            }
+            if self.child.is_none() || Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` to the agent.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.pid().expect("agent is running") as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(pid, signal) };
+        assert_eq!(r, 0, "kill({signal}): {}", std::io::Error::last_os_error());
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -346,15 +416,7 @@ impl Agent {
 
     /// Sends SIGHUP (policy reload).
     pub fn reload(&self) {
-        let pid = self.pid().expect("agent is running") as i32;
-        // SAFETY: kill(2) on our own child's pid.
-        let r = unsafe { libc::kill(pid, libc::SIGHUP) };
-        assert_eq!(
-            r,
-            0,
-            "kill(SIGHUP) failed: {}",
-            std::io::Error::last_os_error()
-        );
+        self.signal(libc::SIGHUP);
     }
 
     /// Is the agent process still running?

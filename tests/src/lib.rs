@@ -10,18 +10,20 @@ pub mod agent;
 pub mod cgroup;
 pub mod client;
 pub mod ctl;
+pub mod faults;
 pub mod fixture;
 pub mod metrics;
 pub mod netns;
 pub mod postfix;
 pub mod sink;
 pub mod tmp;
+pub mod tmpfs;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use agent::{antispam_bin, antispam_check, http_get, run_refused, Agent, CheckResult};
+pub use agent::{antispam_bin, antispam_check, http_get, run_refused, Agent, CheckResult, Launch};
 pub use cgroup::{cgroup2_mount, TestCgroup};
 pub use client::{
     connect_probe_as, connect_probe_in_netns, swaks, swaks_as, tcp_connect_as, tcp_probe_once,
@@ -36,6 +38,7 @@ pub use postfix::{
 };
 pub use sink::SmtpSink;
 pub use tmp::TestDir;
+pub use tmpfs::TestTmpfs;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -55,8 +58,13 @@ pub fn nanos() -> u128 {
 /// A numeric UID/GID unused on the host, in 61000..=61999, unique per call within a process
 /// and unlikely to repeat across the test binaries of one run.
 pub fn unique_uid() -> u32 {
-    let base = (std::process::id() as u128 * 37 + nanos() / 1_000_000) % 1000;
-    let uid = 61000 + ((base as u32 + next_seq() * 7) % 1000);
+    // The base is fixed once per process, so that calls of one process never repeat a UID
+    // (within 1000 calls); it was once taken from the clock at every call, which let two calls
+    // a few milliseconds apart land on the same UID.
+    static BASE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let base = *BASE
+        .get_or_init(|| ((std::process::id() as u128 * 37 + nanos() / 1_000_000) % 1000) as u32);
+    let uid = 61000 + ((base + next_seq() * 7) % 1000);
     // Never hand out a UID that exists in /etc/passwd.
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let taken = passwd

@@ -6,7 +6,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write,
+    io::Read,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -14,7 +14,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::operations::Grant;
-use crate::{control::Target, policy::SuspensionPolicy};
+use crate::{control::Target, policy::SuspensionPolicy, sys::files};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BookError {
@@ -68,7 +68,7 @@ pub struct SavedKillSwitch {
     pub since_ms: u64,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Book {
     #[serde(default)]
     pub offenders: BTreeMap<String, Offender>,
@@ -82,6 +82,9 @@ pub struct Book {
     pub break_glass: Vec<Grant>,
     #[serde(skip)]
     pub dirty: bool,
+    /// The mode the file had when `load` tightened it to 0600.
+    #[serde(skip)]
+    pub tightened: Option<u32>,
 }
 
 /// The book's key of a target: "uid:1000", "cgroup:/system.slice/x.scope".
@@ -102,32 +105,34 @@ pub struct Verdict {
 }
 
 impl Book {
-    /// Reads the book; a missing file is an empty book.
+    /// Reads the book; a missing file is an empty book. A file open to group or others is
+    /// tightened to 0600 (`tightened` says so).
     pub fn load(path: &Path) -> Result<Book, BookError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|source| BookError::Parse {
-                path: path.to_path_buf(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Book::default()),
-            Err(source) => Err(BookError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        let read = |source| BookError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Book::default()),
+            Err(e) => return Err(read(e)),
+        };
+        let tightened = files::tighten(&f).map_err(read)?;
+        let mut text = String::new();
+        f.read_to_string(&mut text).map_err(read)?;
+        let mut book: Book = serde_json::from_str(&text).map_err(|source| BookError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        book.tightened = tightened;
+        Ok(book)
     }
 
-    /// Writes the book atomically (temporary file, fsync, rename).
+    /// Writes the book durably (temporary file, fsync, rename, fsync of the directory): after
+    /// a crash or a full disk the file holds the old book or the new one, whole.
     pub fn save(&mut self, path: &Path) -> Result<(), BookError> {
-        let tmp: PathBuf = path.with_extension("tmp");
         let text = serde_json::to_string_pretty(self).expect("the book serializes");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|source| BookError::Write {
+        files::write_durably(path, text.as_bytes()).map_err(|source| BookError::Write {
             path: path.to_path_buf(),
             source,
         })?;

@@ -29,7 +29,8 @@ impl Core {
                     .counters
                     .cgroup_update_errors
                     .fetch_add(1, Ordering::Relaxed);
-                log::error!("updating the cgroup rules: {e}");
+                self.errors
+                    .error("cgroups", format!("updating the cgroup rules: {e}"));
             }
         }
         for (path, id) in created {

@@ -14,6 +14,12 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     /// The event log; standard output when None.
     pub log: Option<PathBuf>,
+    /// The event log is rotated to `<log>.1` when it would grow past this.
+    pub log_max_bytes: u64,
+    /// Refusals written in detail per second, per UID/cgroup/path/reason and in all; the rest
+    /// are summarised.
+    pub log_refusals_per_key: u32,
+    pub log_refusals_per_second: u32,
     pub events: EventFilter,
     pub metrics_max_keys: usize,
     pub audit_log: PathBuf,

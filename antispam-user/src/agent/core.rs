@@ -2,13 +2,17 @@
 //! audit log, the offence book). The loop in `mod.rs` drives it; reloads, cgroup changes,
 //! operator actions and strikes are `impl Core` blocks in their own files.
 
-use std::{path::PathBuf, sync::atomic::Ordering, sync::Arc};
+use std::{path::PathBuf, sync::atomic::Ordering, sync::Arc, time::Instant};
 
-use antispam_common::key::KeyId;
+use antispam_common::key::{KeyId, KIND_UID};
 
-use super::{book::Book, state::Shared};
+use super::{
+    book::{Book, BookError},
+    log_limit::LogLimit,
+    state::Shared,
+};
 use crate::{
-    audit::{AuditEvent, AuditLog},
+    audit::{self, ActionFailed, AuditEvent, AuditLog},
     control::Target,
     kernel::Kernel,
     policy::compile::Options,
@@ -40,6 +44,30 @@ pub struct Core {
     pub subuid_stamp: Option<super::host::FileStamp>,
     /// The devices the SYN check runs on.
     pub syn: super::syn_check::SynFollow,
+    /// A reload waiting for the policy file to be written whole (an editor mid-save).
+    pub deferred: Option<Deferred>,
+    /// Repeated errors, summarised.
+    pub errors: LogLimit,
+}
+
+/// A reload put off because the policy file was still open for writing.
+#[derive(Debug, Clone, Copy)]
+pub struct Deferred {
+    pub trigger: &'static str,
+    /// When to look again.
+    pub retry_at: Instant,
+    /// When to stop waiting and refuse the reload.
+    pub give_up_at: Instant,
+}
+
+/// Why an action was not done: what it needed to write first could not be made durable.
+/// Nothing was changed in the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum NotRecorded {
+    #[error("not done, nothing was changed: {0}")]
+    Book(#[source] BookError),
+    #[error("not done, nothing was changed: the audit record could not be written: {0}")]
+    Audit(#[source] audit::Error),
 }
 
 /// Why a target has no kernel keys.
@@ -52,18 +80,85 @@ pub enum TargetError {
 }
 
 impl Core {
-    /// Appends to the audit log and keeps the audit metrics in step. A failure is logged and
-    /// counted (the agent keeps enforcing: refusing mail because a disk is full would be worse).
-    pub fn audit(&mut self, event: AuditEvent) {
-        record(&mut self.audit, &self.shared, &event);
+    /// Appends to the audit log (fsync'd) and keeps the audit metrics in step.
+    pub fn audit(&mut self, event: AuditEvent) -> Result<u64, audit::Error> {
+        record(&mut self.audit, &self.shared, &event)
     }
 
-    /// Writes the offence book if it changed; a failure is logged (enforcement goes on).
+    /// Appends to the audit log where a failure cannot stop what is recorded (a refused peer,
+    /// a refused reload, state put back at start): the failure is logged (summarised when it
+    /// repeats) and counted.
+    pub fn audit_or_log(&mut self, event: AuditEvent) {
+        if let Err(e) = self.audit(event) {
+            self.errors.error("audit", e);
+        }
+    }
+
+    /// Makes an action durable before it takes effect: `change` is applied to the offence book,
+    /// the book is saved (fsync'd), then `event` is appended to the audit log (fsync'd). If
+    /// either fails, the book is as it was and nothing is to be changed in the kernel. Returns
+    /// the book as it was, for [`Core::undo`] should the kernel then refuse the change.
+    pub fn commit(
+        &mut self,
+        change: impl FnOnce(&mut Book),
+        event: AuditEvent,
+    ) -> Result<Book, NotRecorded> {
+        let before = self.book.clone();
+        change(&mut self.book);
+        if let Err(e) = self.book.save(&self.book_path) {
+            self.shared
+                .counters
+                .book_failures
+                .fetch_add(1, Ordering::Relaxed);
+            self.book = before;
+            return Err(NotRecorded::Book(e));
+        }
+        if let Err(e) = self.audit(event) {
+            self.book = before.clone();
+            // Saved again below; retried every second while it fails.
+            self.book.dirty = true;
+            self.save_book();
+            return Err(NotRecorded::Audit(e));
+        }
+        Ok(before)
+    }
+
+    /// The kernel refused a change already recorded: the book goes back to `before` and the
+    /// failure is recorded after the action's own record.
+    pub fn undo(&mut self, before: Book, action: &str, target: Option<&Target>, error: String) {
+        log::error!("{action}: recorded, but the kernel refused it ({error}); undone");
+        self.book = before;
+        self.book.dirty = true;
+        self.save_book();
+        self.audit_or_log(AuditEvent::ActionFailed(ActionFailed {
+            action: action.to_string(),
+            target: target.cloned(),
+            error,
+        }));
+    }
+
+    /// Writes the offence book if it changed; a failure is logged (summarised) and retried at
+    /// the next tick (what is in force was recorded before it took effect).
     pub fn save_book(&mut self) {
         if self.book.dirty {
             if let Err(e) = self.book.save(&self.book_path) {
-                log::error!("{e}");
+                self.shared
+                    .counters
+                    .book_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.errors.error("offence book", e);
             }
+        }
+    }
+
+    /// A kernel key as people read it: `uid 1000`, `cgroup /a/b` (or `cgroup id N`).
+    pub fn key_label(&self, k: KeyId) -> String {
+        if k.kind == KIND_UID {
+            return format!("uid {}", k.id);
+        }
+        match self.shared.cgroups.name(k.id) {
+            Some(path) => format!("cgroup {path}"),
+            None => format!("cgroup id {}", k.id),
         }
     }
 
@@ -92,10 +187,18 @@ impl Core {
 }
 
 /// Appends `event` to `audit` and updates the audit counters of `shared`.
-pub fn record(audit: &mut AuditLog, shared: &Shared, event: &AuditEvent) {
-    if let Err(e) = audit.append(event) {
-        log::error!("{e}");
-    }
+pub fn record(
+    audit: &mut AuditLog,
+    shared: &Shared,
+    event: &AuditEvent,
+) -> Result<u64, audit::Error> {
+    let r = audit.append(event);
+    sync_counters(audit, shared);
+    r
+}
+
+/// The audit counters of `shared`, from `audit`.
+pub fn sync_counters(audit: &AuditLog, shared: &Shared) {
     let c = &shared.counters;
     c.audit_written.store(audit.written, Ordering::Relaxed);
     c.audit_failures.store(audit.failures, Ordering::Relaxed);

@@ -10,6 +10,15 @@ pub enum Error {
     Kernel(#[from] crate::kernel::Error),
     #[error("audit log: {0}")]
     Audit(#[from] crate::audit::Error),
+    #[error("not starting: the start could not be recorded in the audit log ({0}); nothing of this agent is in force (a previous agent's pinned programs, if any, go on enforcing)")]
+    StartNotRecorded(#[source] crate::audit::Error),
+    #[error("cannot serve metrics on {addr}: {source}{}; nothing was started (the kernel was not touched)", holders_text(holders))]
+    MetricsPort {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+        holders: Vec<crate::sys::ports::Holder>,
+    },
     #[error(transparent)]
     Book(#[from] super::book::BookError),
     #[error(transparent)]
@@ -31,6 +40,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// "; held by pid 4242 (nc), uid 1000" for the processes listening on a port.
+fn holders_text(holders: &[crate::sys::ports::Holder]) -> String {
+    if holders.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = holders.iter().map(ToString::to_string).collect();
+    format!("; held by {}", list.join(", "))
 }
 
 impl Error {

@@ -1,10 +1,11 @@
-//! Reads decisions from the ring buffer and writes them as JSON lines.
+//! Reads decisions from the ring buffer and writes them as JSON lines: each drain's lines in
+//! one append to the event log (whole lines or none, see `event_log`), refusals past the rate
+//! bound folded into summary lines (see `log_bound`), write errors summarised (`log_limit`).
 
 use std::{
-    io::Write,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{atomic::Ordering, Arc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use antispam_common::event::{self as ev, Event};
@@ -12,7 +13,7 @@ use aya::maps::{MapData, RingBuf};
 use serde::Serialize;
 use tokio::{io::unix::AsyncFd, sync::watch};
 
-use super::state::Shared;
+use super::{event_log::EventLog, log_bound::Bound, log_limit::LogLimit, state::Shared};
 use crate::clock::{self, MonoToWall};
 
 /// How often the ring buffer is drained. Events do not wake the agent one by one (see the
@@ -63,6 +64,13 @@ pub struct Record<'a> {
     pub would_deny: bool,
     pub rule: String,
     pub generation: u32,
+    /// On a summary line (refusals past the log's rate bound): how many refusals of this UID,
+    /// cgroup, path and reason it stands for; the other fields are the last one's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// On a summary line: the time of the first refusal it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_ts: Option<String>,
 }
 
 pub fn destination(e: &Event) -> IpAddr {
@@ -112,15 +120,24 @@ pub fn record<'a>(shared: &Shared, clock: &MonoToWall, e: &Event) -> Record<'a> 
         would_deny: e.verdict == ev::VERDICT_WOULD_DENY,
         rule: shared.rule_name(e.rule_id),
         generation: e.generation,
+        count: None,
+        first_ts: None,
     }
 }
 
-/// Drains the ring buffer until `stop` changes, writing one JSON line per kept event to `out`.
+/// Where the kept events go, and the bounds on the way.
+pub struct Writer {
+    pub log: EventLog,
+    pub bound: Bound,
+    pub filter: EventFilter,
+    pub errors: LogLimit,
+}
+
+/// Drains the ring buffer until `stop` changes, writing one JSON line per kept event.
 pub async fn run(
     ring: RingBuf<MapData>,
     shared: Arc<Shared>,
-    filter: EventFilter,
-    mut out: Box<dyn Write + Send>,
+    mut out: Writer,
     violations: tokio::sync::mpsc::Sender<Violation>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -148,11 +165,41 @@ pub async fn run(
             _ = tick.tick() => false,
             _ = stop.changed() => true,
         };
-        drain(fd.get_mut(), &shared, &clock, filter, &mut out, &violations);
+        let lines = drain(fd.get_mut(), &shared, &clock, &mut out, &violations, last);
+        write(&mut out, &shared, &lines);
+        out.errors.flush();
         if last {
             return;
         }
     }
+}
+
+/// Appends one drain's lines; a failure is counted (the events it held as lost) and logged,
+/// summarised when it repeats.
+fn write(out: &mut Writer, shared: &Shared, lines: &Lines) {
+    if lines.text.is_empty() {
+        return;
+    }
+    let c = &shared.counters;
+    match out.log.append(&lines.text) {
+        Ok(()) => {
+            c.log_summaries
+                .fetch_add(lines.summaries, Ordering::Relaxed);
+            c.log_folded.fetch_add(lines.folded, Ordering::Relaxed);
+        }
+        Err(e) => {
+            c.log_errors.fetch_add(1, Ordering::Relaxed);
+            c.log_lost.fetch_add(lines.events, Ordering::Relaxed);
+            out.errors.error(
+                "event log",
+                format!(
+                    "writing the event log: {e}; {} events not logged (counted in antispam_event_log_lost_total)",
+                    lines.events
+                ),
+            );
+        }
+    }
+    c.log_rotations.store(out.log.rotations, Ordering::Relaxed);
 }
 
 /// A refused connect that counts as a strike (see `strikes`).
@@ -165,15 +212,34 @@ pub struct Violation {
     pub rule_id: u32,
 }
 
+/// One drain's JSON lines, and what they stand for.
+#[derive(Default)]
+struct Lines {
+    text: Vec<u8>,
+    /// Events the lines stand for (detail lines, and the counts of summary lines).
+    events: u64,
+    summaries: u64,
+    folded: u64,
+}
+
+impl Lines {
+    fn push(&mut self, rec: &Record<'_>) {
+        // A Record is strings and numbers: it always serializes.
+        if serde_json::to_writer(&mut self.text, rec).is_ok() {
+            self.text.push(b'\n');
+        }
+    }
+}
+
 fn drain(
     ring: &mut RingBuf<MapData>,
     shared: &Shared,
     clock: &MonoToWall,
-    filter: EventFilter,
-    out: &mut Box<dyn Write + Send>,
+    out: &mut Writer,
     violations: &tokio::sync::mpsc::Sender<Violation>,
-) {
-    let mut wrote = false;
+    last: bool,
+) -> Lines {
+    let mut lines = Lines::default();
     while let Some(item) = ring.next() {
         shared.counters.events_read.fetch_add(1, Ordering::Relaxed);
         if item.len() < std::mem::size_of::<Event>() {
@@ -201,25 +267,23 @@ fn drain(
                 rule_id: e.rule_id,
             });
         }
-        if filter == EventFilter::Denied && e.verdict == ev::VERDICT_ALLOWED {
+        if out.filter == EventFilter::Denied && e.verdict == ev::VERDICT_ALLOWED {
             continue;
         }
-        let rec = record(shared, clock, &e);
-        match serde_json::to_writer(&mut *out, &rec) {
-            Ok(()) => {
-                let _ = out.write_all(b"\n");
-                wrote = true;
-            }
-            Err(err) => {
-                shared.counters.log_errors.fetch_add(1, Ordering::Relaxed);
-                log::error!("writing event: {err}");
-            }
+        if !out.bound.admit(&e) {
+            continue;
         }
+        lines.events += 1;
+        lines.push(&record(shared, clock, &e));
     }
-    if wrote {
-        if let Err(err) = out.flush() {
-            shared.counters.log_errors.fetch_add(1, Ordering::Relaxed);
-            log::error!("flushing event log: {err}");
-        }
+    for f in out.bound.take(Instant::now(), last) {
+        let mut rec = record(shared, clock, &f.last);
+        rec.count = Some(f.count);
+        rec.first_ts = Some(clock::rfc3339_micros(clock.wall(f.first_ns)));
+        lines.push(&rec);
+        lines.events += f.count;
+        lines.summaries += 1;
+        lines.folded += f.count;
     }
+    lines
 }

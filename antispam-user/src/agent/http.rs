@@ -8,9 +8,15 @@ use hyper::{
     body::Incoming, server::conn::http1, service::service_fn, Method, Request, Response, StatusCode,
 };
 use hyper_util::rt::TokioIo;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::watch,
+};
 
 use super::{metrics, state::Shared, status};
+
+/// The pause after a failed accept.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -53,20 +59,53 @@ async fn handle(
     }))
 }
 
-/// Binds `addr` (fails at once if it cannot) and returns the bound address and the serving task.
-pub async fn serve(
-    addr: SocketAddr,
+/// Binds `addr`, before anything touches the kernel: a port someone else holds stops the start
+/// there (saying who holds it, where /proc tells), rather than after the programs are attached.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, super::Error> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    let bound = socket.and_then(|s| {
+        s.set_reuseaddr(true)?;
+        s.bind(addr)?;
+        s.listen(1024)
+    });
+    bound.map_err(|source| {
+        let holders = if source.kind() == std::io::ErrorKind::AddrInUse {
+            crate::sys::ports::listeners(addr.port())
+        } else {
+            Vec::new()
+        };
+        super::Error::MetricsPort {
+            addr,
+            source,
+            holders,
+        }
+    })
+}
+
+/// Serves on the listener `bind` made; returns the bound address and the serving task.
+pub fn serve(
+    listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
+        let mut errors = super::log_limit::LogLimit::default();
         loop {
+            errors.flush();
             let (stream, _) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(s) => s,
-                    Err(e) => { log::warn!("metrics accept: {e}"); continue; }
+                    Err(e) => {
+                        // Out of descriptors, say: not a busy loop, not a line per attempt.
+                        errors.error("metrics accept", format!("metrics accept: {e}"));
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
                 },
                 _ = stop.changed() => return,
             };

@@ -189,6 +189,36 @@ fn pipeline(reg: &Registry, shared: &Shared) {
     );
     plain_counter(
         reg,
+        "antispam_event_log_lost_total",
+        "Events not in the event log because writing it failed (the kernel's counters have them).",
+        c.log_lost.load(Ordering::Relaxed),
+    );
+    plain_counter(
+        reg,
+        "antispam_event_log_summaries_total",
+        "Summary lines written for refusals past the event log's rate bound.",
+        c.log_summaries.load(Ordering::Relaxed),
+    );
+    plain_counter(
+        reg,
+        "antispam_event_log_folded_total",
+        "Refusals written as part of a summary line rather than one line each.",
+        c.log_folded.load(Ordering::Relaxed),
+    );
+    plain_counter(
+        reg,
+        "antispam_event_log_rotations_total",
+        "Times the event log reached its size bound and was renamed to <log>.1.",
+        c.log_rotations.load(Ordering::Relaxed),
+    );
+    plain_counter(
+        reg,
+        "antispam_state_write_failures_total",
+        "Failures to save the offence book durably.",
+        c.book_failures.load(Ordering::Relaxed),
+    );
+    plain_counter(
+        reg,
         "antispam_audit_records_written_total",
         "Audit records written (fsync'd) since the agent started.",
         c.audit_written.load(Ordering::Relaxed),

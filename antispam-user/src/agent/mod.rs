@@ -12,23 +12,25 @@ mod config;
 mod core;
 mod dir_watch;
 mod error;
+mod event_log;
 mod events;
 mod gc;
 mod host;
 mod http;
+mod log_bound;
+mod log_limit;
 mod metrics;
 mod operations;
 mod programs;
 mod reload;
 mod restore;
+mod start;
 mod state;
 mod status;
 mod strikes;
 mod syn_check;
 
 use std::{
-    fs::OpenOptions,
-    io::Write,
     path::{Path, PathBuf},
     sync::{atomic::Ordering, Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
@@ -36,7 +38,9 @@ use std::{
 
 pub use config::{Config, ExecHookChoice};
 pub use error::Error;
+pub use event_log::DEFAULT_MAX_BYTES as DEFAULT_LOG_MAX_BYTES;
 pub use events::EventFilter;
+pub use log_bound::{DEFAULT_PER_KEY as DEFAULT_LOG_PER_KEY, DEFAULT_TOTAL as DEFAULT_LOG_TOTAL};
 use tokio::{
     signal::unix::{signal, Signal, SignalKind},
     sync::{mpsc, watch},
@@ -44,13 +48,14 @@ use tokio::{
 
 use self::{
     book::Book,
-    core::{record, Core},
-    dir_watch::DirWatch,
+    core::{record, sync_counters, Core},
+    dir_watch::{DirWatch, WatchTask},
     events::Violation,
+    log_limit::LogLimit,
     state::{Counters, Enforced, Shared},
 };
 use crate::{
-    audit::{AgentStart, AgentStop, AuditEvent, AuditLog},
+    audit::{AgentStop, AuditEvent, AuditLog},
     control::server::{self, Message},
     defaults,
     kernel::{pins, Kernel},
@@ -70,16 +75,30 @@ use crate::{
 const TICK: Duration = Duration::from_secs(1);
 
 /// Runs the agent until SIGTERM, SIGINT or `antispam uninstall`.
+///
+/// Start-up order: the signal handlers first (`main` blocked the signals until then); what can
+/// fail without touching the kernel next (policy, metrics port, logs, audit log, offence book,
+/// control socket); then the kernel, where the start is recorded before the policy is in force.
 pub async fn run(config: Config) -> Result<(), Error> {
+    let mut signals = Signals::new()?;
+    crate::sys::signals::unblock();
     // Watched before it is read, so that no change made meanwhile is missed.
     let mut policy_watch = watch_policy(&config);
     let policy = load_policy(config.policy.as_deref())?;
     let mount = cgroupfs::cgroup2_mount()?;
     let dir = attach_dir(&mount, config.cgroup.as_deref())?;
-    let out = open_event_log(config.log.as_deref())?;
+    let metrics_listener = http::bind(config.metrics_addr)?;
+    let (event_log, event_log_opened) =
+        event_log::EventLog::open(config.log.as_deref(), config.log_max_bytes).map_err(
+            Error::io(format!(
+                "opening event log {}",
+                config.log.as_deref().unwrap_or(Path::new("-")).display()
+            )),
+        )?;
     let mut audit = AuditLog::open(&config.audit_log)?;
     let book_path = defaults::offence_book(&config.audit_log);
     let book = Book::load(&book_path)?;
+    start::record_opened(&mut audit, &config, &event_log_opened, &book, &book_path)?;
     let operators_gid = operators_gid(&config.operators_group);
     // The socket file goes when `_control_file` drops, however run() ends.
     let (control_listener, _control_file) = server::bind(&config.control_socket, operators_gid)
@@ -90,7 +109,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let opts = Options {
         events_allowed: config.events == EventFilter::All,
     };
-    let enforcing = enforce(&config, policy, &mount, &dir, opts)?;
+    let enforcing = enforce(&config, policy, &mount, &dir, opts, &mut audit)?;
     let Enforcing {
         mut kernel,
         pins,
@@ -125,7 +144,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         started: SystemTime::now(),
     });
     shared.follow(&tree, watcher.as_ref());
-    record_start(&mut audit, &shared, &config, &pins, kernel.adopted > 0);
+    sync_counters(&audit, &shared);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (control_tx, mut control_rx) = mpsc::channel(16);
@@ -145,23 +164,25 @@ pub async fn run(config: Config) -> Result<(), Error> {
         stop_rx.clone(),
     ));
     let ring = kernel.events.take().expect("ring buffer taken once");
+    let writer = events::Writer {
+        log: event_log,
+        bound: log_bound::Bound::new(config.log_refusals_per_key, config.log_refusals_per_second),
+        filter: config.events,
+        errors: LogLimit::default(),
+    };
     let events_task = tokio::spawn(events::run(
         ring,
         shared.clone(),
-        config.events,
-        out,
+        writer,
         violations_tx,
         stop_rx.clone(),
     ));
-    let (addr, http_task) = http::serve(config.metrics_addr, shared.clone(), stop_rx.clone())
-        .await
-        .map_err(Error::io(format!(
-            "serving metrics on {}",
-            config.metrics_addr
-        )))?;
+    let (addr, http_task) =
+        http::serve(metrics_listener, shared.clone(), stop_rx.clone()).map_err(Error::io(
+            format!("serving metrics on {}", config.metrics_addr),
+        ))?;
     log_enforcing(&shared, &dir, &addr, tree.len());
 
-    let mut signals = Signals::new()?;
     let mut core = Core {
         shared: shared.clone(),
         kernel,
@@ -177,6 +198,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
         last_refused: None,
         subuid_stamp: None,
         syn: syn_check::SynFollow::default(),
+        deferred: None,
+        errors: LogLimit::default(),
     };
     core.restore();
     core.break_glass_restore();
@@ -219,13 +242,16 @@ struct Enforcing {
     programs: Vec<crate::sys::programs::Resolved>,
 }
 
-/// Loads the programs (or takes over a previous agent's), writes the policy and attaches.
+/// Loads the programs (or takes over a previous agent's), writes the policy, records the
+/// start, then switches to the policy and attaches. If the start cannot be recorded, nothing
+/// of this agent is in force (a previous agent's pinned programs and policy go on).
 fn enforce(
     config: &Config,
     policy: Policy,
     mount: &Path,
     dir: &Path,
     opts: Options,
+    audit: &mut AuditLog,
 ) -> Result<Enforcing, Error> {
     let cgroup_id =
         cgroupfs::cgroup_id(dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
@@ -264,10 +290,25 @@ fn enforce(
     );
     kernel.rules.set_host(host_facts(mount, dir))?;
     let known: Vec<u64> = tree.iter().map(|(_, id)| *id).collect();
-    kernel
+    let staged = kernel
         .rules
-        .apply(&compiled, &assignments, &programs, &known)?;
-    kernel.attach(dir, &pins)?;
+        .stage(&compiled, &assignments, &programs, &known)?;
+    let start = start::start_record(config, &policy, mount, dir, generation, &pins);
+    if let Err(e) = audit.append(&start) {
+        kernel.rules.discard(staged);
+        return Err(Error::StartNotRecorded(e));
+    }
+    let in_force = kernel
+        .rules
+        .commit(staged)
+        .and_then(|()| kernel.attach(dir, &pins));
+    if let Err(e) = in_force {
+        let _ = audit.append(&AuditEvent::AgentStop(AgentStop {
+            reason: format!("start-up failed: {e}"),
+            generation,
+        }));
+        return Err(e.into());
+    }
     Ok(Enforcing {
         kernel,
         pins,
@@ -348,21 +389,20 @@ impl Core {
         } else {
             log::info!("uninstalled: nothing of antispam is left attached");
         }
-        record(
-            &mut audit,
-            &shared,
-            &AuditEvent::AgentStop(AgentStop {
-                reason: reason.to_string(),
-                generation: shared.generation.load(Ordering::Relaxed),
-            }),
-        );
+        let stop = AuditEvent::AgentStop(AgentStop {
+            reason: reason.to_string(),
+            generation: shared.generation.load(Ordering::Relaxed),
+        });
+        if let Err(e) = record(&mut audit, &shared, &stop) {
+            log::error!("{e}");
+        }
     }
 }
 
 /// The files the main loop follows.
 struct Watches<'a> {
-    policy: &'a mut Option<DirWatch>,
-    programs: &'a mut Option<DirWatch>,
+    policy: &'a mut Option<WatchTask>,
+    programs: &'a mut Option<WatchTask>,
 }
 
 /// The signals the agent acts on.
@@ -420,6 +460,13 @@ impl Core {
                     None => std::future::pending().await,
                 }
             };
+            let retry_at = self.deferred.map(|d| d.retry_at);
+            let deferred_due = async {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = signals.term.recv() => { log::info!("SIGTERM: exiting"); return "SIGTERM"; }
                 _ = signals.int.recv() => { log::info!("SIGINT: exiting"); return "SIGINT"; }
@@ -439,6 +486,11 @@ impl Core {
                         *policy_watch = None;
                     }
                 },
+                () = deferred_due => {
+                    if self.retry_reload() {
+                        *program_watch = watch_programs(&self.shared.enforced().policy.sendmail_programs);
+                    }
+                }
                 c = programs_changed => match c {
                     Some(()) => self.programs_changed(),
                     None => {
@@ -474,6 +526,7 @@ impl Core {
         self.expire();
         self.break_glass_expire();
         self.save_book();
+        self.errors.flush();
         self.sync_local_addrs();
         self.sync_subuids();
         self.sync_syn_check();
@@ -489,10 +542,10 @@ impl Core {
     }
 }
 
-fn watch_policy(config: &Config) -> Option<DirWatch> {
+fn watch_policy(config: &Config) -> Option<WatchTask> {
     let path = config.policy.as_ref().filter(|_| config.reload_on_change)?;
     match DirWatch::policy(path) {
-        Ok(w) => Some(w),
+        Ok(w) => Some(WatchTask::spawn(w)),
         Err(e) => {
             log::warn!(
                 "cannot watch {} for changes ({e}); reload with SIGHUP",
@@ -503,9 +556,9 @@ fn watch_policy(config: &Config) -> Option<DirWatch> {
     }
 }
 
-fn watch_programs(paths: &[PathBuf]) -> Option<DirWatch> {
+fn watch_programs(paths: &[PathBuf]) -> Option<WatchTask> {
     match programs::watch(paths) {
-        Ok(w) => Some(w),
+        Ok(w) => Some(WatchTask::spawn(w)),
         Err(e) => {
             log::warn!("cannot watch the submission programs for upgrades ({e}); they are resolved again at reload");
             None
@@ -519,14 +572,17 @@ impl Core {
         let now = match crate::sys::local_addrs::current() {
             Ok(a) => a,
             Err(e) => {
-                log::warn!("reading the host's addresses: {e}");
+                self.errors
+                    .error("addresses", format!("reading the host's addresses: {e}"));
                 return;
             }
         };
         match self.kernel.local_addrs.sync(&now) {
             Ok(true) => log::debug!("the host's addresses: {now:?}"),
             Ok(false) => {}
-            Err(e) => log::error!("writing the host's addresses: {e}"),
+            Err(e) => self
+                .errors
+                .error("addresses", format!("writing the host's addresses: {e}")),
         }
     }
 }
@@ -541,10 +597,11 @@ fn watch_cgroups(mount: &Path, dir: &Path) -> Option<CgroupWatcher> {
     }
 }
 
-/// The policy file, or the built-in policy; its warnings are logged.
+/// The policy file (read whole, waiting for a writer to finish), or the built-in policy; its
+/// warnings are logged.
 pub(crate) fn load_policy(path: Option<&Path>) -> Result<Policy, crate::policy::Problems> {
     let policy = match path {
-        Some(p) => Policy::load(p)?,
+        Some(p) => reload::load_file(p, reload::WAIT_FOR_WRITER)?,
         None => Policy::builtin(),
     };
     for w in &policy.warnings {
@@ -566,25 +623,6 @@ fn attach_dir(mount: &Path, wanted: Option<&Path>) -> Result<PathBuf, Error> {
         });
     }
     Ok(canon)
-}
-
-/// The event log (its directory created), or standard output.
-fn open_event_log(path: Option<&Path>) -> Result<Box<dyn Write + Send>, Error> {
-    let Some(path) = path else {
-        return Ok(Box::new(std::io::BufWriter::new(std::io::stdout())));
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(Error::io(format!(
-            "creating the event log's directory {}",
-            parent.display()
-        )))?;
-    }
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(Error::io(format!("opening event log {}", path.display())))?;
-    Ok(Box::new(std::io::BufWriter::new(file)))
 }
 
 /// The gid of the operators group; None (root only) if it does not exist.
@@ -615,30 +653,4 @@ fn assign_all(policy: &Policy, tree: &[(String, u64)], dir: &Path) -> Assignment
         }
     }
     a
-}
-
-fn record_start(
-    audit: &mut AuditLog,
-    shared: &Shared,
-    config: &Config,
-    pins: &pins::Pins,
-    took_over: bool,
-) {
-    let e = shared.enforced();
-    let event = AuditEvent::AgentStart(AgentStart {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        pid: std::process::id(),
-        cgroup: shared.attach_cgroup.clone(),
-        policy: e.policy.origin.clone(),
-        policy_sha256: e.policy.sha256.clone(),
-        mode: e.policy.mode.name().to_string(),
-        generation: shared.generation.load(Ordering::Relaxed),
-        pin_dir: pins.dir.clone(),
-        took_over,
-        event_log: config
-            .log
-            .as_deref()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
-    });
-    record(audit, shared, &event);
 }

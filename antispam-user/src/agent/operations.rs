@@ -21,6 +21,11 @@ use crate::{
 /// A request nobody approved within this time lapses.
 pub const REQUEST_LAPSES_AFTER: Duration = Duration::from_secs(30 * 60);
 
+/// When a request made at `requested_ms` lapses (Unix ms).
+pub fn lapses_ms(requested_ms: u64) -> u64 {
+    requested_ms.saturating_add(REQUEST_LAPSES_AFTER.as_millis() as u64)
+}
+
 /// Why a suspension was set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Trigger {
@@ -49,11 +54,13 @@ impl Trigger {
     }
 }
 
+#[derive(Clone)]
 pub struct SuspensionEntry {
     pub reason: String,
     pub by: String,
     pub since: SystemTime,
     pub until: Option<SystemTime>,
+    pub trigger: Trigger,
     /// The kernel keys this suspension wrote: the UID, or the cgroup and its descendants.
     pub keys: Vec<KeyId>,
 }
@@ -101,7 +108,7 @@ impl Grant {
             lapses_at: self
                 .expires_ms
                 .is_none()
-                .then(|| t(self.requested_ms + REQUEST_LAPSES_AFTER.as_millis() as u64)),
+                .then(|| t(lapses_ms(self.requested_ms))),
         }
     }
 }

@@ -1,54 +1,174 @@
 //! Policy reloads (SIGHUP, or the policy file changed): a valid policy replaces the old one in
 //! one step; an invalid one is refused with its problems, audited, and the old one stays.
+//!
+//! The file is read whole, and only once no process has it open for writing (an editor mid-save
+//! is waited for, up to [`WAIT_FOR_WRITER`]); an empty file is refused. The new policy is
+//! written into the rule set not in force, its `policy_reload` record is appended (fsync'd),
+//! and only then is it switched to: a crash at any point leaves either the old policy in force,
+//! or the new one with its record. If the record cannot be written, the old policy stays.
 
-use std::{path::Path, sync::atomic::Ordering};
+use std::{
+    path::Path,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
-use super::{assign_all, core::Core, load_policy, state::Enforced};
+use super::{
+    assign_all,
+    core::{Core, Deferred},
+    state::Enforced,
+};
 use crate::{
     audit::{AuditEvent, PolicyReload, PolicyReloadRefused},
     digest::sha256_hex,
-    policy::{assign, compile, Policy},
-    sys::cgroupfs,
+    policy::{assign, compile, Policy, Problem, Problems},
+    sys::{
+        cgroupfs,
+        files::{self, ReadError},
+    },
 };
+
+/// How long a reload waits for a writer to close the policy file before it is refused.
+pub const WAIT_FOR_WRITER: Duration = Duration::from_secs(10);
+/// How often it looks again meanwhile.
+pub const RETRY: Duration = Duration::from_millis(100);
+
+/// The policy file's content, read whole once no process writes it, waiting up to `wait`
+/// (blocking: for the start, before anything else runs).
+pub fn read_whole(path: &Path, wait: Duration) -> Result<Vec<u8>, ReadError> {
+    let give_up = Instant::now() + wait;
+    loop {
+        match files::read_settled(path) {
+            Err(ReadError::BeingWritten { .. } | ReadError::Changed { .. })
+                if Instant::now() < give_up =>
+            {
+                std::thread::sleep(RETRY);
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A read error as the problem a refused reload reports.
+fn unreadable(path: &Path, e: &ReadError) -> Problems {
+    Problems(vec![Problem {
+        file: path.display().to_string(),
+        line: 1,
+        column: 1,
+        message: format!("cannot read policy: {e}"),
+    }])
+}
+
+/// The policy in a file, checked, read whole (waiting up to `wait` for a writer).
+pub fn load_file(path: &Path, wait: Duration) -> Result<Policy, Problems> {
+    let text = read_whole(path, wait).map_err(|e| unreadable(path, &e))?;
+    Policy::from_file(path, &text)
+}
 
 impl Core {
     /// Reloads the policy file; true if a new policy is in force.
-    pub fn reload(&mut self, trigger: &str) -> bool {
+    pub fn reload(&mut self, trigger: &'static str) -> bool {
         let Some(path) = self.policy_path.clone() else {
             log::info!("{trigger}: running on the built-in policy; nothing to reload");
             return false;
         };
+        // A SIGHUP put off for a writer still forces the reload when it comes.
+        let trigger = match self.deferred {
+            Some(d) if d.trigger == "SIGHUP" => d.trigger,
+            _ => trigger,
+        };
         let previous = self.shared.enforced().policy.sha256.clone();
-        // A change event for content already in force, or already refused, changes nothing.
-        if trigger != "SIGHUP" && self.unchanged(&path, &previous) {
-            return false;
-        }
-        let policy = match load_policy(Some(&path)) {
-            Ok(p) => p,
-            Err(problems) => {
-                log::error!(
-                    "{trigger}: reload refused, the previous policy stays in force: invalid policy:\n{problems}"
-                );
-                let refused = file_sha256(&path);
-                self.last_refused = Some(refused.clone());
-                let problems = problems.0.iter().map(ToString::to_string).collect();
-                self.refused(&path, &refused, &previous, problems, trigger);
+        let text = match files::read_settled(&path) {
+            Ok(t) => t,
+            Err(e @ (ReadError::BeingWritten { .. } | ReadError::Changed { .. })) => {
+                self.defer(trigger, &path, &e);
+                return false;
+            }
+            Err(e) => {
+                self.refuse(&path, "", &previous, unreadable(&path, &e), trigger);
                 return false;
             }
         };
-        self.put_in_force(policy, &path, &previous, trigger)
+        self.deferred = None;
+        let sha = sha256_hex(&text);
+        // A change event for content already in force, or already refused, changes nothing.
+        let seen = sha == previous || self.last_refused.as_deref() == Some(sha.as_str());
+        if trigger != "SIGHUP" && seen {
+            return false;
+        }
+        match Policy::from_file(&path, &text) {
+            Ok(policy) => {
+                for w in &policy.warnings {
+                    log::warn!("{w}");
+                }
+                self.put_in_force(policy, &path, &previous, trigger)
+            }
+            Err(problems) => {
+                self.last_refused = Some(sha.clone());
+                self.refuse(&path, &sha, &previous, problems, trigger);
+                false
+            }
+        }
     }
 
-    fn unchanged(&self, path: &Path, in_force: &str) -> bool {
-        let now = file_sha256(path);
-        now == in_force || self.last_refused.as_deref() == Some(now.as_str())
+    /// The policy file is being written: look again shortly, until [`WAIT_FOR_WRITER`] after
+    /// the first try.
+    fn defer(&mut self, trigger: &'static str, path: &Path, e: &ReadError) {
+        let now = Instant::now();
+        let d = match &mut self.deferred {
+            Some(d) => d,
+            None => {
+                log::info!("{trigger}: {e}; the reload waits for it to be written whole");
+                self.deferred.insert(Deferred {
+                    trigger,
+                    retry_at: now,
+                    give_up_at: now + WAIT_FOR_WRITER,
+                })
+            }
+        };
+        if now >= d.give_up_at {
+            self.deferred = None;
+            let previous = self.shared.enforced().policy.sha256.clone();
+            let problems = unreadable(path, e);
+            self.refuse(path, "", &previous, problems, trigger);
+            return;
+        }
+        d.retry_at = now + RETRY;
     }
 
-    /// Writes `policy` to the kernel in one step and makes it the one in force; false (audited)
-    /// if the kernel refused it.
+    /// A deferred reload, once its time to look again has come.
+    pub fn retry_reload(&mut self) -> bool {
+        match self.deferred {
+            Some(d) => self.reload(d.trigger),
+            None => false,
+        }
+    }
+
+    /// Logs, audits and counts a refused reload.
+    fn refuse(
+        &mut self,
+        path: &Path,
+        sha: &str,
+        previous: &str,
+        problems: Problems,
+        trigger: &str,
+    ) {
+        log::error!(
+            "{trigger}: reload refused, the previous policy stays in force: invalid policy:\n{problems}"
+        );
+        let problems = problems.0.iter().map(ToString::to_string).collect();
+        self.refused(path, sha, previous, problems, trigger);
+    }
+
+    /// Writes `policy` beside the one in force, records it, then switches to it in one step;
+    /// false (audited where possible) if the kernel refused it or the record failed.
     fn put_in_force(&mut self, policy: Policy, path: &Path, previous: &str, trigger: &str) -> bool {
         let shared = self.shared.clone();
-        let generation = shared.generation.load(Ordering::Relaxed) + 1;
+        let generation = shared
+            .generation
+            .load(Ordering::Relaxed)
+            .wrapping_add(1)
+            .max(1);
         let compiled = compile::compile(&policy, generation, self.opts);
         let tree = match &self.watcher {
             Some(w) => w.tree(),
@@ -63,30 +183,49 @@ impl Core {
         };
         let known: Vec<u64> = tree.iter().map(|(_, id)| *id).collect();
         let programs = super::programs::resolve(&policy.sendmail_programs);
-        if let Err(e) = self
-            .kernel
-            .rules
-            .apply(&compiled, &assignments, &programs, &known)
-        {
+        let kernel_refused = |this: &mut Core, e: crate::kernel::Error| {
             log::error!(
                 "{trigger}: the new policy could not be written to the kernel ({e}); the previous one stays in force"
             );
             let problems = vec![format!("writing the kernel maps: {e}")];
-            self.refused(path, &policy.sha256, previous, problems, trigger);
-            return false;
-        }
-        *shared.programs() = programs;
-        shared.generation.store(generation, Ordering::Relaxed);
-        log::info!("{trigger}: {policy} (generation {generation})");
-        self.last_refused = None;
-        self.audit(AuditEvent::PolicyReload(PolicyReload {
+            this.refused(path, &policy.sha256, previous, problems, trigger);
+            false
+        };
+        let staged = match self
+            .kernel
+            .rules
+            .stage(&compiled, &assignments, &programs, &known)
+        {
+            Ok(s) => s,
+            Err(e) => return kernel_refused(self, e),
+        };
+        let record = AuditEvent::PolicyReload(PolicyReload {
             policy: policy.origin.clone(),
             policy_sha256: policy.sha256.clone(),
             previous_sha256: previous.to_string(),
             mode: policy.mode.name().to_string(),
             generation,
             trigger: trigger.to_string(),
-        }));
+        });
+        if let Err(e) = self.audit(record) {
+            self.kernel.rules.discard(staged);
+            self.errors.error(
+                "reload",
+                format!("{trigger}: reload refused, the previous policy stays in force: its audit record could not be written: {e}"),
+            );
+            shared
+                .counters
+                .reloads_error
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        if let Err(e) = self.kernel.rules.commit(staged) {
+            return kernel_refused(self, e);
+        }
+        *shared.programs() = programs;
+        shared.generation.store(generation, Ordering::Relaxed);
+        log::info!("{trigger}: {policy} (generation {generation})");
+        self.last_refused = None;
         *shared.assignments() = assignments;
         shared.set_enforced(Enforced { policy, compiled });
         shared.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -103,7 +242,7 @@ impl Core {
         problems: Vec<String>,
         trigger: &str,
     ) {
-        self.audit(AuditEvent::PolicyReloadRefused(PolicyReloadRefused {
+        self.audit_or_log(AuditEvent::PolicyReloadRefused(PolicyReloadRefused {
             policy: path.display().to_string(),
             policy_sha256: sha256.to_string(),
             in_force_sha256: in_force.to_string(),
@@ -115,11 +254,4 @@ impl Core {
             .reloads_error
             .fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// The sha256 of a file's content ("" if it cannot be read).
-fn file_sha256(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| sha256_hex(&b))
-        .unwrap_or_default()
 }

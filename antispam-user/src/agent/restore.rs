@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use antispam_common::config::FLAG_KILL_SWITCH;
+use antispam_common::{config::FLAG_KILL_SWITCH, key::KeyId};
 
 use super::{
     actions::kernel_suspension,
@@ -12,7 +12,10 @@ use super::{
     operations::{KillSwitch, SuspensionEntry, Trigger},
 };
 use crate::{
-    audit::{Actor, AuditEvent, KillSwitchRestored, SuspensionEnded, SuspensionRestored},
+    audit::{
+        Actor, AuditEvent, KillSwitchRestored, StaleStateCleared, SuspensionEnded,
+        SuspensionRestored,
+    },
     clock,
 };
 
@@ -24,7 +27,7 @@ impl Core {
         for s in std::mem::take(&mut self.book.suspensions) {
             let until = s.until_ms.map(clock::from_unix_ms);
             if until.is_some_and(|u| u <= now) {
-                self.audit(AuditEvent::SuspensionExpired(SuspensionEnded {
+                self.audit_or_log(AuditEvent::SuspensionExpired(SuspensionEnded {
                     target: s.target.clone(),
                     reason: "expired while the agent was stopped".into(),
                     by: Actor::expiry(),
@@ -49,7 +52,7 @@ impl Core {
                     log::error!("restoring the suspension of {}: {e}", s.target);
                 }
             }
-            self.audit(AuditEvent::SuspensionRestored(SuspensionRestored {
+            self.audit_or_log(AuditEvent::SuspensionRestored(SuspensionRestored {
                 target: s.target.clone(),
                 reason: s.reason.clone(),
                 by: Actor::named(&s.by, None),
@@ -64,6 +67,7 @@ impl Core {
                     by: s.by.clone(),
                     since: clock::from_unix_ms(s.since_ms),
                     until,
+                    trigger,
                     keys,
                 },
             );
@@ -81,7 +85,7 @@ impl Core {
             log::error!("restoring the kill switch: {e}");
         }
         let since = clock::from_unix_ms(k.since_ms);
-        self.audit(AuditEvent::KillSwitchRestored(KillSwitchRestored {
+        self.audit_or_log(AuditEvent::KillSwitchRestored(KillSwitchRestored {
             reason: k.reason.clone(),
             by: k.by.clone(),
             since: clock::rfc3339(since),
@@ -99,7 +103,8 @@ impl Core {
     }
 
     /// What the previous agent left in the kernel and this one did not restore (it ended
-    /// meanwhile) goes, and the runtime flags match the state restored.
+    /// meanwhile, or its end was recorded just before that agent stopped) goes, and the runtime
+    /// flags match the state restored. What goes is audited.
     pub fn prune_runtime(&mut self) {
         let (suspended, overridden, kill_switch) = {
             let ops = self.shared.operations();
@@ -109,12 +114,32 @@ impl Core {
                 ops.kill_switch.is_some(),
             )
         };
-        if let Err(e) = self
+        let pruned = match self
             .kernel
             .rules
             .prune_runtime(&suspended, &overridden, kill_switch)
         {
-            log::error!("clearing what the previous agent left: {e}");
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("clearing what the previous agent left: {e}");
+                return;
+            }
+        };
+        if pruned.suspensions.is_empty() && pruned.overrides.is_empty() && !pruned.kill_switch {
+            return;
         }
+        let labels = |keys: &[KeyId]| keys.iter().map(|k| self.key_label(*k)).collect();
+        let cleared = StaleStateCleared {
+            suspensions: labels(&pruned.suspensions),
+            overrides: labels(&pruned.overrides),
+            kill_switch: pruned.kill_switch,
+        };
+        log::warn!(
+            "cleared what the previous agent left in the kernel and the offence book does not hold: suspensions {:?}, overrides {:?}, kill switch {}",
+            cleared.suspensions,
+            cleared.overrides,
+            if cleared.kill_switch { "turned off" } else { "unchanged" }
+        );
+        self.audit_or_log(AuditEvent::StaleStateCleared(cleared));
     }
 }

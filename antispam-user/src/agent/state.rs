@@ -22,8 +22,17 @@ pub struct Counters {
     pub events_read: AtomicU64,
     /// Ring-buffer records too short to be an event.
     pub decode_errors: AtomicU64,
-    /// Failures to write the event log.
+    /// Failures to write the event log, and the events they held.
     pub log_errors: AtomicU64,
+    pub log_lost: AtomicU64,
+    /// Summary lines written for refusals past the log's rate bound, and the refusals they
+    /// stand for.
+    pub log_summaries: AtomicU64,
+    pub log_folded: AtomicU64,
+    /// Event log files rotated to `<log>.1` at the size bound.
+    pub log_rotations: AtomicU64,
+    /// Failures to save the offence book.
+    pub book_failures: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_error: AtomicU64,
     /// Cgroups that appeared / went away under the attach point since the start.

@@ -38,7 +38,8 @@ impl Core {
         if let Err(e) =
             self.suspend_for(target, reason, for_secs, &Actor::agent(), Trigger::Strikes)
         {
-            log::error!("automatic suspension failed: {e}");
+            self.errors
+                .error("strikes", format!("automatic suspension failed: {e}"));
         }
     }
 

@@ -118,7 +118,8 @@ pub struct Suspend {
     pub until: Option<String>,
     /// Kernel entries written: the UID, or the cgroup and its descendants.
     pub kernel_keys: usize,
-    /// Open SMTP sessions ended (null: sock_diag failed; their packets are dropped instead).
+    /// Open SMTP sessions it ends: those open when it was recorded, just before it took effect
+    /// (null: sock_diag failed; their packets are dropped instead).
     pub sessions_ended: Option<usize>,
 }
 
@@ -259,6 +260,70 @@ fn yes() -> bool {
     true
 }
 
+/// The longest part of a removed, cut-short record kept in a `log_repaired` record.
+pub const REMOVED_KEPT: usize = 4096;
+
+/// The agent removed the last line of a log because its write was cut short (a crash or a full
+/// disk while it was written): the bytes removed, so that nothing is lost silently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRepaired {
+    /// `audit` or `events`.
+    pub log: String,
+    pub path: PathBuf,
+    /// Where the removed bytes began (the file's length after the repair).
+    pub offset: u64,
+    pub removed_bytes: u64,
+    pub removed_sha256: String,
+    /// The removed bytes as text (lossy UTF-8), at most [`REMOVED_KEPT`] bytes of them.
+    pub removed: String,
+}
+
+impl LogRepaired {
+    pub fn new(log: &str, path: &std::path::Path, offset: u64, removed: &[u8]) -> LogRepaired {
+        let kept = &removed[..removed.len().min(REMOVED_KEPT)];
+        LogRepaired {
+            log: log.to_string(),
+            path: path.to_path_buf(),
+            offset,
+            removed_bytes: removed.len() as u64,
+            removed_sha256: crate::digest::sha256_hex(removed),
+            removed: String::from_utf8_lossy(kept).into_owned(),
+        }
+    }
+}
+
+/// A file the agent keeps was open to group or others; it was set to 0600.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileModeTightened {
+    pub path: PathBuf,
+    /// Octal, e.g. `0644`.
+    pub was: String,
+    pub now: String,
+}
+
+/// What a previous agent left in the kernel that the offence book does not hold (it ended, or
+/// its end was recorded but the agent stopped before it reached the kernel), removed at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleStateCleared {
+    /// Kernel keys, as `uid 1000` or `cgroup id 4242`.
+    pub suspensions: Vec<String>,
+    pub overrides: Vec<String>,
+    /// The kill switch was on in the kernel, and off in the book: it was turned off.
+    #[serde(default)]
+    pub kill_switch: bool,
+}
+
+/// An action that was recorded, and then could not be carried out in the kernel: it is not in
+/// force (its record before this one says what was asked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionFailed {
+    /// The record it undoes: `suspend`, `unsuspend`, `kill_switch`, `break_glass_approved`…
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    pub error: String,
+}
+
 /// Every kind of audit record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", content = "details", rename_all = "snake_case")]
@@ -282,6 +347,10 @@ pub enum AuditEvent {
     BreakGlassRequestLapsed(BreakGlassLapsed),
     BreakGlassRestored(BreakGlassRestored),
     Uninstall(Uninstall),
+    LogRepaired(LogRepaired),
+    FileModeTightened(FileModeTightened),
+    StaleStateCleared(StaleStateCleared),
+    ActionFailed(ActionFailed),
 }
 
 /// The name of each kind of record, without its details: what `antispam report` sorts by.
@@ -307,6 +376,10 @@ pub enum AuditKind {
     BreakGlassRequestLapsed,
     BreakGlassRestored,
     Uninstall,
+    LogRepaired,
+    FileModeTightened,
+    StaleStateCleared,
+    ActionFailed,
 }
 
 impl AuditKind {
@@ -349,6 +422,10 @@ impl AuditEvent {
             AuditEvent::BreakGlassRequestLapsed(_) => AuditKind::BreakGlassRequestLapsed,
             AuditEvent::BreakGlassRestored(_) => AuditKind::BreakGlassRestored,
             AuditEvent::Uninstall(_) => AuditKind::Uninstall,
+            AuditEvent::LogRepaired(_) => AuditKind::LogRepaired,
+            AuditEvent::FileModeTightened(_) => AuditKind::FileModeTightened,
+            AuditEvent::StaleStateCleared(_) => AuditKind::StaleStateCleared,
+            AuditEvent::ActionFailed(_) => AuditKind::ActionFailed,
         }
     }
 }
@@ -499,6 +576,27 @@ pub(crate) mod samples {
                 unpinned: None,
                 removed: Some(Vec::new()),
                 agent_running: false,
+            }),
+            AuditEvent::LogRepaired(LogRepaired::new(
+                "audit",
+                std::path::Path::new("/a"),
+                10,
+                b"{\"seq\":",
+            )),
+            AuditEvent::FileModeTightened(FileModeTightened {
+                path: "/a".into(),
+                was: "0644".into(),
+                now: "0600".into(),
+            }),
+            AuditEvent::StaleStateCleared(StaleStateCleared {
+                suspensions: vec!["uid 1000".into()],
+                overrides: Vec::new(),
+                kill_switch: false,
+            }),
+            AuditEvent::ActionFailed(ActionFailed {
+                action: "suspend".into(),
+                target: Some(Target::Uid(1000)),
+                error: "e".into(),
             }),
         ]
     }

@@ -8,8 +8,7 @@
 //! hash, in `antispam_audit_head_sequence` and the status) with a copy kept elsewhere.
 
 use std::{
-    fs::{File, OpenOptions},
-    io::{BufRead, BufReader, Write},
+    fs::File,
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -17,7 +16,7 @@ use std::{
 pub use event::*;
 use serde_json::{json, Map, Value};
 
-use crate::{clock, digest::sha256_hex};
+use crate::{clock, digest::sha256_hex, sys::files};
 
 mod event;
 
@@ -65,11 +64,19 @@ pub struct AuditLog {
     /// Records written since the agent started, and failures to write one.
     pub written: u64,
     pub failures: u64,
+    /// The mode the file had when `open` tightened it to 0600.
+    pub tightened: Option<u32>,
+    /// What `open` removed: a last record cut short.
+    pub repaired: Option<LogRepaired>,
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log and finds the head of its chain. A log whose last line cannot
-    /// be read as a record is refused: appending to it would hide the damage.
+    /// Opens (or creates, 0600) the log and finds the head of its chain.
+    ///
+    /// A last line without its newline is a record whose write was cut short (a crash, a full
+    /// disk): it is removed and the removal is the next record (`log_repaired`, with the bytes
+    /// removed), so the chain verifies and the damage is on record. A last line that is complete
+    /// but cannot be read as a record is refused: appending to it would hide the damage.
     pub fn open(path: &Path) -> Result<AuditLog, Error> {
         let io = |what| {
             move |source| Error::Io {
@@ -78,39 +85,31 @@ impl AuditLog {
                 source,
             }
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
-        }
-        let (seq, head) = match File::open(path) {
-            Ok(f) => {
-                let mut last = None;
-                for line in BufReader::new(f).lines() {
-                    let line = line.map_err(io("reading"))?;
-                    if !line.trim().is_empty() {
-                        last = Some(line);
-                    }
-                }
-                match last {
-                    None => (0, GENESIS.to_string()),
-                    Some(l) => head_of(path, &l)?,
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, GENESIS.to_string()),
-            Err(e) => return Err(io("opening")(e)),
+        let (file, tightened) = files::open_private_append(path).map_err(io("opening"))?;
+        let text = std::fs::read(path).map_err(io("reading"))?;
+        let good = files::complete_len(&text);
+        let (seq, head) = match files::last_line(&text[..good]) {
+            None => (0, GENESIS.to_string()),
+            Some(l) => head_of(path, &String::from_utf8_lossy(l))?,
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io("opening for appending"))?;
-        Ok(AuditLog {
+        let mut log = AuditLog {
             path: path.to_path_buf(),
             file,
             seq,
             head,
             written: 0,
             failures: 0,
-        })
+            tightened,
+            repaired: None,
+        };
+        if good < text.len() {
+            files::cut_at(&log.file, good as u64)
+                .map_err(io("removing the cut-short last record of"))?;
+            let repair = LogRepaired::new("audit", path, good as u64, &text[good..]);
+            log.append(&AuditEvent::LogRepaired(repair.clone()))?;
+            log.repaired = Some(repair);
+        }
+        Ok(log)
     }
 
     pub fn path(&self) -> &Path {
@@ -148,11 +147,7 @@ impl AuditLog {
         rec.insert("hash".into(), json!(hash));
         let mut line = Value::Object(rec).to_string();
         line.push('\n');
-        let r = self
-            .file
-            .write_all(line.as_bytes())
-            .and_then(|()| self.file.sync_data());
-        match r {
+        match files::append_whole(&mut self.file, line.as_bytes(), true) {
             Ok(()) => {
                 self.seq += 1;
                 self.head = hash;
@@ -217,8 +212,14 @@ pub fn verify(text: &str) -> Result<Verified, Broken> {
             line: line_no,
             reason,
         };
-        let v: Value =
-            serde_json::from_str(line).map_err(|e| broken(format!("not a JSON record: {e}")))?;
+        let last_cut_short = line_no == text.lines().count() && !text.ends_with('\n');
+        let v: Value = serde_json::from_str(line).map_err(|e| {
+            broken(if last_cut_short {
+                format!("the last record was cut short ({e}): a write that did not finish (a crash or a full disk); `antispam run` removes it and records the repair")
+            } else {
+                format!("not a JSON record: {e}")
+            })
+        })?;
         let Value::Object(rec) = v else {
             return Err(broken("not a JSON object".into()));
         };
@@ -276,6 +277,8 @@ pub fn verify(text: &str) -> Result<Verified, Broken> {
 
 #[cfg(test)]
 mod tests {
+    use std::{fs::OpenOptions, io::Write};
+
     use super::*;
 
     fn stop(reason: &str) -> AuditEvent {
@@ -354,6 +357,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("the last record is not JSON"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_cut_short_is_removed_recorded_and_the_chain_verifies() {
+        let (dir, text) = chain(2);
+        let path = dir.join("audit.jsonl");
+        let half = &text.lines().last().unwrap()[..40];
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(half.as_bytes()).unwrap();
+        let err = verify(&std::fs::read_to_string(&path).unwrap()).unwrap_err();
+        assert!(err.reason.contains("cut short"), "{err:?}");
+
+        let log = AuditLog::open(&path).unwrap();
+        let r = log.repaired.clone().expect("repaired");
+        assert_eq!(r.removed, half);
+        assert_eq!(r.offset, text.len() as u64);
+        assert_eq!(log.head().0, 4, "three records and the repair");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v = verify(&text).unwrap();
+        assert_eq!(v.records, 4);
+        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["event"], "log_repaired");
+        assert_eq!(last["details"]["removed"], half);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

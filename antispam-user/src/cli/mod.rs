@@ -70,6 +70,11 @@ impl Cli {
         }
         Cli::parse()
     }
+
+    /// Is this `antispam run`?
+    pub fn runs_the_agent(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
 }
 
 pub fn main(cli: Cli) -> ExitCode {

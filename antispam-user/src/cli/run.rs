@@ -23,6 +23,17 @@ pub struct Args {
     /// Append the JSON event log to this file instead of standard output.
     #[arg(long)]
     log: Option<PathBuf>,
+    /// When the event log would grow past this many bytes it is renamed to FILE.1 (replacing
+    /// an older one) and a new one is started: it takes at most twice this on disk.
+    #[arg(long, value_name = "BYTES", default_value_t = agent::DEFAULT_LOG_MAX_BYTES)]
+    log_max_bytes: u64,
+    /// Refusals of one UID, cgroup, mail path and reason written one line each per second; the
+    /// rest of the second's are one summary line with their `count`.
+    #[arg(long, value_name = "N", default_value_t = agent::DEFAULT_LOG_PER_KEY)]
+    log_refusals_per_key: u32,
+    /// Refusals written one line each per second over all keys; past it, summary lines.
+    #[arg(long, value_name = "N", default_value_t = agent::DEFAULT_LOG_TOTAL)]
+    log_refusals_per_second: u32,
     /// Which decisions to log: every SMTP connect (the connection trail) or only refusals.
     #[arg(long, value_enum, default_value_t = EventFilter::All)]
     events: EventFilter,
@@ -83,6 +94,9 @@ impl From<Args> for agent::Config {
             cgroup: a.cgroup,
             metrics_addr: a.metrics_addr,
             log: a.log,
+            log_max_bytes: a.log_max_bytes,
+            log_refusals_per_key: a.log_refusals_per_key,
+            log_refusals_per_second: a.log_refusals_per_second,
             events: a.events,
             metrics_max_keys: a.metrics_max_keys,
             audit_log: a.audit_log,

@@ -24,6 +24,22 @@ use crate::{
 pub(super) const RUNTIME_FLAGS: u32 =
     FLAG_KILL_SWITCH | FLAG_SUSPENSIONS | FLAG_OVERRIDES | FLAG_SUBUIDS;
 
+/// What `prune_runtime` removed.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub suspensions: Vec<KeyId>,
+    pub overrides: Vec<KeyId>,
+    /// The kill switch was on in the kernel and is off now.
+    pub kill_switch: bool,
+}
+
+/// A policy written into the rule set not in force, waiting to be switched to.
+#[must_use = "a staged rule set is committed or discarded"]
+pub struct Staged {
+    slot: u32,
+    config: Config,
+}
+
 pub struct RuleMaps {
     /// The rule set in force (see `antispam_common::maps::ACTIVE`).
     pub(super) active: Array<MapData, u32>,
@@ -140,12 +156,17 @@ impl RuleMaps {
 
     /// Drops the suspensions and overrides a previous agent left in the pinned maps that this
     /// agent did not restore (they ended while no agent ran), and sets the flags to match.
+    /// Returns what it removed, for the audit log.
     pub fn prune_runtime(
         &mut self,
         suspended: &HashSet<KeyId>,
         overridden: &HashSet<KeyId>,
         kill_switch: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Pruned, Error> {
+        let mut pruned = Pruned {
+            kill_switch: self.runtime_flags & FLAG_KILL_SWITCH != 0 && !kill_switch,
+            ..Pruned::default()
+        };
         let stale: Vec<KeyId> = self
             .suspended
             .keys()
@@ -154,6 +175,7 @@ impl RuleMaps {
             .collect();
         for k in stale {
             self.unsuspend(k)?;
+            pruned.suspensions.push(k);
         }
         let stale: Vec<KeyId> = self
             .overrides
@@ -163,10 +185,12 @@ impl RuleMaps {
             .collect();
         for k in stale {
             self.ungrant(k)?;
+            pruned.overrides.push(k);
         }
         self.set_flag(FLAG_KILL_SWITCH, kill_switch)?;
         self.set_flag(FLAG_SUSPENSIONS, self.suspended.keys().next().is_some())?;
-        self.set_flag(FLAG_OVERRIDES, self.overrides.keys().next().is_some())
+        self.set_flag(FLAG_OVERRIDES, self.overrides.keys().next().is_some())?;
+        Ok(pruned)
     }
 
     /// Marks the cgroups no rule covers as known, so that the programs do not look for a rule
@@ -212,43 +236,67 @@ impl RuleMaps {
         )
     }
 
-    /// Puts the policy `c`, with the cgroup assignment `a`, in force in one step: it is written
-    /// whole into the rule set not in force, then `AS_ACTIVE` is flipped to it (a single
-    /// 4-byte store: each decision reads it once and sees either policy entire, never a mix),
-    /// then the old rule set is cleared. If writing fails (a full map), nothing has changed:
-    /// the policy in force stays, and what was written of the new one is removed.
-    pub fn apply(
+    /// Writes the policy `c`, with the cgroup assignment `a`, whole into the rule set not in
+    /// force (its configuration last), without switching to it: the caller records the change,
+    /// then [`RuleMaps::commit`]s it, which flips `AS_ACTIVE` to it (a single 4-byte store: each
+    /// decision reads it once and sees either policy entire, never a mix), or
+    /// [`RuleMaps::discard`]s it. If writing fails (a full map), nothing has changed: the policy
+    /// in force stays, and what was written of the new one is removed.
+    pub fn stage(
         &mut self,
         c: &Compiled,
         a: &Assignments,
         programs: &[Resolved],
         known: &[u64],
-    ) -> Result<(), Error> {
+    ) -> Result<Staged, Error> {
         let next = self.slot ^ 1;
         // Leftovers of a write that failed, or of a previous agent's.
         self.clear_slot(next)?;
-        if let Err(e) = self.fill_slot(next, c, a, programs) {
+        let written = self.fill_slot(next, c, a, programs).and_then(|()| {
+            if c.config.flags & antispam_common::config::FLAG_CGROUP_RULES != 0 {
+                self.mark_known(next, a, known);
+            }
+            let cfg = self.effective(c.config);
+            self.config.set(next, cfg, 0).map_err(Error::map(m::CONFIG))
+        });
+        if let Err(e) = written {
             if let Err(e2) = self.clear_slot(next) {
                 log::warn!("clearing the half-written rule set: {e2}");
             }
             return Err(e);
         }
-        if c.config.flags & antispam_common::config::FLAG_CGROUP_RULES != 0 {
-            self.mark_known(next, a, known);
-        }
-        let cfg = self.effective(c.config);
+        Ok(Staged {
+            slot: next,
+            config: c.config,
+        })
+    }
+
+    /// Puts a staged rule set in force (one 4-byte store to `AS_ACTIVE`), then removes the
+    /// previous set. The runtime flags (and host facts) set since staging are written into it
+    /// first.
+    pub fn commit(&mut self, staged: Staged) -> Result<(), Error> {
+        let next = staged.slot;
+        let cfg = self.effective(staged.config);
         self.config
             .set(next, cfg, 0)
             .map_err(Error::map(m::CONFIG))?;
         self.active.set(0, next, 0).map_err(Error::map(m::ACTIVE))?;
         let old = self.slot;
         self.slot = next;
-        self.policy_config = c.config;
+        self.policy_config = staged.config;
         if let Err(e) = self.clear_slot(old) {
             // Harmless: no decision reads the old set; the next apply clears it first.
             log::warn!("clearing the previous rule set: {e}");
         }
         Ok(())
+    }
+
+    /// Drops a staged rule set: the policy in force stays, untouched.
+    pub fn discard(&mut self, staged: Staged) {
+        if let Err(e) = self.clear_slot(staged.slot) {
+            // Harmless: no decision reads it; the next stage clears it first.
+            log::warn!("clearing the staged rule set: {e}");
+        }
     }
 
     /// The submission programs of the rule set in force are now `programs` (they were

@@ -183,7 +183,7 @@ impl Policy {
 
     /// Reads and checks a policy file.
     pub fn load(path: &Path) -> Result<Policy, Problems> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = std::fs::read(path).map_err(|e| {
             Problems(vec![Problem {
                 file: path.display().to_string(),
                 line: 1,
@@ -191,7 +191,36 @@ impl Policy {
                 message: format!("cannot read policy: {e}"),
             }])
         })?;
-        parse(&path.display().to_string(), &text, path.parent())
+        Policy::from_file(path, &text)
+    }
+
+    /// Checks the content of the policy file `path`, read whole. A file with no setting at all
+    /// (empty, blank, only comments) is refused: it would mean the built-in defaults without the
+    /// operator's allow lists, and is what an editor's save leaves for an instant (truncate,
+    /// then write).
+    pub fn from_file(path: &Path, text: &[u8]) -> Result<Policy, Problems> {
+        let name = path.display().to_string();
+        let at_start = |message: String| {
+            Problems(vec![Problem {
+                file: name.clone(),
+                line: 1,
+                column: 1,
+                message,
+            }])
+        };
+        let text = std::str::from_utf8(text)
+            .map_err(|e| at_start(format!("the policy is not UTF-8 text: {e}")))?;
+        let settings = text
+            .lines()
+            .map(str::trim)
+            .any(|l| !l.is_empty() && !l.starts_with('#'));
+        if !settings {
+            return Err(at_start(format!(
+                "the policy file is empty ({} bytes, no setting): refused, the policy in force stays; an editor's save in progress leaves a file empty for a moment (write a new file and rename it over the old one to change it in one step)",
+                text.len()
+            )));
+        }
+        parse(&name, text, path.parent())
     }
 
     /// The name of a rule id as reported in events and metrics.
@@ -562,9 +591,22 @@ impl Checker<'_> {
         }
     }
 
+    /// A `[suspension]` duration: longer than zero, at most [`defaults::MAX_SUSPENSION`].
     fn duration(&mut self, d: &Spanned<String>) -> Option<std::time::Duration> {
+        let max = crate::defaults::MAX_SUSPENSION;
         match humantime::parse_duration(d.get_ref()) {
-            Ok(v) if !v.is_zero() => Some(v),
+            Ok(v) if !v.is_zero() && v <= max => Some(v),
+            Ok(v) if v > max => {
+                self.error(
+                    d,
+                    format!(
+                        "{:?} is longer than the longest allowed, {} days",
+                        d.get_ref(),
+                        max.as_secs() / 86_400
+                    ),
+                );
+                None
+            }
             Ok(_) => {
                 self.error(d, "a duration must be longer than zero");
                 None

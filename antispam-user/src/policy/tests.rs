@@ -390,3 +390,34 @@ suspension = { strikes = 1, window = "1m", durations = ["1h"] }
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("p.toml:5:"), "{e:?}");
 }
+
+#[test]
+fn suspension_durations_are_bounded() {
+    let e = parse(
+        "p.toml",
+        "[suspension]\nstrikes = 3\nwindow = \"367d\"\ndurations = [\"15m\", \"100000y\"]\nforget_after = \"400d\"\n",
+        None,
+    )
+    .unwrap_err()
+    .0;
+    let where_: Vec<(usize, usize)> = e.iter().map(|p| (p.line, p.column)).collect();
+    assert_eq!(where_, [(3, 10), (4, 21), (5, 16)], "{e:?}");
+    assert!(e[0].message.contains("longest allowed, 366 days"), "{e:?}");
+    assert!(parse(
+        "p.toml",
+        "[suspension]\nstrikes = 3\nwindow = \"366d\"\ndurations = [\"366d\"]\n",
+        None
+    )
+    .is_ok());
+}
+
+#[test]
+fn an_empty_policy_file_is_refused() {
+    let p = std::path::Path::new("/etc/antispam/policy.toml");
+    for text in ["", "\n  \n", "# nothing yet\n"] {
+        let e = Policy::from_file(p, text.as_bytes()).unwrap_err().0;
+        assert_eq!((e[0].line, e[0].column), (1, 1));
+        assert!(e[0].message.contains("the policy file is empty"), "{e:?}");
+    }
+    assert!(Policy::from_file(p, b"mode = \"enforce\"\n").is_ok());
+}

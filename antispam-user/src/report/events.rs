@@ -86,17 +86,23 @@ fn path_of(e: &Value) -> &str {
     e["path"].as_str().unwrap_or("direct")
 }
 
+/// How many attempts a line stands for: 1, or a summary line's `count` (refusals past the
+/// event log's rate bound, folded into one line).
+fn count_of(e: &Value) -> u64 {
+    e["count"].as_u64().unwrap_or(1).max(1)
+}
+
 impl Offender {
-    fn add(&mut self, at: &str, reason: &str, path: &str) {
+    fn add(&mut self, at: &str, reason: &str, path: &str, n: u64) {
         if self.count == 0 || at < self.first.as_str() {
             self.first = at.to_string();
         }
         if at > self.last.as_str() {
             self.last = at.to_string();
         }
-        self.count += 1;
-        *self.reasons.entry(reason.to_string()).or_default() += 1;
-        *self.paths.entry(path.to_string()).or_default() += 1;
+        self.count += n;
+        *self.reasons.entry(reason.to_string()).or_default() += n;
+        *self.paths.entry(path.to_string()).or_default() += n;
     }
 }
 
@@ -104,16 +110,17 @@ impl Offenders {
     fn add(&mut self, e: &Value, at: &str) {
         let reason = e["reason"].as_str().unwrap_or("-");
         let path = path_of(e);
-        self.total += 1;
+        let n = count_of(e);
+        self.total += n;
         let uid = e["uid"].as_u64().map(|u| u as u32).unwrap_or(u32::MAX);
         let o = self.per_uid.entry(uid).or_default();
         o.uid = Some(uid);
         o.user = e["user"].as_str().map(str::to_string).or(o.user.take());
-        o.add(at, reason, path);
+        o.add(at, reason, path, n);
         let cgroup = e["cgroup"].as_str().unwrap_or("-").to_string();
         let o = self.per_cgroup.entry(cgroup.clone()).or_default();
         o.cgroup = Some(cgroup);
-        o.add(at, reason, path);
+        o.add(at, reason, path, n);
     }
 
     fn finish(&mut self) {
@@ -224,16 +231,17 @@ impl Trail {
         if !self.period.contains(ts) {
             return;
         }
-        src.events_in_period += 1;
+        let n = count_of(&e);
+        src.events_in_period += n;
         let counts = self.v.by_path.entry(path_of(&e).to_string()).or_default();
         if e["verdict"] == "denied" {
-            counts.denied += 1;
+            counts.denied += n;
             self.v.denied.add(&e, &at);
         } else if e["would_deny"] == true {
-            counts.would_deny += 1;
+            counts.would_deny += n;
             self.v.would_deny.add(&e, &at);
         } else {
-            counts.allowed += 1;
+            counts.allowed += n;
         }
     }
 
@@ -305,13 +313,39 @@ mod tests {
     use super::*;
     use crate::report::testing::{event, Log};
 
-    #[test]
-    fn refusals_are_counted_per_uid_and_cgroup_within_the_period() {
+    /// The hour from 2026-11-23T10:00:00Z.
+    fn an_hour() -> Period {
         let since = humantime::parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
-        let period = Period {
+        Period {
             since,
             until: since + Duration::from_secs(3600),
-        };
+        }
+    }
+
+    #[test]
+    fn a_summary_line_counts_the_refusals_it_stands_for() {
+        let period = an_hour();
+        let at = period.since + Duration::from_secs(60);
+        let mut summary: Value =
+            serde_json::from_str(&event(at, 1000, "/web", "denied", "rate_limit_uid")).unwrap();
+        summary["count"] = json!(4990);
+        let lines = [
+            event(at, 1000, "/web", "denied", "rate_limit_uid"),
+            summary.to_string(),
+        ];
+        let mut trail = Trail::new(period);
+        trail.read("events.jsonl", lines.join("\n").as_bytes());
+        let v = trail.finish();
+        assert_eq!(v.denied.total, 4991);
+        assert_eq!(v.denied.by_uid[0].count, 4991);
+        assert_eq!(v.by_path["direct"].denied, 4991);
+        assert_eq!(v.sources[0].events_in_period, 4991);
+    }
+
+    #[test]
+    fn refusals_are_counted_per_uid_and_cgroup_within_the_period() {
+        let period = an_hour();
+        let since = period.since;
         let at = |m: u64| since + Duration::from_secs(m * 60);
         let mut monitor: Value =
             serde_json::from_str(&event(at(4), 1002, "/x", "allowed", "rate_limit_uid")).unwrap();

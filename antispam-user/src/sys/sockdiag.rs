@@ -34,10 +34,10 @@ pub struct Selector<'a> {
     pub pick: &'a (dyn Fn(u32, Option<u64>) -> bool + Sync),
 }
 
-/// What [`end_sessions_in`] did.
+/// What [`sessions_in`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Ended {
-    /// Sockets destroyed, in every namespace searched.
+    /// Sockets destroyed (or counted), in every namespace searched.
     pub sessions: usize,
     /// Network namespaces searched: the agent's own and the others reached.
     pub namespaces: usize,
@@ -45,19 +45,28 @@ pub struct Ended {
     pub failed: Vec<(super::netns::Namespace, String)>,
 }
 
-/// Ends the matching sockets in this process's network namespace (an error there is the
-/// result) and in each of `others` (an error there is recorded in [`Ended::failed`]).
-pub fn end_sessions_in(
+/// Ends (`end`) or counts the matching sockets in this process's network namespace (an error
+/// there is the result) and in each of `others` (an error there is recorded in
+/// [`Ended::failed`]).
+pub fn sessions_in(
     sel: &Selector<'_>,
     others: &[super::netns::Namespace],
+    end: bool,
 ) -> io::Result<Ended> {
+    let one = |sel: &Selector<'_>| {
+        if end {
+            end_sessions(sel)
+        } else {
+            count_sessions(sel)
+        }
+    };
     let mut out = Ended {
-        sessions: end_sessions(sel)?,
+        sessions: one(sel)?,
         namespaces: 1,
         failed: Vec::new(),
     };
     for ns in others {
-        match super::netns::run_in(&ns.path, || end_sessions(sel)) {
+        match super::netns::run_in(&ns.path, || one(sel)) {
             Ok(Ok(n)) => {
                 out.sessions += n;
                 out.namespaces += 1;
@@ -145,11 +154,38 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
+/// How many sockets match, without touching them (what a suspension will end, for its record
+/// written before it takes effect).
+pub fn count_sessions(sel: &Selector<'_>) -> io::Result<usize> {
+    let nl = Netlink::open()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    Ok(matching(&nl, sel, &mut buf)?.len())
+}
+
 /// Ends the matching sockets; returns how many were destroyed.
 pub fn end_sessions(sel: &Selector<'_>) -> io::Result<usize> {
     let nl = Netlink::open()?;
-    let mut victims: Vec<[u8; REQ]> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let victims = matching(&nl, sel, &mut buf)?;
+    let mut ended = 0;
+    for (i, req) in victims.iter().enumerate() {
+        nl.send(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, 100 + i as u32, req)?;
+        let n = nl.recv(&mut buf)?;
+        if n >= HDR + 4 && u16_at(&buf, 4) == NLMSG_ERROR {
+            let errno = i32::from_ne_bytes(buf[HDR..HDR + 4].try_into().unwrap_or_default());
+            match -errno {
+                0 => ended += 1,
+                libc::ENOENT => {} // closed meanwhile
+                e => return Err(io::Error::from_raw_os_error(e)),
+            }
+        }
+    }
+    Ok(ended)
+}
+
+/// The destroy requests of the sockets `sel` picks, from one dump of each family.
+fn matching(nl: &Netlink, sel: &Selector<'_>, buf: &mut [u8]) -> io::Result<Vec<[u8; REQ]>> {
+    let mut victims: Vec<[u8; REQ]> = Vec::new();
     for (seq, family) in [(1u32, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
         nl.send(
             SOCK_DIAG_BY_FAMILY,
@@ -158,11 +194,11 @@ pub fn end_sessions(sel: &Selector<'_>) -> io::Result<usize> {
             &dump_request(family),
         )?;
         'dump: loop {
-            let n = nl.recv(&mut buf)?;
+            let n = nl.recv(buf)?;
             let mut off = 0;
             while off + HDR <= n {
-                let len = u32_at(&buf, off) as usize;
-                let kind = u16_at(&buf, off + 4);
+                let len = u32_at(buf, off) as usize;
+                let kind = u16_at(buf, off + 4);
                 if len < HDR || off + len > n {
                     break;
                 }
@@ -211,18 +247,5 @@ pub fn end_sessions(sel: &Selector<'_>) -> io::Result<usize> {
             }
         }
     }
-    let mut ended = 0;
-    for (i, req) in victims.iter().enumerate() {
-        nl.send(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, 100 + i as u32, req)?;
-        let n = nl.recv(&mut buf)?;
-        if n >= HDR + 4 && u16_at(&buf, 4) == NLMSG_ERROR {
-            let errno = i32::from_ne_bytes(buf[HDR..HDR + 4].try_into().unwrap_or_default());
-            match -errno {
-                0 => ended += 1,
-                libc::ENOENT => {} // closed meanwhile
-                e => return Err(io::Error::from_raw_os_error(e)),
-            }
-        }
-    }
-    Ok(ended)
+    Ok(victims)
 }

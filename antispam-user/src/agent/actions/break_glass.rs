@@ -16,7 +16,8 @@ use super::{person_actor, person_ref, reason_given, ActionError};
 use crate::{
     agent::{
         core::Core,
-        operations::{Grant, Step, REQUEST_LAPSES_AFTER},
+        core::NotRecorded,
+        operations::{lapses_ms, Grant, Step, REQUEST_LAPSES_AFTER},
     },
     audit::{
         AuditEvent, BreakGlassApproved, BreakGlassExpired, BreakGlassLapsed, BreakGlassRefused,
@@ -97,7 +98,8 @@ impl Core {
             reason: reason.clone(),
             ttl_secs,
             requester: person_actor(peer),
-        }));
+        }))
+        .map_err(NotRecorded::Audit)?;
         let message = format!(
             "break-glass {id} requested for {target} ({ttl}): {reason}\n\
              A second operator must approve it within {lapse}: antispam break-glass approve {id}",
@@ -132,7 +134,7 @@ impl Core {
                 who: approver.name,
                 id: id.to_string(),
             };
-            self.audit(AuditEvent::BreakGlassRefused(BreakGlassRefused {
+            self.audit_or_log(AuditEvent::BreakGlassRefused(BreakGlassRefused {
                 id: id.to_string(),
                 target: g.target.clone(),
                 by: person_actor(peer),
@@ -143,24 +145,49 @@ impl Core {
             return Err(e);
         }
         let keys = self.keys_of(&g.target)?;
-        let expires = SystemTime::now() + Duration::from_secs(g.ttl_secs);
-        let o = Override::new(clock::mono_after(Duration::from_secs(g.ttl_secs)));
-        for k in &keys {
-            self.kernel.rules.grant(*k, o)?;
+        let ttl = Duration::from_secs(g.ttl_secs);
+        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+            return Err(ActionError::Ttl {
+                min: MIN_TTL,
+                max: MAX_TTL,
+            });
         }
+        let expires = SystemTime::now() + ttl;
+        let o = Override::new(clock::mono_after(ttl));
         g.keys = keys;
         g.approver = Some(approver.clone());
         g.expires_ms = Some(clock::unix_ms(expires));
-        self.audit(AuditEvent::BreakGlassApproved(BreakGlassApproved {
-            id: id.to_string(),
-            target: g.target.clone(),
-            reason: g.reason.clone(),
-            ttl_secs: g.ttl_secs,
-            requester: person_ref(&g.requester),
-            approver: person_actor(peer),
-            expires_at: clock::rfc3339(expires),
-            kernel_keys: g.keys.len(),
-        }));
+        let grant = g.clone();
+        let before = self.commit(
+            |b| {
+                b.break_glass.retain(|x| x.id != grant.id);
+                b.break_glass.push(grant);
+            },
+            AuditEvent::BreakGlassApproved(BreakGlassApproved {
+                id: id.to_string(),
+                target: g.target.clone(),
+                reason: g.reason.clone(),
+                ttl_secs: g.ttl_secs,
+                requester: person_ref(&g.requester),
+                approver: person_actor(peer),
+                expires_at: clock::rfc3339(expires),
+                kernel_keys: g.keys.len(),
+            }),
+        )?;
+        for (i, k) in g.keys.iter().enumerate() {
+            if let Err(e) = self.kernel.rules.grant(*k, o) {
+                for done in &g.keys[..i] {
+                    let _ = self.kernel.rules.ungrant(*done);
+                }
+                self.undo(
+                    before,
+                    "break_glass_approved",
+                    Some(&g.target),
+                    e.to_string(),
+                );
+                return Err(e.into());
+            }
+        }
         let message = format!(
             "break-glass {id} in force for {} until {} (requested by {}, approved by {}): limits, suspension and kill switch lifted",
             g.target,
@@ -169,13 +196,10 @@ impl Core {
             approver.name
         );
         log::warn!("{message}");
-        {
-            let mut ops = self.shared.operations();
-            ops.break_glass.pending.remove(id);
-            ops.break_glass.count(Step::Approved);
-            ops.break_glass.active.insert(id.to_string(), g);
-        }
-        self.save_break_glass();
+        let mut ops = self.shared.operations();
+        ops.break_glass.pending.remove(id);
+        ops.break_glass.count(Step::Approved);
+        ops.break_glass.active.insert(id.to_string(), g);
         Ok(Reply::said(message))
     }
 
@@ -187,28 +211,33 @@ impl Core {
     ) -> Result<Reply, ActionError> {
         reason_given(reason)?;
         let (g, was_active) = {
-            let mut ops = self.shared.operations();
-            match ops.break_glass.active.remove(id) {
-                Some(g) => (g, true),
-                None => match ops.break_glass.pending.remove(id) {
-                    Some(g) => (g, false),
+            let ops = self.shared.operations();
+            match ops.break_glass.active.get(id) {
+                Some(g) => (g.clone(), true),
+                None => match ops.break_glass.pending.get(id) {
+                    Some(g) => (g.clone(), false),
                     None => return Err(ActionError::NoGrant { id: id.to_string() }),
                 },
             }
         };
+        self.commit(
+            |b| b.break_glass.retain(|x| x.id != id),
+            AuditEvent::BreakGlassRevoked(BreakGlassRevoked {
+                id: id.to_string(),
+                target: g.target.clone(),
+                by: person_actor(peer),
+                reason: reason.to_string(),
+                requester: person_ref(&g.requester),
+                approver: g.approver.as_ref().map(person_ref),
+                was_in_force: was_active,
+            }),
+        )?;
         self.end_override(&g);
-        self.audit(AuditEvent::BreakGlassRevoked(BreakGlassRevoked {
-            id: id.to_string(),
-            target: g.target.clone(),
-            by: person_actor(peer),
-            reason: reason.to_string(),
-            requester: person_ref(&g.requester),
-            approver: g.approver.as_ref().map(person_ref),
-            was_in_force: was_active,
-        }));
-        self.shared.operations().break_glass.count(Step::Revoked);
-        if was_active {
-            self.save_break_glass();
+        {
+            let mut ops = self.shared.operations();
+            ops.break_glass.active.remove(id);
+            ops.break_glass.pending.remove(id);
+            ops.break_glass.count(Step::Revoked);
         }
         let message = format!("break-glass {id} for {} revoked: {reason}", g.target);
         log::warn!("{message} (by {})", peer.person().name);
@@ -228,35 +257,46 @@ impl Core {
                 .filter(|g| g.expires().is_some_and(|e| e <= now))
                 .cloned()
                 .collect();
-            let lapse_ms = REQUEST_LAPSES_AFTER.as_millis() as u64;
             let lapsed: Vec<Grant> = bg
                 .pending
                 .values()
-                .filter(|g| g.requested_ms + lapse_ms <= clock::unix_ms(now))
+                .filter(|g| lapses_ms(g.requested_ms) <= clock::unix_ms(now))
                 .cloned()
                 .collect();
             (expired, lapsed)
         };
         for g in &expired {
+            // The kernel already ignores it; its end is recorded before it is removed, and
+            // tried again at the next tick if that fails.
+            let r = self.commit(
+                |b| b.break_glass.retain(|x| x.id != g.id),
+                expired_record(g, None),
+            );
+            if let Err(e) = r {
+                self.errors
+                    .error("expiry", format!("expiring break-glass {}: {e}", g.id));
+                continue;
+            }
             self.end_override(g);
-            self.audit(expired_record(g, None));
             log::warn!("break-glass {} for {} expired", g.id, g.target);
             let mut ops = self.shared.operations();
             ops.break_glass.active.remove(&g.id);
             ops.break_glass.count(Step::Expired);
         }
         for g in &lapsed {
-            self.audit(AuditEvent::BreakGlassRequestLapsed(BreakGlassLapsed {
+            let r = self.audit(AuditEvent::BreakGlassRequestLapsed(BreakGlassLapsed {
                 id: g.id.clone(),
                 target: g.target.clone(),
                 requester: person_ref(&g.requester),
             }));
+            if let Err(e) = r {
+                self.errors
+                    .error("expiry", format!("lapsing break-glass {}: {e}", g.id));
+                continue;
+            }
             let mut ops = self.shared.operations();
             ops.break_glass.pending.remove(&g.id);
             ops.break_glass.count(Step::Lapsed);
-        }
-        if !expired.is_empty() {
-            self.save_break_glass();
         }
     }
 
@@ -287,7 +327,7 @@ impl Core {
     pub fn break_glass_restore(&mut self) {
         for mut g in std::mem::take(&mut self.book.break_glass) {
             let Some(o) = g.expires().and_then(kernel_override) else {
-                self.audit(expired_record(&g, Some("the agent was stopped")));
+                self.audit_or_log(expired_record(&g, Some("the agent was stopped")));
                 continue;
             };
             let keys = match self.keys_of(&g.target) {
@@ -303,7 +343,7 @@ impl Core {
                 }
             }
             g.keys = keys;
-            self.audit(AuditEvent::BreakGlassRestored(
+            self.audit_or_log(AuditEvent::BreakGlassRestored(
                 crate::audit::BreakGlassRestored {
                     id: g.id.clone(),
                     target: g.target.clone(),

@@ -15,6 +15,8 @@ use crate::{
 };
 
 impl Core {
+    /// Recorded first (offence book, audit log), then set in the kernel: refused, with nothing
+    /// changed, if the record cannot be written.
     pub fn kill_switch(
         &mut self,
         on: bool,
@@ -22,40 +24,50 @@ impl Core {
         peer: &Peer,
     ) -> Result<Reply, ActionError> {
         reason_given(&reason)?;
-        self.kernel.rules.set_flag(FLAG_KILL_SWITCH, on)?;
-        let (ended, sessions) = if on {
-            self.end_sessions_for_kill_switch()
-        } else {
-            (None, String::new())
-        };
         let now = SystemTime::now();
-        let was = {
-            let mut ops = self.shared.operations();
-            let was = ops.kill_switch.take();
-            if on {
-                ops.kill_switch = Some(operations::KillSwitch {
-                    reason: reason.clone(),
-                    by: peer.user.clone(),
-                    since: now,
-                });
-            }
-            was
+        let (was_on_since, was_set_by) = {
+            let ops = self.shared.operations();
+            let was = ops.kill_switch.as_ref();
+            (
+                was.map(|k| clock::rfc3339(k.since)),
+                was.map(|k| k.by.clone()),
+            )
         };
-        self.book.kill_switch = on.then(|| book::SavedKillSwitch {
+        let saved = on.then(|| book::SavedKillSwitch {
             reason: reason.clone(),
             by: peer.user.clone(),
             since_ms: clock::unix_ms(now),
         });
-        self.book.dirty = true;
-        self.save_book();
-        self.audit(AuditEvent::KillSwitch(KillSwitch {
-            on,
+        let open = if on {
+            self.sessions_for_kill_switch(false).0
+        } else {
+            None
+        };
+        let before = self.commit(
+            |b| b.kill_switch = saved,
+            AuditEvent::KillSwitch(KillSwitch {
+                on,
+                reason: reason.clone(),
+                by: actor(peer),
+                sessions_ended: open,
+                was_on_since,
+                was_set_by,
+            }),
+        )?;
+        if let Err(e) = self.kernel.rules.set_flag(FLAG_KILL_SWITCH, on) {
+            self.undo(before, "kill_switch", None, e.to_string());
+            return Err(e.into());
+        }
+        let sessions = if on {
+            self.sessions_for_kill_switch(true).1
+        } else {
+            String::new()
+        };
+        self.shared.operations().kill_switch = on.then(|| operations::KillSwitch {
             reason: reason.clone(),
-            by: actor(peer),
-            sessions_ended: ended,
-            was_on_since: was.as_ref().map(|k| clock::rfc3339(k.since)),
-            was_set_by: was.as_ref().map(|k| k.by.clone()),
-        }));
+            by: peer.user.clone(),
+            since: now,
+        });
         let message = if on {
             format!("kill switch ON: all SMTP refused except allow-listed UIDs: {reason}{sessions}")
         } else {
@@ -65,10 +77,10 @@ impl Core {
         Ok(Reply::said(message))
     }
 
-    /// Ends the SMTP sessions already open of every process the kill switch now refuses: in a
-    /// cgroup under the attach point, not of an allow-listed UID, not under a break-glass
-    /// override. None if sock_diag failed (the sessions then go on).
-    fn end_sessions_for_kill_switch(&self) -> (Option<usize>, String) {
+    /// Counts (`end` false) or ends the SMTP sessions already open of every process the kill
+    /// switch refuses: in a cgroup under the attach point, not of an allow-listed UID, not under
+    /// a break-glass override. None if sock_diag failed (the sessions then go on).
+    fn sessions_for_kill_switch(&self, end: bool) -> (Option<usize>, String) {
         let enforced = self.shared.enforced();
         let allowed: HashSet<u32> = enforced
             .compiled
@@ -91,6 +103,6 @@ impl Core {
             ports: &enforced.policy.ports,
             pick: &pick,
         };
-        self.end_sessions("kill switch", &sel)
+        self.sessions("kill switch", &sel, end)
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub(super) use suspend::kernel_suspension;
 
-use super::core::{Core, TargetError};
+use super::core::{Core, NotRecorded, TargetError};
 use crate::{
     audit::{Actor, AuditEvent, ControlDenied, PersonRef},
     control::{server::Message, Peer, Person, Reply, Request, Response, Target},
@@ -30,6 +30,12 @@ pub enum ActionError {
     NotSuspended(Target),
     #[error(transparent)]
     Kernel(#[from] crate::kernel::Error),
+    #[error(transparent)]
+    NotRecorded(#[from] NotRecorded),
+    #[error(
+        "a suspension lasts at most {max_days} days (asked: {asked} s); leave --for out to suspend until lifted"
+    )]
+    TooLong { asked: u64, max_days: u64 },
     #[error(
         "the TTL must be between {} and {}",
         humantime::format_duration(*min),
@@ -101,10 +107,12 @@ pub fn person_ref(p: &Person) -> PersonRef {
 impl Core {
     pub fn handle(&mut self, msg: Message) {
         match msg {
-            Message::Denied { peer, why } => self.audit(AuditEvent::ControlDenied(ControlDenied {
-                by: actor(&peer),
-                why,
-            })),
+            Message::Denied { peer, why } => {
+                self.audit_or_log(AuditEvent::ControlDenied(ControlDenied {
+                    by: actor(&peer),
+                    why,
+                }))
+            }
             Message::Request { req, peer, reply } => {
                 let answer = match self.act(req, &peer) {
                     Ok(r) => Response::from(r),

@@ -10,24 +10,25 @@ use crate::sys::{netns, sockdiag};
 const MAX_NAMESPACES: usize = 4096;
 
 impl Core {
-    /// Ends the sessions `sel` picks; returns how many (None if the agent's own namespace could
-    /// not be searched) and the words for the operator's reply.
-    pub(super) fn end_sessions(
+    /// Counts (`end` false) or ends the sessions `sel` picks; returns how many (None if the
+    /// agent's own namespace could not be searched) and the words for the operator's reply.
+    pub(super) fn sessions(
         &self,
         what: &str,
         sel: &sockdiag::Selector<'_>,
+        end: bool,
     ) -> (Option<usize>, String) {
         let dirs = self.watcher.as_ref().map(|w| w.dirs()).unwrap_or_default();
         let found = netns::of_cgroups(dirs.iter().map(|d| d.as_path()), MAX_NAMESPACES);
-        if found.unreadable > 0 {
+        if found.unreadable > 0 && end {
             log::warn!(
                 "{what}: the network namespaces of {} process(es) could not be looked at (CAP_SYS_PTRACE is needed to read another user's /proc/PID/ns/net); their sessions' packets are dropped",
                 found.unreadable
             );
         }
-        match sockdiag::end_sessions_in(sel, &found.namespaces) {
+        match sockdiag::sessions_in(sel, &found.namespaces, end) {
             Ok(e) => {
-                for (ns, why) in &e.failed {
+                for (ns, why) in e.failed.iter().filter(|_| end) {
                     log::warn!(
                         "{what}: could not search network namespace {} ({}) for open SMTP sessions ({why}); their packets are dropped",
                         ns.inode,

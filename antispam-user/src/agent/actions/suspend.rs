@@ -1,6 +1,9 @@
 //! `suspend` and `unsuspend`: a UID or a cgroup (with its descendants, also those created
-//! later) may send no SMTP; its open sessions end at once. Suspensions expire by themselves when
+//! later) may send no SMTP; its open SMTP sessions end at once. Suspensions expire by themselves when
 //! given a duration.
+//!
+//! Each is recorded before it takes effect (offence book, then audit log, both fsync'd); if
+//! either cannot be written the request is refused and the kernel is not touched.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +21,7 @@ use crate::{
     audit::{Actor, AuditEvent, Suspend, SuspensionEnded},
     clock,
     control::{Reply, Target},
+    defaults,
     sys::sockdiag,
 };
 
@@ -37,6 +41,24 @@ pub(in crate::agent) fn kernel_suspension(
         },
         _pad: 0,
     }
+}
+
+/// The end of a suspension of `for_secs` from `now`, bounded by [`defaults::MAX_SUSPENSION`].
+fn end_of(now: SystemTime, for_secs: Option<u64>) -> Result<Option<SystemTime>, ActionError> {
+    let Some(secs) = for_secs else {
+        return Ok(None);
+    };
+    let max = defaults::MAX_SUSPENSION.as_secs();
+    let too_long = ActionError::TooLong {
+        asked: secs,
+        max_days: max / 86_400,
+    };
+    if secs > max {
+        return Err(too_long);
+    }
+    now.checked_add(Duration::from_secs(secs))
+        .map(Some)
+        .ok_or(too_long)
 }
 
 impl Core {
@@ -61,14 +83,40 @@ impl Core {
         trigger: Trigger,
     ) -> Result<Reply, ActionError> {
         reason_given(&reason)?;
-        let keys = self.keys_of(&target)?;
         let now = SystemTime::now();
-        let until = for_secs.map(|s| now + Duration::from_secs(s));
+        let until = end_of(now, for_secs)?;
+        let keys = self.keys_of(&target)?;
+        let saved = book::Saved {
+            target: target.clone(),
+            reason: reason.clone(),
+            by: by.user.clone(),
+            trigger: trigger.name().to_string(),
+            since_ms: clock::unix_ms(now),
+            until_ms: until.map(clock::unix_ms),
+        };
+        let open = self.sessions_of(&target, &keys, false).0;
+        let before = self.commit(
+            |b| {
+                b.suspensions.retain(|x| x.target != target);
+                b.suspensions.push(saved);
+            },
+            AuditEvent::Suspend(Suspend {
+                target: target.clone(),
+                reason: reason.clone(),
+                by: by.clone(),
+                trigger: trigger.name().to_string(),
+                for_secs,
+                until: until.map(clock::rfc3339),
+                kernel_keys: keys.len(),
+                sessions_ended: open,
+            }),
+        )?;
         let s = kernel_suspension(until, trigger);
-        for k in &keys {
-            self.kernel.rules.suspend(*k, s)?;
+        if let Err(e) = self.write_suspension(&target, &keys, s) {
+            self.undo(before, "suspend", Some(&target), e.to_string());
+            return Err(e.into());
         }
-        let (ended, sessions) = self.end_sessions_of(&target, &keys);
+        let (_, sessions) = self.sessions_of(&target, &keys, true);
         let message = match until {
             Some(u) => format!(
                 "suspended {target} until {} ({} s): {reason}{sessions}",
@@ -77,28 +125,7 @@ impl Core {
             ),
             None => format!("suspended {target} until lifted: {reason}{sessions}"),
         };
-        self.audit(AuditEvent::Suspend(Suspend {
-            target: target.clone(),
-            reason: reason.clone(),
-            by: by.clone(),
-            trigger: trigger.name().to_string(),
-            for_secs,
-            until: until.map(clock::rfc3339),
-            kernel_keys: keys.len(),
-            sessions_ended: ended,
-        }));
         log::warn!("{message} (by {})", by.user);
-        self.book.suspensions.retain(|x| x.target != target);
-        self.book.suspensions.push(book::Saved {
-            target: target.clone(),
-            reason: reason.clone(),
-            by: by.user.clone(),
-            trigger: trigger.name().to_string(),
-            since_ms: clock::unix_ms(now),
-            until_ms: until.map(clock::unix_ms),
-        });
-        self.book.dirty = true;
-        self.save_book();
         let mut ops = self.shared.operations();
         *ops.suspensions_total.entry(trigger).or_default() += 1;
         ops.suspensions.insert(
@@ -108,15 +135,42 @@ impl Core {
                 by: by.user.clone(),
                 since: now,
                 until,
+                trigger,
                 keys,
             },
         );
         Ok(Reply::said(message))
     }
 
-    /// Ends the open SMTP sessions of a suspended target (their packets are dropped by the
-    /// egress program too, in case this fails). None if sock_diag failed.
-    fn end_sessions_of(&self, target: &Target, keys: &[KeyId]) -> (Option<usize>, String) {
+    /// Writes a suspension to the kernel for every key; if one fails, the keys written that
+    /// were not suspended before are cleared again.
+    fn write_suspension(
+        &mut self,
+        target: &Target,
+        keys: &[KeyId],
+        s: Suspension,
+    ) -> Result<(), crate::kernel::Error> {
+        let had: Vec<KeyId> = self
+            .shared
+            .operations()
+            .suspensions
+            .get(target)
+            .map(|e| e.keys.clone())
+            .unwrap_or_default();
+        for (i, k) in keys.iter().enumerate() {
+            if let Err(e) = self.kernel.rules.suspend(*k, s) {
+                for done in keys[..i].iter().filter(|k| !had.contains(k)) {
+                    let _ = self.kernel.rules.unsuspend(*done);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts (`end` false) or ends the open SMTP sessions of a suspended target (their packets
+    /// are dropped by the egress program too, in case this fails). None if sock_diag failed.
+    fn sessions_of(&self, target: &Target, keys: &[KeyId], end: bool) -> (Option<usize>, String) {
         let ports = self.shared.enforced().policy.ports.clone();
         let uids: Vec<u32> = keys
             .iter()
@@ -135,7 +189,7 @@ impl Core {
             ports: &ports,
             pick: &pick,
         };
-        self.end_sessions(&format!("suspending {target}"), &sel)
+        self.sessions(&format!("suspending {target}"), &sel, end)
     }
 
     /// Lifts a suspension: by an operator (`by` set), or because its time is up (None).
@@ -145,13 +199,10 @@ impl Core {
         reason: &str,
         by: Option<Actor>,
     ) -> Result<Reply, ActionError> {
-        let entry = self.shared.operations().suspensions.remove(&target);
+        let entry = self.shared.operations().suspensions.get(&target).cloned();
         let Some(entry) = entry else {
             return Err(ActionError::NotSuspended(target));
         };
-        for k in &entry.keys {
-            self.kernel.rules.unsuspend(*k)?;
-        }
         let by_operator = by.is_some();
         let by = by.unwrap_or_else(Actor::expiry);
         let ended = SuspensionEnded {
@@ -159,25 +210,37 @@ impl Core {
             reason: reason.to_string(),
             by: by.clone(),
             suspended_since: Some(clock::rfc3339(entry.since)),
-            suspended_by: Some(entry.by),
-            suspension_reason: Some(entry.reason),
+            suspended_by: Some(entry.by.clone()),
+            suspension_reason: Some(entry.reason.clone()),
             held_secs: Some(entry.since.elapsed().map(|d| d.as_secs()).unwrap_or(0)),
         };
-        self.audit(if by_operator {
-            AuditEvent::Unsuspend(ended)
-        } else {
-            AuditEvent::SuspensionExpired(ended)
-        });
-        self.book.suspensions.retain(|x| x.target != target);
-        self.book.dirty = true;
-        self.save_book();
+        let before = self.commit(
+            |b| b.suspensions.retain(|x| x.target != target),
+            if by_operator {
+                AuditEvent::Unsuspend(ended)
+            } else {
+                AuditEvent::SuspensionExpired(ended)
+            },
+        )?;
+        for (i, k) in entry.keys.iter().enumerate() {
+            if let Err(e) = self.kernel.rules.unsuspend(*k) {
+                let s = kernel_suspension(entry.until, entry.trigger);
+                for done in &entry.keys[..i] {
+                    let _ = self.kernel.rules.suspend(*done, s);
+                }
+                self.undo(before, "unsuspend", Some(&target), e.to_string());
+                return Err(e.into());
+            }
+        }
+        self.shared.operations().suspensions.remove(&target);
         let message = format!("lifted the suspension of {target}: {reason}");
         log::warn!("{message} (by {})", by.user);
         Ok(Reply::said(message))
     }
 
     /// Lifts the suspensions whose time is up (the kernel already ignores them) and forgets
-    /// offenders nothing is remembered of.
+    /// offenders nothing is remembered of. One whose end cannot be recorded yet stays listed
+    /// and is tried again at the next tick.
     pub fn expire(&mut self) {
         let now = SystemTime::now();
         if let Some((window, forget)) = self.shared.enforced().policy.longest_memory() {
@@ -193,14 +256,15 @@ impl Core {
             .collect();
         for t in due {
             if let Err(e) = self.unsuspend(t, "expired", None) {
-                log::error!("expiring a suspension: {e}");
+                self.errors
+                    .error("expiry", format!("expiring a suspension: {e}"));
             }
         }
     }
 
     /// A cgroup appeared: if an ancestor (or itself) is suspended, so is it.
     pub fn suspend_if_below_suspended(&mut self, path: &str, id: u64) {
-        let until = {
+        let (until, trigger) = {
             let mut ops = self.shared.operations();
             let Some((_, entry)) = ops
                 .suspensions
@@ -210,11 +274,29 @@ impl Core {
                 return;
             };
             entry.keys.push(KeyId::cgroup(id));
-            entry.until
+            (entry.until, entry.trigger)
         };
-        let s = kernel_suspension(until, Trigger::Manual);
+        let s = kernel_suspension(until, trigger);
         if let Err(e) = self.kernel.rules.suspend(KeyId::cgroup(id), s) {
             log::error!("suspending new cgroup {path}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suspensions_are_bounded_and_never_overflow() {
+        let now = SystemTime::now();
+        assert_eq!(end_of(now, None).unwrap(), None);
+        assert!(end_of(now, Some(60)).unwrap().unwrap() > now);
+        let max = defaults::MAX_SUSPENSION.as_secs();
+        assert!(end_of(now, Some(max)).is_ok());
+        for secs in [max + 1, 18_446_744_000, u64::MAX] {
+            let e = end_of(now, Some(secs)).unwrap_err();
+            assert!(e.to_string().contains("at most 366 days"), "{e}");
         }
     }
 }
