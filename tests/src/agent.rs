@@ -294,12 +294,12 @@ impl Agent {
         }
     }
 
-    /// Waits until `/status` answers: the time it took, or why not (the agent exited early:
+    /// Waits until `/healthz` answers: the time it took, or why not (the agent exited early:
     /// then `child` is None; or `limit` passed).
     pub fn wait_ready(&mut self, limit: Duration) -> Result<Duration, String> {
         let start = Instant::now();
         loop {
-            if let Ok((200, _)) = http_get(self.metrics_addr, "/status") {
+            if let Ok((200, _)) = http_get(self.metrics_addr, "/healthz") {
                 return Ok(start.elapsed());
             }
             if let Some(st) = self.wait_exit(Duration::ZERO) {
@@ -310,7 +310,7 @@ impl Agent {
             }
             if start.elapsed() >= limit {
                 return Err(format!(
-                    "agent not ready (GET /status != 200) within {limit:?}; stderr:\n{}",
+                    "agent not ready (GET /healthz != 200) within {limit:?}; stderr:\n{}",
                     self.stderr()
                 ));
             }
@@ -370,11 +370,25 @@ impl Agent {
         body
     }
 
-    /// GET /status as JSON (panics unless 200 and valid JSON).
+    /// `antispam status --json` over the agent's control socket (the status is not served
+    /// over HTTP: it names users and operators).
     pub fn status_json(&self) -> serde_json::Value {
-        let (code, body) = self.get("/status");
-        assert_eq!(code, 200, "GET /status returned {code}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+        let out = Command::new(antispam_bin())
+            .args(["status", "--json", "--control-socket"])
+            .arg(&self.control_path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("antispam status: {e}"));
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "antispam status failed ({}): {}{}; agent stderr:\n{}",
+            out.status,
+            body,
+            String::from_utf8_lossy(&out.stderr),
+            self.stderr()
+        );
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("status is not JSON ({e}): {body}"))
     }
 
     /// All complete JSON lines of the --log file so far.

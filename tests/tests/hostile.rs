@@ -249,7 +249,7 @@ fn a_storm_of_uids_neither_refills_a_victim_nor_gets_unlimited_budgets() {
     let caught_up = poll_until(
         bound(Duration::from_secs(5)),
         Duration::from_millis(200),
-        || http_get(agent.metrics_addr, "/status").ok(),
+        || http_get(agent.metrics_addr, "/metrics").ok(),
     );
     assert!(
         caught_up.is_some(),
@@ -674,4 +674,106 @@ fn packet_sockets_in_a_container_cannot_open_smtp() {
     assert_eq!(packet_syn(&fx, host.addr()).1, "synack", "uninstalled");
     let _ = resident.kill();
     let _ = resident.wait();
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn half_open_http_requests_do_not_stop_the_agent() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-http");
+    let text = "ports = [25]\n[default]\nrate = \"1/hour\"\nburst = 5\n";
+    let policy = fx.policy(text);
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let pid = agent.pid().unwrap();
+    let fds_before = open_fds(pid);
+    // An unprivileged user opens a thousand connections to the metrics port and sends none
+    // of them a whole request.
+    let attacker = unique_uid();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_slowloris"));
+    cmd.args([agent.metrics_addr.to_string(), "1100".into(), "8000".into()])
+        .uid(attacker)
+        .gid(attacker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut storm = cmd.spawn().expect("slowloris");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(storm.stdout.take().unwrap()));
+    let first = lines.next().expect("slowloris reports").unwrap();
+    eprintln!("attacker: {first}");
+    let opened: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert!(opened["opened"].as_u64().unwrap() >= 500, "{first}");
+
+    // Meanwhile: operators act, reloads apply, the agent's descriptors stay bounded.
+    let fds = open_fds(pid);
+    eprintln!("agent fds: {fds_before} before, {fds} under the storm");
+    assert!(
+        fds < fds_before + 2 * antispam_http_max() + 16,
+        "descriptors grew from {fds_before} to {fds}"
+    );
+    let t = Instant::now();
+    let victim = unique_uid();
+    let (code, out) = ctl(
+        &agent,
+        &[
+            "suspend",
+            "--uid",
+            &victim.to_string(),
+            "--reason",
+            "during a storm",
+        ],
+    );
+    eprintln!("suspend under the storm took {:?}", t.elapsed());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        t.elapsed() < bound(Duration::from_secs(2)),
+        "{:?}",
+        t.elapsed()
+    );
+    std::fs::write(&policy, text.replace("burst = 5", "burst = 6")).unwrap();
+    agent.reload();
+    let reloaded = poll_until(
+        bound(Duration::from_secs(5)),
+        Duration::from_millis(100),
+        || (agent.status_json()["generation"] == 2).then_some(()),
+    );
+    assert!(
+        reloaded.is_some(),
+        "the reload was not applied under the storm"
+    );
+    assert_eq!(
+        pattern(&fx.cg, unique_uid(), fx.smtp_v4(), 1),
+        "o",
+        "enforcing as before"
+    );
+
+    // Slots free up as the headers time out; the storm ends; metrics are served again.
+    let _ = lines.next();
+    let _ = storm.wait();
+    let back = poll_until(
+        bound(Duration::from_secs(10)),
+        Duration::from_millis(200),
+        || {
+            http_get(agent.metrics_addr, "/metrics")
+                .ok()
+                .filter(|(c, _)| *c == 200)
+        },
+    );
+    let (_, m) = back.expect("metrics served again after the storm");
+    let refused = metric_value(&m, "antispam_http_connections_refused_total", &[]).unwrap_or(0.0);
+    eprintln!("connections closed at once: {refused}");
+    assert!(refused > 0.0);
+    let accept_lines = agent.stderr().matches("metrics accept").count();
+    assert!(accept_lines < 10, "{accept_lines} accept-error lines");
+}
+
+/// The agent's cap on concurrent HTTP connections (`agent::http::MAX_CONNECTIONS`).
+fn antispam_http_max() -> usize {
+    32
 }

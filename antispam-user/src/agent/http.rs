@@ -1,22 +1,32 @@
-//! The agent's HTTP endpoint: `/metrics` for Prometheus, `/status` (JSON) for `antispam status`.
+//! The agent's HTTP endpoint: `/metrics` for Prometheus and `/healthz` for probes. Every local
+//! user can reach it, so it serves nothing private (the status, with user names, suspensions
+//! and who set them, is on the control socket only), and it cannot be used to exhaust the agent:
+//! at most [`MAX_CONNECTIONS`] at once (more are closed at once), request headers within
+//! [`HEADER_TIMEOUT`], a connection at most [`CONNECTION_LIFETIME`].
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
     body::Incoming, server::conn::http1, service::service_fn, Method, Request, Response, StatusCode,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     net::{TcpListener, TcpSocket},
-    sync::watch,
+    sync::{watch, Semaphore},
 };
 
-use super::{metrics, state::Shared, status};
+use super::{metrics, state::Shared};
 
 /// The pause after a failed accept.
-const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Connections served at once; Prometheus needs one or two.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A client has this long to send its request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this long, whatever it is doing (keep-alive included).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -41,13 +51,18 @@ async fn handle(
     // Reading the maps is blocking syscalls: keep them off the async workers.
     let r = tokio::task::spawn_blocking(move || match path.as_str() {
         "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render(&shared)),
-        "/status" => reply(StatusCode::OK, "application/json", status::render(&shared)),
+        "/healthz" => health(&shared),
+        "/status" => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "the status is served on the control socket only (it names users and operators): run `antispam status`\n",
+        ),
         "/" => reply(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            "<html><body><h1>antispam</h1><p><a href=\"/metrics\">metrics</a> <a href=\"/status\">status</a></p></body></html>\n",
+            "<html><body><h1>antispam</h1><p><a href=\"/metrics\">metrics</a> <a href=\"/healthz\">healthz</a></p></body></html>\n",
         ),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /status\n"),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /healthz\n"),
     })
     .await;
     Ok(r.unwrap_or_else(|e| {
@@ -57,6 +72,25 @@ async fn handle(
             format!("{e}\n"),
         )
     }))
+}
+
+/// `/healthz`: 200 while the programs are attached and a policy is in force, else 503; for
+/// readiness and liveness probes. Says nothing private.
+fn health(shared: &Shared) -> Response<Full<Bytes>> {
+    let generation = shared.generation.load(std::sync::atomic::Ordering::Relaxed);
+    if shared.programs_attached > 0 && generation > 0 {
+        reply(
+            StatusCode::OK,
+            "text/plain",
+            format!("enforcing (policy generation {generation})\n"),
+        )
+    } else {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not enforcing\n",
+        )
+    }
 }
 
 /// Binds `addr`, before anything touches the kernel: a port someone else holds stops the start
@@ -95,6 +129,7 @@ pub fn serve(
     let local = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let mut errors = super::log_limit::LogLimit::default();
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             errors.flush();
             let (stream, _) = tokio::select! {
@@ -109,15 +144,27 @@ pub fn serve(
                 },
                 _ = stop.changed() => return,
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Full: this one is closed at once (a scraper retries; a flood gains nothing).
+                shared
+                    .counters
+                    .http_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                drop(stream);
+                continue;
+            };
             let shared = shared.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle(shared.clone(), req));
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await
-                {
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), svc);
+                // Err(elapsed): the lifetime is up; the connection closes as it drops.
+                if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
                     log::debug!("metrics connection: {e}");
                 }
+                drop(slot);
             });
         }
     });

@@ -225,6 +225,12 @@ fn pipeline(reg: &Registry, shared: &Shared) {
     );
     plain_counter(
         reg,
+        "antispam_http_connections_refused_total",
+        "HTTP connections to the metrics port closed at once because as many as the agent serves at a time were open.",
+        c.http_refused.load(Ordering::Relaxed),
+    );
+    plain_counter(
+        reg,
         "antispam_audit_write_failures_total",
         "Audit records that could not be written.",
         c.audit_failures.load(Ordering::Relaxed),

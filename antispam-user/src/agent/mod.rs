@@ -87,6 +87,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let policy = load_policy(config.policy.as_deref())?;
     let mount = cgroupfs::cgroup2_mount()?;
     let dir = attach_dir(&mount, config.cgroup.as_deref())?;
+    match crate::sys::rlimit::raise_nofile() {
+        Ok((before, after)) if after > before => {
+            log::debug!("open-file limit raised from {before} to {after}")
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("raising the open-file limit: {e}"),
+    }
     let metrics_listener = http::bind(config.metrics_addr)?;
     let (event_log, event_log_opened) =
         event_log::EventLog::open(config.log.as_deref(), config.log_max_bytes).map_err(

@@ -44,10 +44,12 @@ pub struct Counters {
     pub cgroup_watch_errors: AtomicU64,
     /// Cgroups under the attach point (gauge).
     pub cgroups_known: AtomicU64,
-    /// Audit records written since the start, failures to write one, sequence number of the
-    /// last record in the chain.
     /// Entries of the per-key state map removed because they held nothing (see `gc`).
     pub keys_collected: AtomicU64,
+    /// HTTP connections closed at once because as many as the agent serves were open.
+    pub http_refused: AtomicU64,
+    /// Audit records written since the start, failures to write one, sequence number of the
+    /// last record in the chain.
     pub audit_written: AtomicU64,
     pub audit_failures: AtomicU64,
     pub audit_head: AtomicU64,

@@ -22,11 +22,6 @@ use crate::{
     policy::{assign::Assignments, Policy, RuleKind},
 };
 
-/// The status as pretty JSON, for `GET /status`.
-pub fn render(shared: &Shared) -> String {
-    serde_json::to_string_pretty(&build(shared)).unwrap_or_default() + "\n"
-}
-
 pub fn build(shared: &Shared) -> Status {
     let enforced = shared.enforced();
     let p = &enforced.policy;

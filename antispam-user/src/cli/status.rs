@@ -1,12 +1,7 @@
 //! `antispam status`: what the running agent enforces, and usage per UID and cgroup. It asks the
 //! agent over the control socket, like every operator command.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    process::ExitCode,
-    time::Duration,
-};
+use std::{net::SocketAddr, process::ExitCode};
 
 use super::{
     args::ControlSocket,
@@ -25,58 +20,17 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     socket: ControlSocket,
-    /// Deprecated: read the status over HTTP from this address (the agent's --metrics-addr)
-    /// instead of the control socket. Kept for one release.
+    /// Removed in 0.2: the status is no longer served over HTTP. Says so.
     #[arg(long, alias = "metrics-addr", hide = true, env = "ANTISPAM_ADDR")]
     addr: Option<SocketAddr>,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum HttpError {
-    #[error("cannot reach the agent at {addr}: {source} (is `antispam run` running?)")]
-    Connect {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("reading the status from {addr}: {source}")]
-    Io {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the agent answered: {0}")]
-    Status(String),
-    #[error("malformed status: {0}")]
-    Malformed(String),
-}
-
-/// The deprecated way: `GET /status` over HTTP.
-fn fetch_http(addr: SocketAddr) -> Result<Status, HttpError> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map_err(|source| HttpError::Connect { addr, source })?;
-    let io = |source| HttpError::Io { addr, source };
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(io)?;
-    write!(s, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(io)?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).map_err(io)?;
-    let (head, json) = body
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| HttpError::Malformed("no HTTP header".into()))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(HttpError::Status(head.lines().next().unwrap_or("").into()));
-    }
-    serde_json::from_str(json).map_err(|e| HttpError::Malformed(e.to_string()))
-}
-
 fn fetch(args: &Args) -> Result<Status, ExitCode> {
     if let Some(addr) = args.addr {
-        eprintln!("antispam status: --addr is deprecated; the status now comes over the control socket (--control-socket)");
-        return fetch_http(addr).map_err(|e| {
-            eprintln!("antispam status: {e}");
-            ExitCode::FAILURE
-        });
+        eprintln!(
+            "antispam status: --addr {addr}: the agent no longer serves its status over HTTP (it names users and operators); it comes over the control socket (--control-socket, root or the operators group)"
+        );
+        return Err(ExitCode::from(2));
     }
     match super::ask(&args.socket, &Request::Status)?.data {
         Some(Data::Status(s)) => Ok(*s),

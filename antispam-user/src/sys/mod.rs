@@ -12,6 +12,7 @@ pub mod netns;
 pub mod ports;
 pub mod procfs;
 pub mod programs;
+pub mod rlimit;
 pub mod signals;
 pub mod sockdiag;
 pub mod subuid;

@@ -108,12 +108,12 @@ impl Agent {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// Polls /status until it answers (the agent serves it only once the programs are attached
+    /// Polls /healthz until it answers (the agent serves it only once the programs are attached
     /// and the maps filled): the start-up time.
     pub fn wait_ready(&self, limit: Duration) -> Result<Duration> {
         let start = Instant::now();
         loop {
-            if http_get(&self.addr, "/status").is_some() {
+            if http_get(&self.addr, "/healthz").is_some() {
                 return Ok(start.elapsed());
             }
             if let Some(st) = self.guard_status() {

@@ -236,7 +236,7 @@ pub fn startup(ctx: &mut Ctx) -> Result<()> {
     let scenario = "start-up and reload";
     for (variant, s) in [
         (
-            "start to enforcing (/status answers), 1-UID policy".to_string(),
+            "start to enforcing (/healthz answers), 1-UID policy".to_string(),
             t_small,
         ),
         (format!("start to enforcing, {n}-UID policy"), t_big),
@@ -254,7 +254,7 @@ pub fn startup(ctx: &mut Ctx) -> Result<()> {
         });
     }
     ctx.results.notes.push(format!(
-        "start-up: /status is served only after the maps are filled and the programs attached; agent RSS with the {n}-UID policy after {} reloads: {:.1} MiB",
+        "start-up: /healthz answers only after the maps are filled and the programs attached; agent RSS with the {n}-UID policy after {} reloads: {:.1} MiB",
         ctx.cfg.rounds,
         rss as f64 / 1024.0
     ));
