@@ -161,6 +161,13 @@ fn daemonset_matches_the_unit_and_its_policy_checks() {
         "the DaemonSet adds the unit's capabilities"
     );
     assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(
+        spec["hostNetwork"], true,
+        "the node's network namespace (local SMTP, the SYN check on pods' veths)"
+    );
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["path"], "/healthz", "{probe}");
+    }
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     let args: Vec<&str> = c["args"]
         .as_sequence()

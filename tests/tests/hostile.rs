@@ -431,6 +431,59 @@ fn the_kill_switch_ends_sessions_in_other_network_namespaces() {
 }
 
 #[test]
+fn what_the_kill_switch_cannot_end_is_said_and_still_stopped() {
+    if !require_kernel() {
+        return;
+    }
+    // An agent with only the capabilities it needs to enforce (those of the systemd unit):
+    // joining a container's network namespace needs CAP_SYS_ADMIN, which it lacks.
+    let fx = Fixture::new("hostile-ks-caps");
+    let policy = fx.policy("ports = [25]\n");
+    let wrapper = [
+        "setpriv",
+        "--bounding-set=-all,+bpf,+net_admin,+perfmon",
+        "--inh-caps=-all",
+        "--no-new-privs",
+    ];
+    let agent = Agent::start_via(&wrapper, &policy, &fx.cg, &fx.dir, &[]);
+    let relay = SmtpSink::start(&fx.ns, IpAddr::V4(Ipv4Addr::LOCALHOST), 25);
+    let go = fx.dir.path().join("go");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smtp_session"));
+    cmd.arg(relay.addr().to_string())
+        .arg(&go)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    antispam_tests::client::as_user_in_cgroup_and_netns(&mut cmd, &fx.cg, unique_uid(), &fx.ns);
+    let session = cmd.spawn().expect("smtp_session");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out) = ctl(&agent, &["kill-switch", "on", "--reason", "outbreak"]);
+    assert_eq!(code, Some(0), "{out}");
+    eprintln!("kill-switch: {}", out.trim());
+    assert!(out.contains("their sessions' packets are dropped"), "{out}");
+    let st = agent.status_json();
+    let said = st["sessions_not_ended"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(said.starts_with("kill switch: "), "status: {:#}", st);
+    std::fs::write(&go, "").unwrap();
+    let out = session.wait_with_output().expect("smtp_session output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
+    assert_ne!(
+        last["after"], "reply",
+        "the session goes no further: {text}"
+    );
+    assert!(
+        agent.status_json()["kernel_errors"]["suspended_packets_dropped"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
+}
+
+#[test]
 fn block_list_lines_never_reach_the_logs() {
     if !require_kernel() {
         return;
@@ -776,4 +829,44 @@ fn half_open_http_requests_do_not_stop_the_agent() {
 /// The agent's cap on concurrent HTTP connections (`agent::http::MAX_CONNECTIONS`).
 fn antispam_http_max() -> usize {
     32
+}
+
+/// An nftables table of the test's, deleted on drop.
+struct NftTable(String);
+
+impl Drop for NftTable {
+    fn drop(&mut self) {
+        run_quiet("nft", &["delete", "table", "inet", &self.0]);
+    }
+}
+
+#[test]
+fn the_documented_nftables_rule_keeps_the_metrics_port_for_prometheus() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-nft");
+    let agent = Agent::start(&fx.policy("ports = [25]\n"), &fx.cg, &fx.dir);
+    // The rule exactly as docs/operations.md has it, for this agent's port, a table name of
+    // the test's, and a UID of the test's in place of the `prometheus` user.
+    let doc = std::fs::read_to_string(workspace_root().join("docs/operations.md")).unwrap();
+    let rule = doc
+        .split("```nft\n")
+        .nth(1)
+        .and_then(|r| r.split("```").next())
+        .expect("an nft block in docs/operations.md");
+    let (prometheus, stranger) = (unique_uid(), unique_uid());
+    let table = format!("antispam_test_{}", std::process::id());
+    let text = rule
+        .replace("antispam_metrics", &table)
+        .replace("9897", &agent.metrics_addr.port().to_string())
+        .replace("prometheus", &prometheus.to_string());
+    let file = fx.dir.write("metrics.nft", &text);
+    let _table = NftTable(table.clone());
+    run_ok("nft", &["-f", &file.display().to_string()]);
+    let reach = |uid: u32| tcp_connect_as(&fx.cg, uid, agent.metrics_addr);
+    assert!(reach(prometheus).is_ok(), "prometheus is let through");
+    let e = reach(stranger).expect_err("another user is not");
+    assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED), "{e}");
+    assert_eq!(agent.get("/healthz").0, 200, "root is let through");
 }

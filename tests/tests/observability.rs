@@ -222,7 +222,7 @@ rate = "3/hour"
     let (code, json) = ctl(&agent, &["status", "--json"]);
     assert_eq!(code, Some(0), "{json}");
     let via_socket: serde_json::Value = serde_json::from_str(&json).expect("status --json");
-    assert_eq!(via_socket["default_rate"], "7/minute");
+    assert_eq!(via_socket["default_rate"], "7/minute (burst 7)");
 
     // What a local user gets over HTTP: no status, a health line, metrics without free text.
     let victim = unique_uid();

@@ -28,6 +28,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "network namespaces and veth pairs"),
     ("util-linux", "setpriv, unshare and nsenter in the tests"),
     ("curl", "the README's examples"),
+    (
+        "nftables",
+        "the metrics-port rule of docs/operations.md, tested as written",
+    ),
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM here.

@@ -144,6 +144,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         programs: Mutex::new(programs),
         exec_hook: kernel.exec_hook,
         exec_hook_why: kernel.exec_hook_why.clone(),
+        sessions_not_ended: Mutex::new(None),
         syn_check: Mutex::new(crate::control::status::SynCheckView {
             off: kernel.syn.unavailable.clone(),
             ..Default::default()

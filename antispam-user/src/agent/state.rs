@@ -84,6 +84,8 @@ pub struct Shared {
     /// How executions of the submission programs are decided, and why not by BPF LSM.
     pub exec_hook: crate::control::status::ExecHook,
     pub exec_hook_why: Option<String>,
+    /// What the last suspension or kill switch could not end of the open sessions, if anything.
+    pub sessions_not_ended: Mutex<Option<String>>,
     /// The SYN check as the last sync left it.
     pub syn_check: Mutex<crate::control::status::SynCheckView>,
     pub started: SystemTime,

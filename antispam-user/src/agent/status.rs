@@ -91,6 +91,11 @@ pub fn build(shared: &Shared) -> Status {
             why: shared.exec_hook_why.clone(),
             programs: super::programs::views(&p.sendmail_programs, &shared.programs()),
         },
+        sessions_not_ended: shared
+            .sessions_not_ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
         syn_check: shared
             .syn_check
             .lock()

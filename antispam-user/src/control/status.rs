@@ -42,6 +42,10 @@ pub struct Status {
     pub reloads: Reloads,
     /// Mail through the local MTA's sendmail: how it is decided, and the programs counted.
     pub sendmail: SendmailView,
+    /// What the last suspension or kill switch could not end of the open SMTP sessions (they
+    /// are stopped by dropping their packets instead), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions_not_ended: Option<String>,
     /// The SYN check on containers' host-side veth devices (SMTP SYNs of packet sockets).
     #[serde(default)]
     pub syn_check: SynCheckView,

@@ -18,6 +18,25 @@ impl Core {
         sel: &sockdiag::Selector<'_>,
         end: bool,
     ) -> (Option<usize>, String) {
+        let (n, note, unreached) = self.sessions_and_gaps(what, sel, end);
+        if end {
+            // The status says what the last action could not end (and clears it once one could).
+            *self
+                .shared
+                .sessions_not_ended
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = unreached.map(|u| format!("{what}: {u}"));
+        }
+        (n, note)
+    }
+
+    /// As `sessions`, with what could not be reached, if anything.
+    fn sessions_and_gaps(
+        &self,
+        what: &str,
+        sel: &sockdiag::Selector<'_>,
+        end: bool,
+    ) -> (Option<usize>, String, Option<String>) {
         let dirs = self.watcher.as_ref().map(|w| w.dirs()).unwrap_or_default();
         let found = netns::of_cgroups(dirs.iter().map(|d| d.as_path()), MAX_NAMESPACES);
         if found.unreadable > 0 && end {
@@ -36,31 +55,41 @@ impl Core {
                     );
                 }
                 let mut note = format!("; {} open SMTP session(s) ended", e.sessions);
+                let mut gaps = Vec::new();
                 if e.namespaces > 1 {
                     note.push_str(&format!(" in {} network namespaces", e.namespaces));
                 }
                 if found.unreadable > 0 {
-                    note.push_str(&format!(
-                        "; the namespaces of {} process(es) could not be looked at: their sessions' packets are dropped (see the agent's log)",
+                    gaps.push(format!(
+                        "the namespaces of {} process(es) could not be looked at",
                         found.unreadable
                     ));
                 }
                 if !e.failed.is_empty() {
-                    note.push_str(&format!(
-                        "; {} network namespace(s) could not be searched: their sessions' packets are dropped (see the agent's log)",
+                    gaps.push(format!(
+                        "{} network namespace(s) could not be searched",
                         e.failed.len()
                     ));
                 }
-                (Some(e.sessions), note)
+                let unreached = (!gaps.is_empty()).then(|| {
+                    format!(
+                        "{}: their sessions' packets are dropped (see the agent's log)",
+                        gaps.join("; ")
+                    )
+                });
+                if let Some(u) = &unreached {
+                    note.push_str(&format!("; {u}"));
+                }
+                (Some(e.sessions), note, unreached)
             }
             Err(e) => {
                 log::warn!(
                     "{what}: could not end the open SMTP sessions ({e}); their packets are dropped"
                 );
-                (
-                    None,
-                    format!("; the open SMTP sessions could not be ended ({e}): their packets are dropped"),
-                )
+                let unreached = format!(
+                    "the open SMTP sessions could not be ended ({e}): their packets are dropped"
+                );
+                (None, format!("; {unreached}"), Some(unreached))
             }
         }
     }
