@@ -23,7 +23,14 @@ mod report;
 mod sys;
 
 fn main() -> std::process::ExitCode {
+    // Before anything else: SIGHUP, SIGTERM and SIGINT wait until the agent has its handlers
+    // (`agent::run` unblocks them), so one arriving during start-up is handled, not fatal.
+    sys::signals::block();
     let args = cli::Cli::from_env();
+    if !args.runs_the_agent() {
+        // The other commands keep the default actions (Ctrl-C stops them).
+        sys::signals::unblock();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();

@@ -26,12 +26,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what building and testing need: Debian packages (swaks, postfix, bpftool,
-    /// prometheus...), the nightly rust-src component and bpf-linker. Idempotent.
-    Setup,
+    /// Install what building and running the agent need: the nightly rust-src component,
+    /// bpf-linker, the BPF filesystem mounted; no Debian package. Idempotent.
+    Setup {
+        /// Also the Debian packages of the tests (swaks, postfix, bpftool, prometheus...): what
+        /// `cargo xtask test` installs. Never on a production host: on an Exim host, installing
+        /// postfix removes Exim.
+        #[arg(long)]
+        tests: bool,
+    },
     /// Build the agent (release) after setup: target/release/antispam.
     Build,
-    /// Build and run the agent: `cargo xtask run -- --policy FILE --cgroup DIR ...`.
+    /// Build and run the agent: `cargo xtask run -- --policy FILE --cgroup DIR ...`. Installs
+    /// only what building and running need (as `cargo xtask setup`), no test peer.
     Run {
         /// Arguments for `antispam run`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -93,7 +100,8 @@ fn build() -> Result<PathBuf> {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Setup => setup::setup(),
+        Cmd::Setup { tests: false } => setup::setup(),
+        Cmd::Setup { tests: true } => setup::setup_tests(),
         Cmd::Build => build().map(|p| println!("built {}", p.display())),
         Cmd::Run { args } => {
             let bin = build()?;

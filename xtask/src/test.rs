@@ -16,7 +16,11 @@ fn step(name: &str, times: &mut Vec<(String, f64)>, f: impl FnOnce() -> Result<(
 
 pub fn test(filter: Option<&str>, lint: bool) -> Result<()> {
     let mut times = Vec::new();
-    step("setup", &mut times, setup::setup)?;
+    step(
+        "setup (with the tests' packages)",
+        &mut times,
+        setup::setup_tests,
+    )?;
     if lint {
         // Nightly rustfmt: rustfmt.toml groups imports (std, external, crate), an unstable option.
         step("rustfmt --check", &mut times, || {

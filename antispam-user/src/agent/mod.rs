@@ -70,6 +70,8 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// Runs the agent until SIGTERM, SIGINT or `antispam uninstall`.
 pub async fn run(config: Config) -> Result<(), Error> {
+    let mut signals = Signals::new()?;
+    crate::sys::signals::unblock();
     // Watched before it is read, so that no change made meanwhile is missed.
     let mut policy_watch = watch_policy(&config);
     let policy = load_policy(config.policy.as_deref())?;
@@ -155,8 +157,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
             config.metrics_addr
         )))?;
     log_enforcing(&shared, &dir, &addr, tree.len());
+    crate::sys::notify::ready();
 
-    let mut signals = Signals::new()?;
     let mut core = Core {
         shared: shared.clone(),
         kernel,
@@ -220,6 +222,7 @@ fn enforce(
     dir: &Path,
     opts: Options,
 ) -> Result<Enforcing, Error> {
+    crate::kernel::check_features()?;
     let cgroup_id =
         cgroupfs::cgroup_id(dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
     let pins = pins::prepare(&config.pin_dir, cgroup_id)?;

@@ -70,6 +70,10 @@ impl Cli {
         }
         Cli::parse()
     }
+
+    pub fn runs_the_agent(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
 }
 
 pub fn main(cli: Cli) -> ExitCode {

@@ -7,7 +7,7 @@
 //! be audited.
 
 use std::{
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{MetadataExt as _, PermissionsExt},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -95,7 +95,11 @@ pub fn bind(
     let file = SocketFile(path.to_path_buf());
     match operators_gid {
         Some(gid) => {
-            std::os::unix::fs::chown(path, Some(0), Some(gid))?;
+            // Handing the socket to the operators' group needs CAP_CHOWN (the agent is not a
+            // member of it); the systemd unit grants it.
+            if std::fs::metadata(path)?.gid() != gid {
+                std::os::unix::fs::chown(path, None, Some(gid))?;
+            }
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
         }
         None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
