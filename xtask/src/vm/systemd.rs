@@ -355,9 +355,9 @@ mod tests {
         };
         let s = init_script(&plan, &[]);
         assert!(s.contains(
-            "cp '/w/deploy/systemd/antispam.service' $R/etc/systemd/system/antispam.service"
+            "cp '/host/w/deploy/systemd/antispam.service' $R/etc/systemd/system/antispam.service"
         ));
-        assert!(s.contains("cp '/w/target/release/antispam' $R/usr/local/bin/antispam"));
+        assert!(s.contains("cp '/host/w/target/release/antispam' $R/usr/local/bin/antispam"));
         assert!(s
             .trim_end()
             .ends_with("exec switch_root $R /lib/systemd/systemd"));
