@@ -21,7 +21,7 @@ fn running() -> (u32, u32) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-/// The programs attached to `cg` (bpftool's JSON), none expected on a refusal.
+/// The programs attached to `cg` (bpftool's JSON: nothing, or `[]`, when there are none).
 fn attached(cg: &TestCgroup) -> String {
     let out = Command::new("bpftool")
         .args(["--json", "cgroup", "show"])
@@ -79,10 +79,10 @@ fn below_the_floor_the_agent_refuses_in_one_line_and_attaches_nothing() {
         assert!(line.contains(feature), "names {feature}: {line}");
     }
     assert!(!line.contains("Verifier"), "no verifier output: {line}");
-    assert_eq!(
-        attached(&cg),
-        "[]",
-        "nothing attached to {}",
+    let progs = attached(&cg);
+    assert!(
+        progs.is_empty() || progs == "[]",
+        "nothing attached to {}: {progs}",
         cg.path().display()
     );
     assert!(
