@@ -117,6 +117,18 @@ pub fn run_refused(
     dir: &TestDir,
     audit_log: Option<&Path>,
 ) -> (Option<i32>, String) {
+    run_refused_with(wrapper, policy, cgroup, dir, audit_log, &[])
+}
+
+/// `run_refused` with extra arguments after the standard ones.
+pub fn run_refused_with(
+    wrapper: &[&str],
+    policy: &Path,
+    cgroup: &Path,
+    dir: &TestDir,
+    audit_log: Option<&Path>,
+    extra: &[&str],
+) -> (Option<i32>, String) {
     let n = crate::next_seq();
     let bin = require_bin();
     let mut cmd = match wrapper.split_first() {
@@ -144,6 +156,7 @@ pub fn run_refused(
         .arg(dir.path().join(format!("control-refused-{n}.sock")))
         .arg("--pin-dir")
         .arg(dir.pins())
+        .args(extra)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));

@@ -67,7 +67,8 @@ pub fn show(events: &[serde_json::Value]) -> String {
 
 /// Polls `GET /metrics` (≤ 3 s) until `ok(text)` holds; returns the last text either way.
 pub fn wait_metrics(agent: &crate::Agent, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    // A wait, not a speed requirement: longer where the machine is emulated.
+    let deadline = std::time::Instant::now() + crate::bound(std::time::Duration::from_secs(3));
     loop {
         let m = agent.metrics();
         if ok(&m) || std::time::Instant::now() >= deadline {

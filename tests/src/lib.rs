@@ -23,7 +23,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use agent::{antispam_bin, antispam_check, http_get, run_refused, Agent, CheckResult, Launch};
+pub use agent::{
+    antispam_bin, antispam_check, http_get, run_refused, run_refused_with, Agent, CheckResult,
+    Launch,
+};
 pub use cgroup::{cgroup2_mount, TestCgroup};
 pub use client::{
     connect_probe_as, connect_probe_in_netns, swaks, swaks_as, tcp_connect_as, tcp_probe_once,

@@ -46,13 +46,19 @@ fn systemd_unit_capabilities_are_enough_and_each_is_needed() {
         return;
     }
     let caps = unit_caps();
-    assert_eq!(caps, ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"]);
+    assert_eq!(
+        caps,
+        ["CAP_BPF", "CAP_CHOWN", "CAP_NET_ADMIN", "CAP_PERFMON"]
+    );
     let fx = Fixture::new("deploy");
     let policy = fx.policy("ports = [25]\n[default]\nrate = \"1/hour\"\nburst = 1\n");
+    // An operators' group that exists (Debian's nogroup), so the control socket is handed to
+    // it: that is what CAP_CHOWN is for.
+    let group = ["--operators-group", "nogroup"];
     {
         let wrapper = only(&caps);
         let w: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-        let agent = Agent::start_via(&w, &policy, &fx.cg, &fx.dir, &[]);
+        let agent = Agent::start_via(&w, &policy, &fx.cg, &fx.dir, &group);
         let uid = unique_uid();
         assert!(tcp_probe_once(&fx.cg, uid, fx.smtp_v4()).ok);
         assert!(
@@ -73,7 +79,7 @@ fn systemd_unit_capabilities_are_enough_and_each_is_needed() {
         let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
         let wrapper = only(&fewer);
         let w: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-        let (code, err) = run_refused(&w, &policy, fx.cg.path(), &fx.dir, None);
+        let (code, err) = run_refused_with(&w, &policy, fx.cg.path(), &fx.dir, None, &group);
         assert_eq!(code, Some(2), "without {missing}: stderr:\n{err}");
         assert!(
             err.contains(&format!("it lacks {missing}")),

@@ -26,27 +26,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what building and testing need: Debian packages (swaks, postfix, bpftool,
-    /// prometheus...), the nightly rust-src component and bpf-linker. Idempotent.
-    Setup,
+    /// Install what building and running the agent need: the nightly rust-src component,
+    /// bpf-linker, the BPF filesystem mounted; no Debian package. Idempotent.
+    Setup {
+        /// Also the Debian packages of the tests (swaks, postfix, bpftool, prometheus...): what
+        /// `cargo xtask test` installs. Never on a production host: on an Exim host, installing
+        /// postfix removes Exim.
+        #[arg(long)]
+        tests: bool,
+    },
     /// Build the agent (release) after setup: target/release/antispam.
     Build,
-    /// Build and run the agent: `cargo xtask run -- --policy FILE --cgroup DIR ...`.
+    /// Build and run the agent: `cargo xtask run -- --policy FILE --cgroup DIR ...`. Installs
+    /// only what building and running need (as `cargo xtask setup`), no test peer.
     Run {
         /// Arguments for `antispam run`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Everything CI runs: format and lint checks, unit tests, then the real-kernel integration
-    /// tests (as root, one at a time; with CI=true they fail instead of skipping).
-    Test {
-        /// Only run integration tests whose name contains this.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Skip fmt and clippy.
-        #[arg(long)]
-        no_lint: bool,
-    },
+    /// Everything CI runs: format and lint checks, unit tests, the real-kernel integration
+    /// tests on this machine's kernel (as root, one at a time; with CI=true they fail instead
+    /// of skipping), the benchmark harness's smoke run, then the kernel suite in VMs of
+    /// Debian's 6.1 and 6.12, the floor check on 5.10 and the systemd unit in a 6.1 guest.
+    Test(test::TestArgs),
     /// Benchmarks against no filter, nftables and iptables, in the bench's own cgroups and
     /// network namespace (root); a full run writes docs/benchmarks.md.
     Bench {
@@ -93,14 +95,15 @@ fn build() -> Result<PathBuf> {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Setup => setup::setup(),
+        Cmd::Setup { tests: false } => setup::setup(),
+        Cmd::Setup { tests: true } => setup::setup_tests(),
         Cmd::Build => build().map(|p| println!("built {}", p.display())),
         Cmd::Run { args } => {
             let bin = build()?;
             let err = Command::new(&bin).arg("run").args(args).exec();
             Err(err).with_context(|| format!("executing {}", bin.display()))
         }
-        Cmd::Test { filter, no_lint } => test::test(filter.as_deref(), !no_lint),
+        Cmd::Test(args) => test::test(&args),
         Cmd::Bench { smoke, only } => bench::bench(smoke, only.as_deref()),
         Cmd::VmTest(args) => vm::vm_test(args),
     }

@@ -9,9 +9,11 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{cargo, run};
 
-/// Debian packages the build, the agent's tests and their peers need (checked by package with
-/// dpkg-query, never by a command they ship), and what each is for.
-const PACKAGES: &[(&str, &str)] = &[
+/// Debian packages the integration tests and their peers need (checked by package status with
+/// dpkg-query, never by a command they ship), and what each is for. Only `cargo xtask test`
+/// installs them: `cargo xtask run` is for production hosts, and on an Exim host installing
+/// postfix would remove Exim.
+pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("swaks", "SMTP client in the tests"),
     // A Recommends of swaks, so not installed with --no-install-recommends: without it swaks
     // refuses IPv6 ("IPv6 not available: requires IO::Socket::INET6").
@@ -20,29 +22,36 @@ const PACKAGES: &[(&str, &str)] = &[
         "postfix",
         "smtp-sink and a private Postfix instance in the tests",
     ),
-    (
-        "bpftool",
-        "inspecting attachments in tests and by operators",
-    ),
+    ("bpftool", "inspecting attachments in the tests"),
     ("prometheus", "`promtool check metrics` in the tests"),
     ("iproute2", "network namespaces and veth pairs"),
     ("util-linux", "setpriv, unshare and nsenter in the tests"),
-    ("curl", "the README's examples"),
     (
         "nftables",
         "the metrics-port rule of docs/operations.md, tested as written",
+    ),
+    (
+        "systemd",
+        "`systemd-analyze verify` and `security` of the shipped unit",
     ),
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM here.
 const BPF_LINKER_VERSION: &str = "0.13";
 
+/// What building and running the agent need: the nightly rust-src component, bpf-linker and
+/// the BPF filesystem. No Debian package: the agent itself needs none.
 pub fn setup() -> Result<()> {
-    apt_packages()?;
     rust_src()?;
     bpf_linker()?;
     bpffs()?;
     Ok(())
+}
+
+/// `setup` plus the Debian packages of the integration tests ([`TEST_PACKAGES`]).
+pub fn setup_tests() -> Result<()> {
+    setup()?;
+    ensure_packages(TEST_PACKAGES)
 }
 
 /// The BPF filesystem at /sys/fs/bpf, where the agent pins its programs and maps (systemd mounts
@@ -67,15 +76,13 @@ fn bpffs() -> Result<()> {
     run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf", "-o", "mode=0700"]))
 }
 
-fn installed(pkg: &str) -> bool {
+/// Whether dpkg lists `pkg` as installed (`install ok installed`; a removed package whose
+/// configuration files are left says `deinstall ok config-files`).
+pub fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-}
-
-fn apt_packages() -> Result<()> {
-    ensure_packages(PACKAGES)
 }
 
 /// Installs the Debian packages of `packages` (package, what it is for) that are not installed
@@ -100,6 +107,25 @@ pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
         missing.join(" ")
     );
     // Postfix is only here for smtp-sink: do not let it configure itself as a mail server.
+    if missing.contains(&"postfix") {
+        preseed_postfix();
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))?;
+    let still: Vec<&str> = missing.iter().copied().filter(|p| !installed(p)).collect();
+    if !still.is_empty() {
+        bail!(
+            "apt-get install succeeded but dpkg does not list these as installed: {}",
+            still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn preseed_postfix() {
     let mut preseed = Command::new("debconf-set-selections");
     preseed.stdin(std::process::Stdio::piped());
     if let Ok(mut child) = preseed.spawn() {
@@ -109,12 +135,6 @@ pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
         }
         let _ = child.wait();
     }
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing))?;
-    Ok(())
 }
 
 fn nix_is_root() -> bool {

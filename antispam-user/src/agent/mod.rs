@@ -190,6 +190,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
             format!("serving metrics on {}", config.metrics_addr),
         ))?;
     log_enforcing(&shared, &dir, &addr, tree.len());
+    crate::sys::notify::ready();
 
     let mut core = Core {
         shared: shared.clone(),
@@ -261,16 +262,13 @@ fn enforce(
     opts: Options,
     audit: &mut AuditLog,
 ) -> Result<Enforcing, Error> {
-    let cgroup_id =
-        cgroupfs::cgroup_id(dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
-    let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
-    let mut kernel = Kernel::load(&pins, config.exec_hook).map_err(|source| {
-        // Without one of these the object may fail to load in ways aya's error does not
-        // explain ("error relocating function"): say which is missing, with what failed.
+    // Without one of these, probing and loading fail in ways the kernel's error does not
+    // explain (EPERM, "error relocating function"): say which is missing, with what failed.
+    let or_capabilities = |source: crate::kernel::Error| {
         let missing = crate::sys::caps::effective()
             .map(crate::sys::caps::missing)
             .unwrap_or_default();
-        if missing.is_empty() {
+        if missing.is_empty() || matches!(source, crate::kernel::Error::Unsupported(_)) {
             Error::Kernel(source)
         } else {
             Error::Capabilities {
@@ -278,7 +276,12 @@ fn enforce(
                 source: Box::new(source),
             }
         }
-    })?;
+    };
+    crate::kernel::check_features().map_err(or_capabilities)?;
+    let cgroup_id =
+        cgroupfs::cgroup_id(dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
+    let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
+    let mut kernel = Kernel::load(&pins, config.exec_hook).map_err(or_capabilities)?;
     // Watch before the first assignment, so no cgroup created meanwhile is missed.
     let watcher = watch_cgroups(mount, dir);
     // An agent taking over from a previous one goes on counting its generations.

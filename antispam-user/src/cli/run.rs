@@ -41,9 +41,11 @@ pub struct Args {
     /// cgroups, the most active; the rest are summed into uid="other" / cgroup="other".
     #[arg(long, default_value_t = defaults::METRICS_MAX_KEYS)]
     metrics_max_keys: usize,
-    /// Removed in 0.2 (accepted and ignored): the kernel programs no longer log; every decision
-    /// is in the event log (`--log`).
-    #[arg(long, hide = true)]
+    /// When the kernel refuses a program, print the verifier's whole log (once) after the
+    /// one-line error (RUST_LOG=debug also logs each kernel feature probed at start). Until 0.2
+    /// this forwarded the programs' own debug log; they no longer log, every decision is in the
+    /// event log.
+    #[arg(long)]
     kernel_debug: bool,
     /// The tamper-evident audit log (hash chain, fsync'd): agent start and stop, every policy
     /// load and reload, every operator action. The agent refuses to run if it cannot open it.
@@ -110,11 +112,7 @@ impl From<Args> for agent::Config {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    if args.kernel_debug {
-        eprintln!(
-            "antispam: warning: --kernel-debug has no effect since 0.2 (the kernel programs no longer log; every decision is in the event log)"
-        );
-    }
+    let kernel_debug = args.kernel_debug;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -129,6 +127,11 @@ pub fn main(args: Args) -> ExitCode {
     match rt.block_on(agent::run(args.into())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let (true, agent::Error::Kernel(k)) = (kernel_debug, &e) {
+                if let Some((program, log)) = k.verifier_log() {
+                    eprintln!("antispam: the kernel verifier's log for {program}:\n{log}");
+                }
+            }
             eprintln!("antispam: {}", super::chain(&e));
             ExitCode::from(2)
         }

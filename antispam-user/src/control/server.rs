@@ -7,7 +7,7 @@
 //! be audited.
 
 use std::{
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{MetadataExt as _, PermissionsExt},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -95,7 +95,26 @@ pub fn bind(
     let file = SocketFile(path.to_path_buf());
     match operators_gid {
         Some(gid) => {
-            std::os::unix::fs::chown(path, Some(0), Some(gid))?;
+            // Handing the socket to the operators' group needs CAP_CHOWN (the agent is not a
+            // member of it); the systemd unit grants it.
+            if std::fs::metadata(path)?.gid() != gid {
+                std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+                    let lacks = crate::sys::caps::effective()
+                        .map(|caps| caps & (1 << crate::sys::caps::CAP_CHOWN) == 0)
+                        .unwrap_or(false);
+                    if lacks {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!(
+                                "{e}: giving it to the operators' group (gid {gid}) needs CAP_CHOWN, \
+                                 and it lacks CAP_CHOWN"
+                            ),
+                        )
+                    } else {
+                        e
+                    }
+                })?;
+            }
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
         }
         None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,

@@ -7,6 +7,7 @@
 pub mod btf;
 mod error;
 mod exec;
+pub mod features;
 pub mod layout;
 pub mod maps;
 pub mod pins;
@@ -115,6 +116,12 @@ where
         .take_map(name)
         .ok_or(Error::Missing { kind: "map", name })?;
     T::try_from(map).map_err(Error::map(name))
+}
+
+/// Refuses a kernel that lacks what the programs need, before anything is loaded: one line
+/// naming what is missing and the Linux version that has it (see `features`).
+pub fn check_features() -> Result<(), Error> {
+    features::check()?.map_err(Error::Unsupported)
 }
 
 impl Kernel {

@@ -3,6 +3,8 @@
 /// The capabilities the agent needs, with their numbers (linux/capability.h).
 pub const NEEDED: [(&str, u32); 3] = [("CAP_NET_ADMIN", 12), ("CAP_PERFMON", 38), ("CAP_BPF", 39)];
 const CAP_SYS_ADMIN: u32 = 21;
+/// Changing a file's group to one the process is not a member of.
+pub const CAP_CHOWN: u32 = 0;
 
 /// The effective capability set, as a bit mask.
 pub fn effective() -> std::io::Result<u64> {

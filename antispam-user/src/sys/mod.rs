@@ -9,6 +9,7 @@ pub mod files;
 pub mod links;
 pub mod local_addrs;
 pub mod netns;
+pub mod notify;
 pub mod ports;
 pub mod procfs;
 pub mod programs;

@@ -50,7 +50,7 @@ pub struct Plan<'a> {
 }
 
 /// `'…'` for /bin/sh.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

@@ -15,8 +15,6 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::setup;
 
-/// The Debian release whose kernels the VMs boot (the host's release does not matter).
-const SUITE: &str = "bookworm";
 /// Refresh the private package lists when they are older than this (or with `--refresh`).
 const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Keyring of Debian's archive, when the host's entry does not name one.
@@ -29,6 +27,11 @@ pub struct Series {
     pub name: &'static str,
     prefix: &'static str,
     suffix: &'static str,
+    /// The Debian release it comes from (the host's release does not matter).
+    suite: &'static str,
+    /// Below the agent's kernel floor: the agent must refuse to start there, so only the
+    /// `floor` test binary runs in its VM.
+    pub below_floor: bool,
 }
 
 /// The generic (not cloud: those have no 9p) amd64 flavours.
@@ -37,11 +40,23 @@ pub const SERIES: &[Series] = &[
         name: "6.1",
         prefix: "linux-image-6.1.0-",
         suffix: "-amd64",
+        suite: "bookworm",
+        below_floor: false,
     },
     Series {
         name: "6.12",
         prefix: "linux-image-6.12.",
         suffix: "+deb12-amd64",
+        suite: "bookworm",
+        below_floor: false,
+    },
+    // Debian 11's kernel: it lacks BPF atomics (5.12) and SO_NETNS_COOKIE (5.14).
+    Series {
+        name: "5.10",
+        prefix: "linux-image-5.10.0-",
+        suffix: "-amd64",
+        suite: "bullseye",
+        below_floor: true,
     },
 ];
 
@@ -86,7 +101,7 @@ pub fn cache_dir() -> PathBuf {
 
 /// The newest kernel of `series` the mirror offers, downloaded and unpacked if not cached yet.
 pub fn ensure(series: Series, refresh: bool) -> Result<Kernel> {
-    let apt = Apt::new(&cache_dir())?;
+    let apt = Apt::new(&cache_dir(), series.suite)?;
     let chosen = apt
         .update_if_stale(refresh)
         .and_then(|()| apt.newest(series));
@@ -171,8 +186,14 @@ struct Apt {
 }
 
 impl Apt {
-    fn new(cache: &Path) -> Result<Apt> {
-        let dir = cache.join("apt");
+    /// The private apt of one Debian release: `apt/` for bookworm (as before), `apt-<suite>/`
+    /// for the others, so that a release that has left the mirror cannot break the others.
+    fn new(cache: &Path, suite: &str) -> Result<Apt> {
+        let dir = if suite == "bookworm" {
+            cache.join("apt")
+        } else {
+            cache.join(format!("apt-{suite}"))
+        };
         for sub in [
             "lists/partial",
             "archives/partial",
@@ -185,7 +206,7 @@ impl Apt {
             fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
-        let sources = sources_list(&host_sources()?)?;
+        let sources = sources_list(&host_sources()?, suite)?;
         write_if_changed(&dir.join("sources.list"), &sources)?;
         let d = dir.display();
         let conf = format!(
@@ -203,6 +224,13 @@ impl Apt {
              Acquire::Languages \"none\";\n\
              APT::Architectures {{ \"amd64\"; }};\n"
         );
+        // An older release's security suite is no longer re-signed every few days; its packages
+        // are still checked against the archive's keys.
+        let conf = if suite == "bookworm" {
+            conf
+        } else {
+            conf + "Acquire::Check-Valid-Until \"false\";\n"
+        };
         let conf_path = dir.join("apt.conf");
         write_if_changed(&conf_path, &conf)?;
         Ok(Apt {
@@ -493,9 +521,15 @@ fn parse_deb822(text: &str) -> Vec<Source> {
     out
 }
 
-/// The private sources list: SUITE, SUITE-updates and SUITE-backports from the host's Debian
-/// mirror, SUITE-security from its security mirror (main only: kernels live there).
-fn sources_list(host: &[Source]) -> Result<String> {
+/// The private sources list: SUITE, SUITE-updates (and for bookworm SUITE-backports) from the
+/// host's Debian mirror, SUITE-security from its security mirror (main only: kernels live
+/// there). bullseye-backports has left the mirror.
+fn sources_list(host: &[Source], suite: &str) -> Result<String> {
+    let suffixes: &[&str] = if suite == "bookworm" {
+        &["", "-updates", "-backports"]
+    } else {
+        &["", "-updates"]
+    };
     let debian: Vec<&Source> = host
         .iter()
         .filter(|s| s.suites.iter().any(|x| is_debian_suite(x)))
@@ -510,21 +544,21 @@ fn sources_list(host: &[Source]) -> Result<String> {
             .unwrap_or_else(|| DEBIAN_KEYRING.to_string())
     };
     let mut out = String::from("# Written by cargo xtask vm-test from the host's apt sources.\n");
-    for suffix in ["", "-updates", "-backports"] {
+    for suffix in suffixes {
         out.push_str(&format!(
-            "deb [signed-by={}] {} {SUITE}{suffix} main\n",
+            "deb [signed-by={}] {} {suite}{suffix} main\n",
             keyring(main),
             main.uri
         ));
     }
     match debian.iter().find(|s| is_security(s)) {
         Some(sec) => out.push_str(&format!(
-            "deb [signed-by={}] {} {SUITE}-security main\n",
+            "deb [signed-by={}] {} {suite}-security main\n",
             keyring(sec),
             sec.uri
         )),
         None => eprintln!(
-            "vm-test: the host's apt sources name no Debian security mirror: only {SUITE}, \
+            "vm-test: the host's apt sources name no Debian security mirror: only {suite}, \
              -updates and -backports kernels are looked at"
         ),
     }
@@ -561,7 +595,11 @@ mod tests {
         host.extend(parse_one_line(
             "deb https://packages.cloud.google.com/apt cloud-sdk-bookworm main\n",
         ));
-        let list = sources_list(&host).unwrap();
+        let list = sources_list(&host, "bookworm").unwrap();
+        let old = sources_list(&host, "bullseye").unwrap();
+        assert!(old.contains("http://deb.debian.org/debian bullseye-updates main\n"));
+        assert!(!old.contains("backports"));
+        assert!(old.contains("debian-security bullseye-security main\n"));
         assert!(list.contains(
             "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
              http://deb.debian.org/debian bookworm-backports main\n"

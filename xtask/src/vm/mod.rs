@@ -11,6 +11,7 @@ mod kernels;
 mod modules;
 mod qemu;
 mod report;
+mod systemd;
 
 use std::{
     fs,
@@ -44,6 +45,9 @@ pub enum KernelChoice {
     V6_1,
     #[value(name = "6.12")]
     V6_12,
+    /// Debian 11's kernel, below the agent's floor: only the `floor` test runs there.
+    #[value(name = "5.10")]
+    V5_10,
     All,
 }
 
@@ -53,34 +57,44 @@ impl KernelChoice {
         match self {
             KernelChoice::V6_1 => want("6.1"),
             KernelChoice::V6_12 => want("6.12"),
+            KernelChoice::V5_10 => want("5.10"),
             KernelChoice::All => SERIES.to_vec(),
         }
     }
 }
 
+/// The test binary that runs on a kernel below the floor (the agent must refuse to start).
+const FLOOR_TEST: &str = "floor";
+
 /// The host's variables the guest's tests get too, where set.
 const PASSED_ENV: [&str; 2] = ["RUST_LOG", "RUST_TEST_NOCAPTURE"];
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct VmTestArgs {
-    /// Which Debian kernel to boot: bookworm's 6.1, 6.12 (bookworm-backports/-security), or all.
+    /// Which Debian kernel to boot: bookworm's 6.1, 6.12 (bookworm-backports/-security),
+    /// bullseye's 5.10 (below the floor: only the `floor` test), or all of them.
     #[arg(long, value_enum, default_value = "all")]
-    kernel: KernelChoice,
+    pub kernel: KernelChoice,
     /// Only tests whose name contains this (libtest filter; repeatable: any of them).
     #[arg(long)]
-    filter: Vec<String>,
+    pub filter: Vec<String>,
     /// Only this integration test binary of antispam-tests, e.g. `limits` (repeatable).
     #[arg(long = "test", value_name = "FILE")]
-    tests: Vec<String>,
+    pub tests: Vec<String>,
     /// Use the agent and test binaries already in target/release instead of building them.
     #[arg(long)]
-    no_build: bool,
+    pub no_build: bool,
     /// Refresh the private package lists now, not only when they are a day old.
     #[arg(long)]
-    refresh: bool,
+    pub refresh: bool,
     /// Upper bound for one VM (boot, every test binary, power-off), in seconds.
     #[arg(long, default_value_t = 1200)]
-    timeout: u64,
+    pub timeout: u64,
+    /// Instead of the integration tests: boot 6.1 with systemd as PID 1 over the host's root
+    /// and test the shipped deploy/systemd/antispam.service (start, reload, SIGHUP during
+    /// start-up, stop, take-over, restart after SIGKILL, systemd-analyze security).
+    #[arg(long)]
+    pub systemd: bool,
 }
 
 /// The outcome of one kernel's VM.
@@ -109,9 +123,30 @@ impl Run {
     }
 }
 
+/// Per kernel: passed and failed tests, and the wall time; for `cargo xtask test`'s summary.
+pub struct Outcome {
+    pub runs: Vec<(String, u32, u32, Duration)>,
+    pub ok: bool,
+}
+
 pub fn vm_test(args: VmTestArgs) -> Result<()> {
+    let o = vm_test_outcome(&args)?;
+    if qemu::interrupted() {
+        bail!("interrupted");
+    }
+    if !o.ok {
+        bail!("vm-test failed (console logs in target/vm/)");
+    }
+    Ok(())
+}
+
+/// Runs the VMs `args` asks for and prints their summaries; Err only when nothing could run.
+pub fn vm_test_outcome(args: &VmTestArgs) -> Result<Outcome> {
     setup::ensure_packages(PACKAGES)?;
     qemu::check_installed()?;
+    if args.systemd {
+        return systemd_outcome(args);
+    }
     let mut bins = binaries::test_binaries(!args.no_build)?;
     if !args.tests.is_empty() {
         for t in &args.tests {
@@ -149,7 +184,22 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
             break;
         }
         let t = Instant::now();
-        let run = run_kernel(series, &args, &bins, &agent).unwrap_or_else(|e| Run {
+        let mine: Vec<guest::TestBinary> = if series.below_floor {
+            bins.iter()
+                .filter(|b| b.name == FLOOR_TEST)
+                .cloned()
+                .collect()
+        } else {
+            bins.clone()
+        };
+        if mine.is_empty() {
+            println!(
+                "\n=== vm-test {}: skipped: below the floor only the {FLOOR_TEST} test runs, and it is not selected",
+                series.name
+            );
+            continue;
+        }
+        let run = run_kernel(series, args, &mine, &agent).unwrap_or_else(|e| Run {
             series,
             kernel: String::new(),
             console: Console::default(),
@@ -168,13 +218,123 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let passed: u32 = runs.iter().map(|r| r.console.passed()).sum();
     let failed: u32 = runs.iter().map(Run::failed).sum();
     println!("vm-test: {passed} passed, {failed} failed");
-    if qemu::interrupted() {
-        bail!("interrupted");
+    Ok(outcome(&runs))
+}
+
+fn outcome(runs: &[Run]) -> Outcome {
+    Outcome {
+        runs: runs
+            .iter()
+            .map(|r| {
+                (
+                    r.series.name.to_string(),
+                    r.console.passed(),
+                    r.failed(),
+                    r.wall,
+                )
+            })
+            .collect(),
+        ok: !runs.is_empty() && runs.iter().all(Run::ok) && !qemu::interrupted(),
     }
-    if runs.iter().any(|r| !r.ok()) {
-        bail!("vm-test failed (console logs in target/vm/)");
+}
+
+/// `--systemd`: the 6.1 guest (or the one `--kernel` names) with systemd as PID 1.
+fn systemd_outcome(args: &VmTestArgs) -> Result<Outcome> {
+    let series = match args.kernel {
+        KernelChoice::All => KernelChoice::V6_1,
+        k => k,
     }
-    Ok(())
+    .series()[0];
+    if !args.no_build {
+        setup::setup()?;
+        crate::run(crate::cargo().args(["build", "--release", "--package", "antispam-user"]))?;
+    }
+    let agent = root().join("target/release/antispam");
+    if !agent.is_file() {
+        bail!(
+            "the agent {} is not built (drop --no-build)",
+            agent.display()
+        );
+    }
+    qemu::install_signal_handlers();
+    let t = Instant::now();
+    let run = run_systemd(series, args, &agent).unwrap_or_else(|e| Run {
+        series,
+        kernel: String::new(),
+        console: Console::default(),
+        problem: Some(format!("{e:#}")),
+        wall: t.elapsed(),
+    });
+    summary(&run);
+    if let Some(score) = &run.console.security {
+        println!("    systemd-analyze security antispam.service: {score}");
+    }
+    println!(
+        "vm-test --systemd: {} passed, {} failed",
+        run.console.passed(),
+        run.failed()
+    );
+    Ok(outcome(std::slice::from_ref(&run)))
+}
+
+fn run_systemd(series: Series, args: &VmTestArgs, agent: &Path) -> Result<Run> {
+    let kernel = kernels::ensure(series, args.refresh)?;
+    let mods = modules::load_order(&kernel)?;
+    let dir = root().join("target/vm/systemd");
+    let initramfs = dir.join("initramfs.cpio");
+    let plan = systemd::Plan {
+        agent,
+        unit: &root().join("deploy/systemd/antispam.service"),
+        dir: &dir,
+        epoch: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    systemd::prepare(&plan, &mods, &initramfs)?;
+    let log = root().join("target/vm/systemd.log");
+    println!(
+        "\n=== vm-test --systemd: {} {}, systemd as PID 1, the shipped unit; console in {}",
+        kernel.package,
+        kernel.version,
+        log.display()
+    );
+    boot(series, &kernel, &initramfs, &log, args.timeout.min(900))
+}
+
+/// Boots one VM and reads its console until the result marker, QEMU's exit or the timeout.
+fn boot(
+    series: Series,
+    kernel: &kernels::Kernel,
+    initramfs: &Path,
+    log: &Path,
+    timeout: u64,
+) -> Result<Run> {
+    let vm = qemu::Vm {
+        kernel: &kernel.vmlinuz(),
+        initramfs,
+        memory_mib: MEMORY_MIB,
+        cpus: CPUS,
+    };
+    let mut console = Console::default();
+    let start = Instant::now();
+    let end = qemu::run(&vm, log, Duration::from_secs(timeout), |line, at| {
+        console.line(line, at)
+    })?;
+    let problem = match end {
+        qemu::End::Done => None,
+        qemu::End::Exited(status) => Some(format!(
+            "QEMU exited ({status}) before the guest reported a result"
+        )),
+        qemu::End::TimedOut => Some(format!("the VM did not finish within {timeout} s (killed)")),
+        qemu::End::Interrupted => Some("interrupted (QEMU killed)".to_string()),
+    };
+    Ok(Run {
+        series,
+        kernel: format!("{} {}", kernel.package, kernel.version),
+        console,
+        problem,
+        wall: start.elapsed(),
+    })
 }
 
 fn run_kernel(
@@ -216,35 +376,7 @@ fn run_kernel(
         mods.len(),
         log.display()
     );
-    let vm = qemu::Vm {
-        kernel: &kernel.vmlinuz(),
-        initramfs: &initramfs,
-        memory_mib: MEMORY_MIB,
-        cpus: CPUS,
-    };
-    let mut console = Console::default();
-    let start = Instant::now();
-    let end = qemu::run(&vm, &log, Duration::from_secs(args.timeout), |line, at| {
-        console.line(line, at)
-    })?;
-    let problem = match end {
-        qemu::End::Done => None,
-        qemu::End::Exited(status) => Some(format!(
-            "QEMU exited ({status}) before the guest reported a result"
-        )),
-        qemu::End::TimedOut => Some(format!(
-            "the VM did not finish within {} s (killed)",
-            args.timeout
-        )),
-        qemu::End::Interrupted => Some("interrupted (QEMU killed)".to_string()),
-    };
-    Ok(Run {
-        series,
-        kernel: format!("{} {}", kernel.package, kernel.version),
-        console,
-        problem,
-        wall: start.elapsed(),
-    })
+    boot(series, &kernel, &initramfs, &log, args.timeout)
 }
 
 fn summary(r: &Run) {

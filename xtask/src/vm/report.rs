@@ -66,6 +66,8 @@ pub struct Console {
     /// The guest's final status.
     pub rc: Option<i32>,
     pub errors: Vec<String>,
+    /// `systemd-analyze security`'s overall exposure of the unit (the systemd guest).
+    pub security: Option<String>,
     in_failures: bool,
     pending_failures: Vec<String>,
 }
@@ -102,6 +104,8 @@ impl Console {
         }
         if let Some(rest) = after(line, ERROR) {
             self.errors.push(rest.to_string());
+        } else if let Some(rest) = after(line, super::systemd::SECURITY) {
+            self.security = Some(rest.to_string());
         } else if after(line, INIT).is_some() {
             self.init = Some(at);
         } else if let Some(rest) = after(line, BOOTED) {
