@@ -81,9 +81,9 @@ pub fn antispam_check(file: &Path) -> CheckResult {
 
 /// Plain blocking HTTP/1.0 GET. Returns (status code, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut s = TcpStream::connect_timeout(&addr, crate::bound(Duration::from_secs(2)))?;
+    s.set_read_timeout(Some(crate::bound(Duration::from_secs(5))))?;
+    s.set_write_timeout(Some(crate::bound(Duration::from_secs(5))))?;
     write!(
         s,
         "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"

@@ -198,7 +198,7 @@ impl PrivatePostfix {
             smtp: smtp_listen,
             started_in: Duration::ZERO,
         };
-        pf.wait_ready(Duration::from_secs(30));
+        pf.wait_ready(crate::bound(Duration::from_secs(30)));
         pf.started_in = t0.elapsed();
         pf
     }

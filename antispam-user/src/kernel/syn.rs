@@ -139,19 +139,27 @@ impl Kernel {
         let id = match replaced {
             Some(id) => id,
             None => {
-                if let Err(e) = tc::qdisc_add_clsact(&t.name) {
-                    // EEXIST: the device has the qdisc already.
-                    if !matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST))
-                    {
-                        log::debug!("clsact on {}: {e}", t.name);
+                // EEXIST: the device has the qdisc already. Another error is said with the
+                // filter's, which fails without it ("Parent Qdisc doesn't exists").
+                let qdisc = match tc::qdisc_add_clsact(&t.name) {
+                    Err(tc::TcError::NetlinkError(n)) if n.raw_os_error() == Some(libc::EEXIST) => {
+                        None
                     }
-                }
+                    Err(e) => Some(error_chain(&e)),
+                    Ok(()) => None,
+                };
                 prog.attach_with_options(
                     &t.name,
                     TcAttachType::Ingress,
                     TcAttachOptions::Netlink(NlOptions::default()),
                 )
-                .map_err(|e| error_chain(&e))?
+                .map_err(|e| match &qdisc {
+                    Some(q) => format!(
+                        "adding the clsact qdisc: {q} (is the sch_ingress module available?); then {}",
+                        error_chain(&e)
+                    ),
+                    None => error_chain(&e),
+                })?
             }
         };
         let link = prog.take_link(id).map_err(|e| error_chain(&e))?;

@@ -12,8 +12,20 @@ use super::kernels::Kernel;
 /// Without these the guest cannot see the host's root: a missing one is an error.
 const REQUIRED: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
 /// What the tests use: veth pairs for their network namespaces, socket diagnostics for
-/// SOCK_DESTROY (killing suspended sessions); a missing one is reported and skipped.
-const WANTED: &[&str] = &["veth", "inet_diag", "tcp_diag", "udp_diag"];
+/// SOCK_DESTROY (killing suspended sessions), the clsact qdisc and BPF classifiers for the SYN
+/// check on veths, nftables for the metrics-port rule of docs/operations.md; a missing one is
+/// reported and skipped. (On a host the kernel loads these itself through modprobe; the guest
+/// has no modprobe.)
+const WANTED: &[&str] = &[
+    "veth",
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
+    "sch_ingress",
+    "cls_bpf",
+    "nf_tables",
+    "nft_reject_inet",
+];
 
 /// A module to load: its name and its (uncompressed) contents.
 pub struct Module {
