@@ -9,6 +9,12 @@ pub const OFFENCE_BOOK_NAME: &str = "offences.json";
 pub const CONTROL_SOCKET: &str = "/run/antispam/control.sock";
 /// Members of this group (and root) may use the control socket (`--operators-group`).
 pub const OPERATORS_GROUP: &str = "antispam";
+/// The MTA policy service's socket (`--mta-socket`), in a directory of its own.
+pub const MTA_SOCKET: &str = "/run/antispam/mta/mta.sock";
+/// The MTA's group, which may use the MTA socket (`--mta-group`).
+pub const MTA_GROUP: &str = "postfix";
+/// The message and recipient buckets, kept beside the audit log.
+pub const MTA_BUDGETS_NAME: &str = "mta-budgets.json";
 /// Where programs and maps are pinned in the BPF filesystem (`--pin-dir`).
 pub const PIN_DIR: &str = "/sys/fs/bpf/antispam";
 /// `/metrics` and `/status` (`--metrics-addr`): loopback only; widen it on purpose.
@@ -17,6 +23,11 @@ pub const METRICS_ADDR: &str = "127.0.0.1:9897";
 pub const METRICS_MAX_KEYS: usize = 100;
 /// UIDs and cgroups listed in the status, most active first.
 pub const STATUS_MAX_KEYS: usize = 200;
+
+/// The MTA policy service's buckets for an audit log path.
+pub fn mta_budgets(audit_log: &std::path::Path) -> std::path::PathBuf {
+    audit_log.with_file_name(MTA_BUDGETS_NAME)
+}
 
 /// The offence book's path for an audit log path.
 pub fn offence_book(audit_log: &std::path::Path) -> std::path::PathBuf {

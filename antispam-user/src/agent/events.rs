@@ -122,6 +122,7 @@ pub async fn run(
     filter: EventFilter,
     mut out: Box<dyn Write + Send>,
     violations: tokio::sync::mpsc::Sender<Violation>,
+    mut lines: tokio::sync::mpsc::Receiver<Vec<u8>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let clock = MonoToWall::new();
@@ -146,12 +147,36 @@ pub async fn run(
                 false
             }
             _ = tick.tick() => false,
+            // Records of other parts of the agent (the MTA policy service's messages): whole
+            // lines, so that they never interleave with the kernel's events.
+            Some(line) = lines.recv() => {
+                write_line(&shared, &mut out, &line);
+                while let Ok(line) = lines.try_recv() {
+                    write_line(&shared, &mut out, &line);
+                }
+                flush(&shared, &mut out);
+                continue;
+            }
             _ = stop.changed() => true,
         };
         drain(fd.get_mut(), &shared, &clock, filter, &mut out, &violations);
         if last {
             return;
         }
+    }
+}
+
+fn write_line(shared: &Shared, out: &mut Box<dyn Write + Send>, line: &[u8]) {
+    if let Err(err) = out.write_all(line) {
+        shared.counters.log_errors.fetch_add(1, Ordering::Relaxed);
+        log::error!("writing event: {err}");
+    }
+}
+
+fn flush(shared: &Shared, out: &mut Box<dyn Write + Send>) {
+    if let Err(err) = out.flush() {
+        shared.counters.log_errors.fetch_add(1, Ordering::Relaxed);
+        log::error!("flushing event log: {err}");
     }
 }
 

@@ -18,6 +18,7 @@ mod host;
 mod http;
 mod metrics;
 mod operations;
+mod policy_service;
 mod programs;
 mod reload;
 mod restore;
@@ -86,6 +87,21 @@ pub async fn run(config: Config) -> Result<(), Error> {
             "control socket {}",
             config.control_socket.display()
         )))?;
+    // The MTA socket before anything is attached: a bad path stops the start cleanly.
+    let mta_gid = config.mta_socket.as_ref().and_then(|_| mta_gid(&config.mta_group));
+    let mta_socket = match &config.mta_socket {
+        Some(path) => {
+            let bound =
+                policy_service::bind(path, mta_gid, &config.mta_group, &config.control_socket)?;
+            log::info!(
+                "MTA policy service on {} (group {})",
+                path.display(),
+                config.mta_group
+            );
+            Some(bound)
+        }
+        None => None,
+    };
     let opts = Options {
         events_allowed: config.events == EventFilter::All,
     };
@@ -118,6 +134,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         exec_hook: kernel.exec_hook,
         exec_hook_why: kernel.exec_hook_why.clone(),
         started: SystemTime::now(),
+        mta: policy_service::Counters::default(),
     });
     shared.follow(&tree, watcher.as_ref());
     record_start(&mut audit, &shared, &config, &pins, kernel.adopted > 0);
@@ -139,6 +156,24 @@ pub async fn run(config: Config) -> Result<(), Error> {
         shared.clone(),
         stop_rx.clone(),
     ));
+    let (lines_tx, lines_rx) = mpsc::channel(4096);
+    let (mta_listener, _mta_file) = match mta_socket {
+        Some((l, f)) => (Some(l), Some(f)),
+        None => (None, None),
+    };
+    let mta_task = mta_listener.map(|listener| {
+        let service = policy_service::Service::new(
+            shared.clone(),
+            lines_tx,
+            defaults::mta_budgets(&config.audit_log),
+            mta_gid,
+        );
+        tokio::spawn(policy_service::serve(
+            listener,
+            Arc::new(service),
+            stop_rx.clone(),
+        ))
+    });
     let ring = kernel.events.take().expect("ring buffer taken once");
     let events_task = tokio::spawn(events::run(
         ring,
@@ -146,6 +181,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         config.events,
         out,
         violations_tx,
+        lines_rx,
         stop_rx.clone(),
     ));
     let (addr, http_task) = http::serve(config.metrics_addr, shared.clone(), stop_rx.clone())
@@ -190,6 +226,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .await;
 
     let _ = stop_tx.send(true);
+    if let Some(t) = mta_task {
+        let _ = t.await;
+    }
     let _ = control_task.await;
     let _ = events_task.await;
     let _ = gc_task.await;
@@ -572,6 +611,19 @@ fn operators_gid(group: &str) -> Option<u32> {
         _ => {
             log::warn!(
                 "operators group {group:?} does not exist: only root may use the control socket"
+            );
+            None
+        }
+    }
+}
+
+/// The gid of the MTA's group; None (root only: the MTA cannot connect) if it does not exist.
+fn mta_gid(group: &str) -> Option<u32> {
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => {
+            log::error!(
+                "MTA group {group:?} does not exist: the MTA policy service's socket is root's only, so the MTA cannot reach it (give --mta-group)"
             );
             None
         }

@@ -74,6 +74,8 @@ pub struct Shared {
     pub exec_hook: crate::control::status::ExecHook,
     pub exec_hook_why: Option<String>,
     pub started: SystemTime,
+    /// The MTA policy service's counters.
+    pub mta: super::policy_service::Counters,
 }
 
 impl Shared {
