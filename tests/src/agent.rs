@@ -142,6 +142,8 @@ pub fn run_refused(
         .arg(audit)
         .arg("--control-socket")
         .arg(dir.path().join(format!("control-refused-{n}.sock")))
+        .arg("--mta-socket")
+        .arg(dir.path().join(format!("mta-refused-{n}")).join("mta.sock"))
         .arg("--pin-dir")
         .arg(dir.pins())
         .stdin(Stdio::null())
@@ -164,6 +166,8 @@ pub struct Agent {
     pub audit_path: PathBuf,
     /// The agent's control socket (in the test's temp dir).
     pub control_path: PathBuf,
+    /// The MTA policy service's socket (in a directory of its own in the test's temp dir).
+    pub mta_socket: PathBuf,
 }
 
 impl Agent {
@@ -193,6 +197,10 @@ impl Agent {
         let audit_path = dir.path().join(format!("audit-{n}.jsonl"));
         let control_path = dir.path().join(format!("control-{n}.sock"));
         let stdout_path = dir.path().join(format!("agent-stdout-{n}.log"));
+        let mta_socket = dir.path().join(format!("mta-{n}")).join("mta.sock");
+        let own_mta = extra
+            .iter()
+            .any(|a| *a == "--mta-socket" || *a == "--no-mta-socket");
         // Retry a couple of times in case the free port got taken between bind and use.
         let mut last_err = String::new();
         for _ in 0..3 {
@@ -220,8 +228,11 @@ impl Agent {
                 .arg("--control-socket")
                 .arg(&control_path)
                 .arg("--pin-dir")
-                .arg(dir.pins())
-                .args(extra)
+                .arg(dir.pins());
+            if !own_mta {
+                cmd.arg("--mta-socket").arg(&mta_socket);
+            }
+            cmd.args(extra)
                 .stdin(Stdio::null())
                 .stdout(File::create(&stdout_path).expect("create stdout file"))
                 .stderr(File::create(&stderr_path).expect("create stderr file"));
@@ -239,6 +250,7 @@ impl Agent {
                 policy_path: policy.to_path_buf(),
                 audit_path: audit_path.clone(),
                 control_path: control_path.clone(),
+                mta_socket: mta_socket.clone(),
             };
             let start = Instant::now();
             let deadline = start + crate::bound(Duration::from_secs(10));

@@ -16,8 +16,6 @@ pub enum Error {
     Sys(#[from] crate::sys::Error),
     #[error("{path} is not a directory of the cgroup v2 hierarchy mounted at {mount}")]
     NotACgroup { path: PathBuf, mount: PathBuf },
-    #[error(transparent)]
-    MtaSocket(#[from] super::policy_service::ServiceError),
     #[error("{what}: {source}")]
     Io {
         what: String,

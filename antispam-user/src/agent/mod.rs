@@ -87,21 +87,25 @@ pub async fn run(config: Config) -> Result<(), Error> {
             "control socket {}",
             config.control_socket.display()
         )))?;
-    // The MTA socket before anything is attached: a bad path stops the start cleanly.
+    // The MTA socket. Without it the kernel still enforces everything it does: the agent
+    // says so loudly and goes on (the MTA applies its default action to what it would ask).
     let mta_gid = config.mta_socket.as_ref().and_then(|_| mta_gid(&config.mta_group));
-    let mta_socket = match &config.mta_socket {
-        Some(path) => {
-            let bound =
-                policy_service::bind(path, mta_gid, &config.mta_group, &config.control_socket)?;
-            log::info!(
-                "MTA policy service on {} (group {})",
-                path.display(),
-                config.mta_group
-            );
-            Some(bound)
+    let mta_socket = config.mta_socket.as_ref().and_then(|path| {
+        match policy_service::bind(path, mta_gid, &config.mta_group, &config.control_socket) {
+            Ok(bound) => {
+                log::info!(
+                    "MTA policy service on {} (group {})",
+                    path.display(),
+                    config.mta_group
+                );
+                Some(bound)
+            }
+            Err(e) => {
+                log::error!("MTA policy service NOT running (messages and recipients are not counted): {e}");
+                None
+            }
         }
-        None => None,
-    };
+    });
     let opts = Options {
         events_allowed: config.events == EventFilter::All,
     };
@@ -162,6 +166,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         None => (None, None),
     };
     let mta_task = mta_listener.map(|listener| {
+        shared.mta.up.store(1, Ordering::Relaxed);
         let service = policy_service::Service::new(
             shared.clone(),
             lines_tx,
@@ -622,7 +627,7 @@ fn mta_gid(group: &str) -> Option<u32> {
     match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         _ => {
-            log::error!(
+            log::warn!(
                 "MTA group {group:?} does not exist: the MTA policy service's socket is root's only, so the MTA cannot reach it (give --mta-group)"
             );
             None

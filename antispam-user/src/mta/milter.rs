@@ -3,11 +3,10 @@
 //! queued. The protocol is the `miltr-server` crate's; this file collects what one message
 //! says and asks [`Decide`] once, at the end of the message.
 //!
-//! Who submitted a non-SMTP message: Postfix's pickup prepends
-//! `Received: by HOST (Postfix, from userid UID)` to every message it takes from the maildrop
-//! queue, with the UID that owns the queue file (postdrop writes it as the submitting user). It
-//! is always the message's first header, so only the first header is believed: a header of the
-//! same form that the submitter wrote comes after it.
+//! Who submitted a non-SMTP message is not in anything the milter is sent (headers are the
+//! submitter's to write, and Postfix does not show a milter its own `Received:` header): the
+//! query carries the queue id and the MTA process's pid, and the agent reads pickup's header
+//! from the queue file (`sys::postfix_queue`). Nothing of the headers is believed.
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
@@ -31,10 +30,12 @@ pub type Error = miltr_server::Error<std::convert::Infallible>;
 /// Serves one milter connection (many messages) until the MTA closes it.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: S,
+    peer_pid: Option<i32>,
     decide: &dyn Decide,
 ) -> Result<(), Error> {
     let mut m = MessageMilter {
         decide,
+        peer_pid,
         client: None,
         macros: BTreeMap::new(),
         msg: Message::default(),
@@ -49,13 +50,13 @@ struct Message {
     recipients: Vec<String>,
     recipient_count: u64,
     headers: u64,
-    /// The UID from pickup's `Received:` header, if it is the first header.
-    uid: Option<u32>,
     size: u64,
 }
 
 struct MessageMilter<'a> {
     decide: &'a dyn Decide,
+    /// The MTA process on the other end (Postfix's cleanup).
+    peer_pid: Option<i32>,
     /// The SMTP client of the connection (Postfix says `localhost [127.0.0.1]` for non-SMTP
     /// mail); believed only for messages without pickup's header.
     client: Option<SocketAddr>,
@@ -64,38 +65,29 @@ struct MessageMilter<'a> {
     msg: Message,
 }
 
-/// The UID in pickup's `Received: by HOST (NAME, from userid UID)` header value.
-pub fn pickup_uid(value: &str) -> Option<u32> {
-    let v = value.trim_start();
-    if !v.starts_with("by ") {
-        return None;
-    }
-    let (_, rest) = v.split_once(", from userid ")?;
-    let (digits, _) = rest.split_once(')')?;
-    digits.trim().parse().ok()
-}
-
 impl MessageMilter<'_> {
     fn macro_value(&self, name: &str) -> Option<String> {
         self.macros.get(name).filter(|v| !v.is_empty()).cloned()
     }
 
+    /// The question at the end of a message. `non_smtpd_milters` sees only non-SMTP mail: the
+    /// origin is local, and the submitter is found from the queue file.
     fn query(&self) -> Query {
-        let local = self.msg.uid.is_some();
         Query {
             stage: Some(Stage::EndOfMessage),
-            origin: Some(if local { Origin::Local } else { Origin::Smtp }),
+            origin: Some(Origin::Local),
             mta: "postfix".into(),
             queue_id: self.macro_value("i"),
             sender: self.msg.sender.clone(),
             recipients: self.msg.recipients.clone(),
             recipient_count: Some(self.msg.recipient_count),
             size: Some(self.msg.size),
-            client: if local { None } else { self.client },
+            client: self.client,
             server: None,
             sasl_username: self.macro_value("{auth_authen}"),
-            uid: self.msg.uid,
+            uid: None,
             instance: None,
+            mta_pid: self.peer_pid,
         }
     }
 }
@@ -170,9 +162,6 @@ impl Milter for MessageMilter<'_> {
         self.msg.headers += 1;
         let (name, value) = (h.name(), h.value());
         self.msg.size += (name.len() + value.len() + 4) as u64;
-        if self.msg.headers == 1 && name.eq_ignore_ascii_case("Received") {
-            self.msg.uid = pickup_uid(&value);
-        }
         Ok(Continue.into())
     }
 
@@ -182,6 +171,11 @@ impl Milter for MessageMilter<'_> {
     }
 
     async fn end_of_body(&mut self) -> Result<ModificationResponse, Self::Error> {
+        log::debug!(
+            "milter: end of message, {} headers, macros {:?}",
+            self.msg.headers,
+            self.macros
+        );
         let answer = self.decide.decide(&self.query());
         self.msg = Message::default();
         Ok(ModificationResponse::builder().build(action(&answer)))
@@ -196,14 +190,6 @@ impl Milter for MessageMilter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pickups_received_header() {
-        let v = "by postfix-test.example.test (Postfix, from userid 61042)\n\tid 4Xy; Tue, 1 Dec 2026";
-        assert_eq!(pickup_uid(v), Some(61042));
-        assert_eq!(pickup_uid("from x by y (Postfix) with ESMTP id Z"), None);
-        assert_eq!(pickup_uid("by h (Postfix, from userid 0x1)"), None);
-    }
 
     #[test]
     fn answers_become_reply_codes() {

@@ -82,6 +82,9 @@ pub struct Query {
     pub uid: Option<u32>,
     /// A string the same for every question about one message (Postfix `instance`).
     pub instance: Option<String>,
+    /// The MTA process that asked (SO_PEERCRED of a milter connection: Postfix's cleanup),
+    /// whose queue file says who submitted a non-SMTP message.
+    pub mta_pid: Option<i32>,
 }
 
 /// The answer to the MTA.

@@ -101,6 +101,7 @@ impl Request {
                 .flatten()
                 .and_then(|u| u32::try_from(u).ok()),
             instance: self.get("instance").map(str::to_string),
+            mta_pid: None,
         })
     }
 }

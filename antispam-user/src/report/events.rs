@@ -28,6 +28,8 @@ pub struct Violations {
     pub denied: Offenders,
     /// Attempts monitor mode let through that enforce mode would have refused.
     pub would_deny: Offenders,
+    /// Messages through the local MTA (the MTA policy service's records).
+    pub messages: super::messages::Messages,
 }
 
 /// Attempts on one mail path.
@@ -225,6 +227,10 @@ impl Trail {
             return;
         }
         src.events_in_period += 1;
+        if super::messages::Messages::is_record(&e) {
+            self.v.messages.add(&e);
+            return;
+        }
         let counts = self.v.by_path.entry(path_of(&e).to_string()).or_default();
         if e["verdict"] == "denied" {
             counts.denied += 1;
@@ -252,6 +258,7 @@ impl Trail {
         }
         self.v.denied.finish();
         self.v.would_deny.finish();
+        self.v.messages.finish();
         self.v
     }
 }

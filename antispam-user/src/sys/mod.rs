@@ -5,6 +5,7 @@ pub mod cgroup_watch;
 pub mod cgroupfs;
 pub mod local_addrs;
 pub mod netns;
+pub mod postfix_queue;
 pub mod procfs;
 pub mod programs;
 pub mod sockdiag;

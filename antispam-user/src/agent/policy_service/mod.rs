@@ -36,7 +36,7 @@ use super::state::Shared;
 use crate::{
     clock,
     mta::{self, Answer, Decide, Origin, Protocol, Query, Stage},
-    sys::{procfs, sockdiag},
+    sys::{self, procfs, sockdiag},
 };
 
 /// Connections served at once; more are closed at once (the MTA applies its default action).
@@ -192,7 +192,17 @@ impl Service {
     fn attribute(&self, q: &Query) -> Option<Subject> {
         let sasl = q.sasl_username.clone();
         if q.origin == Some(Origin::Local) {
-            if let Some(uid) = q.uid {
+            let from_queue = || {
+                let (pid, id) = (q.mta_pid?, q.queue_id.as_deref()?);
+                match sys::postfix_queue::submitter(pid, id) {
+                    Ok(uid) => uid,
+                    Err(e) => {
+                        log::warn!("MTA policy service: reading the queue file {id} of Postfix process {pid}: {e}: the message is not charged to anyone");
+                        None
+                    }
+                }
+            };
+            if let Some(uid) = q.uid.or_else(from_queue) {
                 return Some(Subject {
                     uid: Some(uid),
                     cgroup_id: None,
@@ -460,7 +470,8 @@ async fn connection(stream: UnixStream, service: &Service) {
             }
         }
         Protocol::Milter => {
-            if let Err(e) = mta::milter::serve(stream.compat(), service).await {
+            let pid = stream.peer_cred().ok().and_then(|c| c.pid());
+            if let Err(e) = mta::milter::serve(stream.compat(), pid, service).await {
                 service.shared.mta.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("MTA policy service (milter): {e}");
             }

@@ -119,6 +119,8 @@ pub struct Counters {
     pub connections: AtomicU64,
     /// Failures to save the buckets.
     pub save_errors: AtomicU64,
+    /// 1 while the service serves its socket.
+    pub up: AtomicU64,
 }
 
 impl Counters {
@@ -197,6 +199,13 @@ pub fn metrics(reg: &Registry, c: &Counters) {
     .expect("valid metric");
     secs.inc_by(c.decision_ns.load(Ordering::Relaxed) as f64 / 1e9);
     reg.register(Box::new(secs)).expect("unique metric");
+    let up = IntGauge::new(
+        "antispam_mta_service_up",
+        "1 while the MTA policy service serves its socket",
+    )
+    .expect("valid metric");
+    up.set(i64::try_from(c.up.load(Ordering::Relaxed)).unwrap_or(0));
+    reg.register(Box::new(up)).expect("unique metric");
     let open = IntGauge::new(
         "antispam_mta_connections",
         "Connections of the MTA to the policy service open now",
