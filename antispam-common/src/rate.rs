@@ -231,8 +231,15 @@ mod tests {
         let tat = gcra_n(tat, t0, &rate, 2).unwrap();
         assert_eq!(available(tat, t0, &rate), 0);
         assert_eq!(wait_for(tat, t0, &rate, 1), Some(SEC / 5));
-        assert_eq!(wait_for(tat, t0, &rate, 6), None, "more than the burst: never");
-        assert_eq!(gcra_n(tat, t0 + SEC / 5, &rate, 1), gcra(tat, t0 + SEC / 5, &rate));
+        assert_eq!(
+            wait_for(tat, t0, &rate, 6),
+            None,
+            "more than the burst: never"
+        );
+        assert_eq!(
+            gcra_n(tat, t0 + SEC / 5, &rate, 1),
+            gcra(tat, t0 + SEC / 5, &rate)
+        );
         assert_eq!(gcra_n(tat, t0, &rate, 0), Some(tat));
         // One at a time is exactly gcra().
         let mut a = 0;

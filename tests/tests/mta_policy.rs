@@ -15,8 +15,8 @@ use antispam_tests::*;
 /// The fenced block after `<!-- antispam-test: NAME -->` in docs/mta-policy-service.md.
 fn doc_block(name: &str) -> String {
     let path = workspace_root().join("docs/mta-policy-service.md");
-    let doc = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let doc =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let marker = format!("<!-- antispam-test: {name} -->");
     let at = doc
         .find(&marker)
@@ -152,7 +152,10 @@ fn session_in(
         .arg(rcpts.join(","));
     client::as_user_in_cgroup(&mut cmd, cg, uid);
     let (st, out, _) = client::run_bounded(&mut cmd, Duration::from_secs(60));
-    assert!(st.is_some_and(|s| s.success()), "smtp_messages: {st:?}\n{out}");
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "smtp_messages: {st:?}\n{out}"
+    );
     let lines: Vec<serde_json::Value> = out
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -199,8 +202,7 @@ fn queue_ids_of(log: &str, uid: u32) -> Vec<String> {
         .filter_map(|l| {
             let after = l.split(": ").nth(1)?;
             let id = after.split(':').next()?;
-            (id.len() >= 8 && id.chars().all(|c| c.is_ascii_alphanumeric()))
-                .then(|| id.to_string())
+            (id.len() >= 8 && id.chars().all(|c| c.is_ascii_alphanumeric())).then(|| id.to_string())
         })
         .collect()
 }
@@ -215,7 +217,11 @@ fn one_smtp_session_gets_exactly_its_message_budget() {
     let uid = unique_uid();
     let t0 = Instant::now();
     let msgs = m.session(uid, N + 3, &["rcpt@example.test"]);
-    eprintln!("{} messages in one session in {:?}", msgs.len(), t0.elapsed());
+    eprintln!(
+        "{} messages in one session in {:?}",
+        msgs.len(),
+        t0.elapsed()
+    );
     for (i, msg) in msgs.iter().enumerate() {
         if i < N {
             assert!(accepted(msg), "message {i} within the budget: {msg}");
@@ -244,19 +250,30 @@ fn one_smtp_session_gets_exactly_its_message_budget() {
         assert!(r.get("recipient_addresses").is_none(), "privacy: {r}");
         assert_eq!(r["cgroup"], m.cg.relative(), "{r}");
         let q = r["queue_id"].as_str().unwrap_or_default();
-        assert!(ids.iter().any(|i| i == q), "queue id {q} not in the maillog ({ids:?})");
+        assert!(
+            ids.iter().any(|i| i == q),
+            "queue id {q} not in the maillog ({ids:?})"
+        );
     }
     let refused = m.wait_records("recipient", uid, 3);
     assert_eq!(refused.len(), 3, "{}", show(&refused));
-    assert!(refused.iter().all(|r| r["reason"] == "message_limit" && r["action"] == "defer"));
+    assert!(refused
+        .iter()
+        .all(|r| r["reason"] == "message_limit" && r["action"] == "defer"));
     let metrics = m.agent().metrics();
     let v = |name, labels: &[(&str, &str)]| metric_value(&metrics, name, labels);
     assert_eq!(
-        v("antispam_messages_total", &[("path", "local_smtp"), ("verdict", "allowed")]),
+        v(
+            "antispam_messages_total",
+            &[("path", "local_smtp"), ("verdict", "allowed")]
+        ),
         Some(N as f64),
         "{metrics}"
     );
-    assert_eq!(v("antispam_recipients_total", &[("verdict", "denied")]), Some(3.0));
+    assert_eq!(
+        v("antispam_recipients_total", &[("verdict", "denied")]),
+        Some(3.0)
+    );
     // The kernel saw one connection, the policy service N + 3 messages.
     let ev = m.agent().wait_events(
         |e| e["event"].is_null() && by_uid(uid)(e) && ev_str(e, "path") == "local_smtp",
@@ -279,44 +296,96 @@ fn every_recipient_counts_on_every_path() {
     let m = Mta::start(&policy(r#"recipients = "5/minute""#));
     let uid = unique_uid();
     // sendmail with 3 recipients: 3 of 5.
-    let r = m.pf.sendmail_as(&m.cg, uid, "a@example.test b@example.test c@example.test", "one");
+    let r = m.pf.sendmail_as(
+        &m.cg,
+        uid,
+        "a@example.test b@example.test c@example.test",
+        "one",
+    );
     assert!(r.ok, "{}", r.output);
     let recs = m.wait_records("message", uid, 1);
     assert_eq!(recs.len(), 1, "{}", show(&recs));
-    assert_eq!((recs[0]["path"].as_str(), recs[0]["recipients"].as_u64()), (Some("sendmail"), Some(3)));
+    assert_eq!(
+        (recs[0]["path"].as_str(), recs[0]["recipients"].as_u64()),
+        (Some("sendmail"), Some(3))
+    );
     assert_eq!(recs[0]["verdict"], "allowed", "{}", recs[0]);
     // sendmail with 3 more: only 2 are left, the whole message is refused (temporarily) and
     // stays in Postfix's queue.
-    let r = m.pf.sendmail_as(&m.cg, uid, "d@example.test e@example.test f@example.test", "two");
-    assert!(r.ok, "sendmail hands the message to the queue: {}", r.output);
+    let r = m.pf.sendmail_as(
+        &m.cg,
+        uid,
+        "d@example.test e@example.test f@example.test",
+        "two",
+    );
+    assert!(
+        r.ok,
+        "sendmail hands the message to the queue: {}",
+        r.output
+    );
     let recs = m.wait_records("message", uid, 2);
     assert_eq!(recs.len(), 2, "{}", show(&recs));
     let refused = &recs[1];
     assert_eq!(refused["verdict"], "denied", "{refused}");
     assert_eq!(refused["reason"], "recipient_limit", "{refused}");
     assert_eq!(refused["recipients"], 3, "{refused}");
-    let text = format!("antispam: recipient limit 5/minute of uid {uid} (default) reached; try again in ");
-    assert!(refused["text"].as_str().unwrap_or_default().starts_with(&text), "{refused}");
+    let text =
+        format!("antispam: recipient limit 5/minute of uid {uid} (default) reached; try again in ");
+    assert!(
+        refused["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&text),
+        "{refused}"
+    );
     m.delivered_exactly(1);
-    assert!(m.pf.queue_files() > 0, "the refused message is kept\n{}", m.pf.diagnostics());
-    let log = m.pf.wait_log(Duration::from_secs(5), |l| l.contains("milter-reject"));
-    assert!(log.contains(&text), "Postfix logs the refusal with its text\n{log}");
+    assert!(
+        m.pf.queue_files() > 0,
+        "the refused message is kept\n{}",
+        m.pf.diagnostics()
+    );
+    let log =
+        m.pf.wait_log(Duration::from_secs(5), |l| l.contains("milter-reject"));
+    assert!(
+        log.contains(&text),
+        "Postfix logs the refusal with its text\n{log}"
+    );
     // Over SMTP, 2 recipients still fit; a third is refused at RCPT.
-    let msgs = m.session(uid, 1, &["g@example.test", "h@example.test", "i@example.test"]);
-    let rc: Vec<&str> = msgs[0]["rcpt"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
-    assert!(rc[0].starts_with("250") && rc[1].starts_with("250"), "{rc:?}");
+    let msgs = m.session(
+        uid,
+        1,
+        &["g@example.test", "h@example.test", "i@example.test"],
+    );
+    let rc: Vec<&str> = msgs[0]["rcpt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(
+        rc[0].starts_with("250") && rc[1].starts_with("250"),
+        "{rc:?}"
+    );
     assert!(
         rc[2].starts_with("451 4.7.1 <i@example.test>: Recipient address rejected: antispam: recipient limit 5/minute"),
         "{rc:?}"
     );
     assert!(accepted(&msgs[0]), "{}", msgs[0]);
     let recs = m.wait_records("message", uid, 3);
-    assert_eq!(recs[2]["recipients"], 2, "the accepted recipients are charged: {}", recs[2]);
+    assert_eq!(
+        recs[2]["recipients"], 2,
+        "the accepted recipients are charged: {}",
+        recs[2]
+    );
     assert_eq!(recs[2]["path"], "local_smtp");
     m.delivered_exactly(2);
     let metrics = m.agent().metrics();
     assert_eq!(
-        metric_value(&metrics, "antispam_recipients_total", &[("verdict", "allowed")]),
+        metric_value(
+            &metrics,
+            "antispam_recipients_total",
+            &[("verdict", "allowed")]
+        ),
         Some(5.0),
         "{metrics}"
     );
@@ -329,9 +398,15 @@ fn sendmail_and_local_smtp_messages_are_recorded_and_reported() {
     }
     let m = Mta::start(&policy(r#"messages = "10/minute""#));
     let uid = unique_uid();
-    let r = m.pf.sendmail_as(&m.cg, uid, "x@one.example.test, y@two.example.test", "by sendmail");
+    let r = m.pf.sendmail_as(
+        &m.cg,
+        uid,
+        "x@one.example.test, y@two.example.test",
+        "by sendmail",
+    );
     assert!(r.ok, "{}", r.output);
-    let s = m.pf.submit_smtp_as(&m.cg, uid, "z@three.example.test", "by SMTP");
+    let s =
+        m.pf.submit_smtp_as(&m.cg, uid, "z@three.example.test", "by SMTP");
     assert!(s.ok, "{}", s.output);
     m.delivered_exactly(2);
     let recs = m.wait_records("message", uid, 2);
@@ -345,9 +420,16 @@ fn sendmail_and_local_smtp_messages_are_recorded_and_reported() {
     };
     let sm = by("sendmail");
     assert_eq!(sm["recipients"], 2, "{sm}");
-    assert_eq!(sm["recipient_domains"], serde_json::json!(["one.example.test", "two.example.test"]));
+    assert_eq!(
+        sm["recipient_domains"],
+        serde_json::json!(["one.example.test", "two.example.test"])
+    );
     let ls = by("local_smtp");
-    assert_eq!(ls["client"].as_str().map(|c| c.starts_with("127.0.0.1:")), Some(true), "{ls}");
+    assert_eq!(
+        ls["client"].as_str().map(|c| c.starts_with("127.0.0.1:")),
+        Some(true),
+        "{ls}"
+    );
     for r in [sm, ls] {
         assert_eq!(r["uid"], uid, "{r}");
         assert_eq!(r["sender_domain"], "example.test", "{r}");
@@ -370,7 +452,11 @@ fn sendmail_and_local_smtp_messages_are_recorded_and_reported() {
         .as_array()
         .and_then(|a| a.iter().find(|k| k["uid"] == uid))
         .unwrap_or_else(|| panic!("{msgs:#}"));
-    assert_eq!((key["messages"].as_u64(), key["recipients"].as_u64()), (Some(2), Some(3)), "{key}");
+    assert_eq!(
+        (key["messages"].as_u64(), key["recipients"].as_u64()),
+        (Some(2), Some(3)),
+        "{key}"
+    );
     let md = std::process::Command::new(antispam_bin())
         .args(["report", "--since", "1h", "--audit-log"])
         .arg(&m.agent().audit_path)
@@ -394,17 +480,30 @@ fn with_the_agent_stopped_postfix_defers_and_keeps_the_mail() {
     let msgs = m.session(uid, 1, &["rcpt@example.test"]);
     let r = refusal(&msgs[0]).unwrap_or_else(|| panic!("{}", msgs[0]));
     assert!(
-        r.starts_with("451 4.7.1 ") && r.ends_with("antispam policy service unavailable, try again later"),
+        r.starts_with("451 4.7.1 ")
+            && r.ends_with("antispam policy service unavailable, try again later"),
         "{r}"
     );
     eprintln!("with the agent stopped, SMTP gets: {r}");
     // sendmail: accepted into the queue, not delivered, kept.
-    let s = m.pf.sendmail_as(&m.cg, uid, "kept@example.test", "while the agent is down");
+    let s =
+        m.pf.sendmail_as(&m.cg, uid, "kept@example.test", "while the agent is down");
     assert!(s.ok, "{}", s.output);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(m.sink.messages(), 0, "{}", m.pf.diagnostics());
-    assert!(m.pf.queue_files() > 0, "kept in the queue\n{}", m.pf.diagnostics());
-    eprintln!("postfix with the agent down:\n{}", m.pf.log().lines().filter(|l| l.contains("milter") || l.contains("policy")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        m.pf.queue_files() > 0,
+        "kept in the queue\n{}",
+        m.pf.diagnostics()
+    );
+    eprintln!(
+        "postfix with the agent down:\n{}",
+        m.pf.log()
+            .lines()
+            .filter(|l| l.contains("milter") || l.contains("policy"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // Back: the kept message is delivered and counted (pickup rescans within 60 s).
     drop(agent);
     m.start_agent();
@@ -449,8 +548,14 @@ fn the_socket_is_the_mtas_alone() {
     let out = connect_as(&m.socket, uid, uid, &[postfix_gid]);
     assert!(out.contains("connected"), "{out}");
     let metrics = m.agent().metrics();
-    assert_eq!(metric_value(&metrics, "antispam_mta_peers_refused_total", &[]), Some(0.0));
-    assert_eq!(metric_value(&metrics, "antispam_mta_service_up", &[]), Some(1.0));
+    assert_eq!(
+        metric_value(&metrics, "antispam_mta_peers_refused_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "antispam_mta_service_up", &[]),
+        Some(1.0)
+    );
 }
 
 /// Connects to a Unix socket as `uid`/`gid` with `groups`, sends one policy request and
@@ -493,14 +598,22 @@ fn suspensions_and_the_kill_switch_refuse_messages_too() {
     let uid_s = uid.to_string();
     let one = |cg: &TestCgroup| session_in(cg, m.smtpd(), uid, 1, &["rcpt@example.test"]).remove(0);
     assert!(accepted(&one(&outside)));
-    let (code, out) = ctl(m.agent(), &["suspend", "--uid", &uid_s, "--reason", "spam run"]);
+    let (code, out) = ctl(
+        m.agent(),
+        &["suspend", "--uid", &uid_s, "--reason", "spam run"],
+    );
     assert_eq!(code, Some(0), "{out}");
     let r = refusal(&one(&outside)).expect("refused while suspended");
     assert!(
-        r.contains(&format!("Recipient address rejected: antispam: uid {uid} is suspended from sending mail")),
+        r.contains(&format!(
+            "Recipient address rejected: antispam: uid {uid} is suspended from sending mail"
+        )),
         "{r}"
     );
-    let (code, out) = ctl(m.agent(), &["unsuspend", "--uid", &uid_s, "--reason", "cleaned"]);
+    let (code, out) = ctl(
+        m.agent(),
+        &["unsuspend", "--uid", &uid_s, "--reason", "cleaned"],
+    );
     assert_eq!(code, Some(0), "{out}");
     assert!(accepted(&one(&outside)));
     let (code, out) = ctl(m.agent(), &["kill-switch", "on", "--reason", "outbreak"]);

@@ -89,7 +89,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
         )))?;
     // The MTA socket. Without it the kernel still enforces everything it does: the agent
     // says so loudly and goes on (the MTA applies its default action to what it would ask).
-    let mta_gid = config.mta_socket.as_ref().and_then(|_| mta_gid(&config.mta_group));
+    let mta_gid = config
+        .mta_socket
+        .as_ref()
+        .and_then(|_| mta_gid(&config.mta_group));
     let mta_socket = config.mta_socket.as_ref().and_then(|path| {
         match policy_service::bind(path, mta_gid, &config.mta_group, &config.control_socket) {
             Ok(bound) => {
@@ -101,7 +104,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
                 Some(bound)
             }
             Err(e) => {
-                log::error!("MTA policy service NOT running (messages and recipients are not counted): {e}");
+                log::error!(
+                    "MTA policy service NOT running (messages and recipients are not counted): {e}"
+                );
                 None
             }
         }

@@ -40,7 +40,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
         macros: BTreeMap::new(),
         msg: Message::default(),
     };
-    Server::default_postfix(&mut m).handle_connection(stream).await
+    Server::default_postfix(&mut m)
+        .handle_connection(stream)
+        .await
 }
 
 /// What is known of the message under way.

@@ -140,7 +140,13 @@ pub fn domain(address: &str) -> Option<String> {
 /// Text safe to put in an SMTP reply: printable ASCII, one line, bounded.
 fn reply_text(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(400)
         .collect()
 }
@@ -153,7 +159,10 @@ mod tests {
     fn protocols_are_told_apart_by_their_first_byte() {
         assert_eq!(Protocol::sniff(0), Protocol::Milter);
         assert_eq!(Protocol::sniff(b'r'), Protocol::Policy);
-        assert_eq!(domain("<Alice@Example.COM>").as_deref(), Some("example.com"));
+        assert_eq!(
+            domain("<Alice@Example.COM>").as_deref(),
+            Some("example.com")
+        );
         assert_eq!(domain("postmaster"), None);
         assert_eq!(domain("a@"), None);
         assert_eq!(reply_text("x\r\ny\u{e9}"), "x??y?");

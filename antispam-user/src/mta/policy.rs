@@ -13,7 +13,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt, BufReader,
+};
 
 use super::{Answer, Decide, Origin, Query, Stage};
 
@@ -57,7 +59,11 @@ impl Request {
             Some("smtpd_access_policy") | None => {}
             Some(other) => return Err(ProtocolError::UnknownRequest(other.to_string())),
         }
-        let stage = match self.get("protocol_state").map(str::to_ascii_uppercase).as_deref() {
+        let stage = match self
+            .get("protocol_state")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             Some("RCPT") => Some(Stage::Rcpt),
             Some("END-OF-MESSAGE") => Some(Stage::EndOfMessage),
             _ => None,
@@ -136,7 +142,10 @@ pub fn format(answer: &Answer) -> String {
     match answer.codes() {
         None => "action=DUNNO\n\n".to_string(),
         Some((code, status)) => {
-            format!("action={code} {status} {}\n\n", super::reply_text(answer.text()))
+            format!(
+                "action={code} {status} {}\n\n",
+                super::reply_text(answer.text())
+            )
         }
     }
 }
@@ -195,8 +204,6 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -226,8 +233,14 @@ instance=1c2d.6761e2a1.7b0f3.0\nsasl_username=\nsize=0\nunknown_future_attribute
 origin=local\nuid=61001\nqueue_id=1tXyZa-000ABC-1x\nsender=u@h\nrecipients=a@x.test, b@y.test\n\
 recipient_count=2\nsize=1234\n\n";
         let q = parse(text).unwrap().query().unwrap();
-        assert_eq!((q.stage, q.origin), (Some(Stage::EndOfMessage), Some(Origin::Local)));
-        assert_eq!((q.uid, q.recipient_count, q.size), (Some(61001), Some(2), Some(1234)));
+        assert_eq!(
+            (q.stage, q.origin),
+            (Some(Stage::EndOfMessage), Some(Origin::Local))
+        );
+        assert_eq!(
+            (q.uid, q.recipient_count, q.size),
+            (Some(61001), Some(2), Some(1234))
+        );
         assert_eq!(q.recipients, ["a@x.test", "b@y.test"]);
         // A UID is believed only for local (non-SMTP) submissions.
         let smtp = text.replace("origin=local\n", "");
@@ -240,7 +253,10 @@ recipient_count=2\nsize=1234\n\n";
             parse("request=smtpd_access_policy\nnonsense\n\n"),
             Err(ProtocolError::NotAnAttribute { line: 2 })
         );
-        assert_eq!(parse("=x\n\n"), Err(ProtocolError::NotAnAttribute { line: 1 }));
+        assert_eq!(
+            parse("=x\n\n"),
+            Err(ProtocolError::NotAnAttribute { line: 1 })
+        );
         assert!(matches!(
             parse("request=other\n\n").unwrap().query(),
             Err(ProtocolError::UnknownRequest(_))
@@ -256,7 +272,10 @@ recipient_count=2\nsize=1234\n\n";
             format(&Answer::Defer("antispam: over\nlimit".into())),
             "action=451 4.7.1 antispam: over?limit\n\n"
         );
-        assert_eq!(format(&Answer::Reject("no".into())), "action=550 5.7.1 no\n\n");
+        assert_eq!(
+            format(&Answer::Reject("no".into())),
+            "action=550 5.7.1 no\n\n"
+        );
     }
 
     struct Counting(Mutex<Vec<Query>>);

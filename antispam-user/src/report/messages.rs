@@ -181,11 +181,25 @@ impl Messages {
                 paths.join(", "),
             ]
         };
-        let head = |k| [k, "messages", "recipients", "refused messages", "refused recipients", "paths"];
+        let head = |k| {
+            [
+                k,
+                "messages",
+                "recipients",
+                "refused messages",
+                "refused recipients",
+                "paths",
+            ]
+        };
         for (what, list, all, key) in [
             ("By UID", &self.by_uid, self.uids, "uid"),
             ("By cgroup", &self.by_cgroup, self.cgroups, "cgroup"),
-            ("By SASL user", &self.by_sasl_user, self.sasl_users, "SASL user"),
+            (
+                "By SASL user",
+                &self.by_sasl_user,
+                self.sasl_users,
+                "SASL user",
+            ),
         ] {
             if list.is_empty() {
                 continue;
@@ -254,6 +268,8 @@ mod tests {
         m.markdown(&mut md);
         assert!(md.contains("| sendmail | 2 | 4 | 0 | 0 | 0 |"), "{md}");
         assert!(md.contains("| shop1 | 1 | 4 |"), "{md}");
-        assert!(!Messages::is_record(&serde_json::json!({"verdict": "allowed"})));
+        assert!(!Messages::is_record(
+            &serde_json::json!({"verdict": "allowed"})
+        ));
     }
 }

@@ -31,7 +31,10 @@ pub fn submitter(pid: i32, queue_id: &str) -> io::Result<Option<u32>> {
     let mut last = None;
     // `incoming` is not hashed by default (hash_queue_names = deferred, defer); if it is, the
     // default depth is one directory named by the id's first character.
-    for rel in [format!("incoming/{queue_id}"), format!("incoming/{first}/{queue_id}")] {
+    for rel in [
+        format!("incoming/{queue_id}"),
+        format!("incoming/{first}/{queue_id}"),
+    ] {
         match read(&Path::new(&cwd).join(rel)) {
             Ok(bytes) => return Ok(first_line(&bytes).as_deref().and_then(pickup_uid)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => last = Some(e),
@@ -123,7 +126,10 @@ mod tests {
         let forged = "Received: by h (Postfix, from userid 0)";
         let long_sender = "x".repeat(300);
         let file: Vec<u8> = [
-            rec(b'C', b"             123             80              1               0"),
+            rec(
+                b'C',
+                b"             123             80              1               0",
+            ),
             rec(b'T', b"1764583000 0"),
             // The envelope sender is the submitter's to choose: never read as the header.
             rec(b'S', forged.as_bytes()),
@@ -138,10 +144,19 @@ mod tests {
         let line = first_line(&file).unwrap();
         assert_eq!(pickup_uid(&line), Some(61042), "{line}");
         // A message whose first line is not pickup's header (SMTP mail) has no submitter.
-        let smtp = [rec(b'M', b""), rec(b'N', b"Received: from x (localhost [127.0.0.1])")].concat();
+        let smtp = [
+            rec(b'M', b""),
+            rec(b'N', b"Received: from x (localhost [127.0.0.1])"),
+        ]
+        .concat();
         assert_eq!(first_line(&smtp).as_deref().and_then(pickup_uid), None);
         assert_eq!(first_line(&file[..file.len() / 3]), None, "cut short");
-        assert_eq!(pickup_uid("Received: by h (Postfix, from userid 12x)"), None);
-        assert!(submitter(std::process::id() as i32, "../../etc").unwrap().is_none());
+        assert_eq!(
+            pickup_uid("Received: by h (Postfix, from userid 12x)"),
+            None
+        );
+        assert!(submitter(std::process::id() as i32, "../../etc")
+            .unwrap()
+            .is_none());
     }
 }

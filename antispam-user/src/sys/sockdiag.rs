@@ -245,7 +245,10 @@ const NO_COOKIE: u32 = u32::MAX;
 /// MTA reports them, remote = the address the MTA accepted the connection on). One netlink
 /// request answered from the kernel's socket hash (no dump); `None` if there is no such socket
 /// here (a client on another host, or gone meanwhile).
-pub fn owner(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> io::Result<Option<Owner>> {
+pub fn owner(
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> io::Result<Option<Owner>> {
     use std::net::{IpAddr, Ipv6Addr};
     // An IPv4 client of a dual-stack listener may have an IPv4 or an IPv4-mapped IPv6 socket.
     let v6 = |ip: IpAddr| match ip {

@@ -89,26 +89,27 @@ pub fn budgets(
     n_recipients: u64,
 ) -> Vec<Budget> {
     let mut out = Vec::new();
-    let mut add = |key: Key, whose: String, rule: String, m: Option<RateSpec>, r: Option<RateSpec>| {
-        for (kind, spec, n) in [
-            (Kind::Messages, m, n_messages),
-            (Kind::Recipients, r, n_recipients),
-        ] {
-            if let Some(spec) = spec.filter(|_| n > 0) {
-                out.push(Budget {
-                    charge: Charge {
-                        key: key.clone(),
-                        kind,
-                        rate: spec.gcra,
-                        n,
-                    },
-                    spec,
-                    whose: whose.clone(),
-                    rule: rule.clone(),
-                });
+    let mut add =
+        |key: Key, whose: String, rule: String, m: Option<RateSpec>, r: Option<RateSpec>| {
+            for (kind, spec, n) in [
+                (Kind::Messages, m, n_messages),
+                (Kind::Recipients, r, n_recipients),
+            ] {
+                if let Some(spec) = spec.filter(|_| n > 0) {
+                    out.push(Budget {
+                        charge: Charge {
+                            key: key.clone(),
+                            kind,
+                            rate: spec.gcra,
+                            n,
+                        },
+                        spec,
+                        whose: whose.clone(),
+                        rule: rule.clone(),
+                    });
+                }
             }
-        }
-    };
+        };
     if let Some(uid) = s.uid {
         let whose = match shared.users.name(uid) {
             Some(name) => format!("uid {uid} ({name})"),
@@ -190,7 +191,10 @@ pub fn judge(
     let name = |id: u32| Some(e.policy.rule_name(id));
     {
         let ops = shared.operations();
-        if keys.iter().any(|k| ops.break_glass.overridden_keys().contains(k)) {
+        if keys
+            .iter()
+            .any(|k| ops.break_glass.overridden_keys().contains(k))
+        {
             return Judgement::allowed("break_glass", None);
         }
         let suspended = ops.suspended_keys();
@@ -198,7 +202,10 @@ pub fn judge(
             let who = if Some(*k) == uid_key {
                 format!("uid {}", s.uid.unwrap_or_default())
             } else {
-                format!("cgroup {}", shared.cgroups.label(s.cgroup_id.unwrap_or_default()))
+                format!(
+                    "cgroup {}",
+                    shared.cgroups.label(s.cgroup_id.unwrap_or_default())
+                )
             };
             return Judgement::refused(
                 "suspended",
@@ -251,7 +258,9 @@ pub fn judge(
             let when = match wait_ns {
                 Some(ns) => format!(
                     "try again in {}",
-                    humantime::format_duration(Duration::from_secs(ns.div_ceil(1_000_000_000).max(1)))
+                    humantime::format_duration(Duration::from_secs(
+                        ns.div_ceil(1_000_000_000).max(1)
+                    ))
                 ),
                 None => format!(
                     "this message has {} recipients, more than the limit allows at once",

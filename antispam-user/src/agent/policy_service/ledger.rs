@@ -96,7 +96,11 @@ impl Ledger {
     pub fn charge(&mut self, charges: &[Charge], now: u64, commit: bool) -> Result<(), Short> {
         let mut next = Vec::with_capacity(charges.len());
         for (index, c) in charges.iter().enumerate() {
-            let tat = self.tats.get(&(c.key.clone(), c.kind)).copied().unwrap_or(0);
+            let tat = self
+                .tats
+                .get(&(c.key.clone(), c.kind))
+                .copied()
+                .unwrap_or(0);
             // The same bucket may be charged twice (a UID's limit and its cgroup's share
             // nothing, but two charges of one key would): count what was already taken.
             let tat = next
@@ -208,17 +212,31 @@ mod tests {
         };
         assert!(l.charge(&[msg(Key::Uid(7), 1), rcpt(3)], now, true).is_ok());
         // 3 more recipients do not fit: nothing is taken, not even the message.
-        let short = l.charge(&[msg(Key::Uid(7), 1), rcpt(3)], now, true).unwrap_err();
+        let short = l
+            .charge(&[msg(Key::Uid(7), 1), rcpt(3)], now, true)
+            .unwrap_err();
         assert_eq!(short.index, 1);
         assert_eq!(short.wait_ns, Some(12 * SEC));
-        assert!(l.charge(&[msg(Key::Uid(7), 1), rcpt(2)], now, false).is_ok());
+        assert!(l
+            .charge(&[msg(Key::Uid(7), 1), rcpt(2)], now, false)
+            .is_ok());
         assert!(l.charge(&[msg(Key::Uid(7), 1), rcpt(2)], now, true).is_ok());
         assert!(l.charge(&[msg(Key::Uid(7), 1)], now, true).is_ok());
-        assert_eq!(l.charge(&[msg(Key::Uid(7), 1)], now, true).unwrap_err().index, 0);
-        assert!(l.charge(&[msg(Key::Uid(8), 1)], now, true).is_ok(), "a key of its own");
+        assert_eq!(
+            l.charge(&[msg(Key::Uid(7), 1)], now, true)
+                .unwrap_err()
+                .index,
+            0
+        );
+        assert!(
+            l.charge(&[msg(Key::Uid(8), 1)], now, true).is_ok(),
+            "a key of its own"
+        );
         // The same bucket charged twice in one call counts twice.
         let mut l = Ledger::default();
-        assert!(l.charge(&[msg(Key::Uid(1), 2), msg(Key::Uid(1), 2)], now, true).is_err());
+        assert!(l
+            .charge(&[msg(Key::Uid(1), 2), msg(Key::Uid(1), 2)], now, true)
+            .is_err());
     }
 
     #[test]
@@ -238,7 +256,9 @@ mod tests {
         l.save(&path).unwrap();
         let mut back = Ledger::load(&path).unwrap();
         assert_eq!(back.len(), 1);
-        assert!(back.charge(&[Charge { n: 1, ..c }], now_ns(), true).is_err());
+        assert!(back
+            .charge(&[Charge { n: 1, ..c }], now_ns(), true)
+            .is_err());
         std::fs::write(&path, "not json").unwrap();
         assert!(Ledger::load(&path).is_err());
         assert_eq!(Ledger::load(&dir.join("none.json")).unwrap().len(), 0);

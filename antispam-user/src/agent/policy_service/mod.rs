@@ -26,12 +26,12 @@ use tokio::{
 };
 use tokio_util::compat::TokioAsyncReadCompatExt as _;
 
+pub use self::record::Counters;
 use self::{
     decide::{Judgement, Subject},
     ledger::Ledger,
     record::{MailPath, MessageRecord, Verdict},
 };
-pub use self::record::Counters;
 use super::state::Shared;
 use crate::{
     clock,
@@ -102,7 +102,11 @@ pub fn bind(
             uid: owner,
         });
     }
-    let (dir_mode, sock_mode) = if gid.is_some() { (0o750, 0o660) } else { (0o700, 0o600) };
+    let (dir_mode, sock_mode) = if gid.is_some() {
+        (0o750, 0o660)
+    } else {
+        (0o700, 0o600)
+    };
     std::os::unix::fs::chown(dir, None, gid).map_err(io)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode)).map_err(io)?;
     match std::fs::remove_file(path) {
@@ -335,8 +339,10 @@ impl Decide for Service {
         let took = t0.elapsed();
         let c = &self.shared.mta;
         c.queries.fetch_add(1, Ordering::Relaxed);
-        c.decision_ns
-            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        c.decision_ns.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let record = match stage {
             Stage::EndOfMessage => {
                 c.message(subject.path, verdict, n_recipients);
@@ -363,7 +369,11 @@ impl Decide for Service {
                 path: subject.path,
                 sender_domain: mta::domain(&q.sender).unwrap_or_default(),
                 sender: full.then(|| q.sender.clone()),
-                recipients: if event == "recipient" { 1 } else { n_recipients },
+                recipients: if event == "recipient" {
+                    1
+                } else {
+                    n_recipients
+                },
                 recipient_domains: domains,
                 recipient_addresses: full.then(|| q.recipients.clone()),
                 size: q.size,
@@ -416,18 +426,26 @@ pub async fn serve(listener: UnixListener, service: Arc<Service>, mut stop: watc
 
 /// Is this peer the MTA (root, or a member of its group)?
 fn authorized(stream: &UnixStream, gid: Option<u32>) -> Result<(), String> {
-    let cred = stream.peer_cred().map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("SO_PEERCRED: {e}"))?;
     if cred.uid() == 0 {
         return Ok(());
     }
     let Some(gid) = gid else {
-        return Err(format!("uid {} is not root, and no MTA group exists", cred.uid()));
+        return Err(format!(
+            "uid {} is not root, and no MTA group exists",
+            cred.uid()
+        ));
     };
     let groups = cred.pid().map(procfs::groups).unwrap_or_default();
     if cred.gid() == gid || groups.contains(&gid) {
         Ok(())
     } else {
-        Err(format!("uid {} is neither root nor in the MTA group (gid {gid})", cred.uid()))
+        Err(format!(
+            "uid {} is neither root nor in the MTA group (gid {gid})",
+            cred.uid()
+        ))
     }
 }
 
@@ -456,7 +474,11 @@ async fn first_byte(stream: &UnixStream) -> Option<u8> {
 async fn connection(stream: UnixStream, service: &Service) {
     if let Err(why) = authorized(&stream, service.gid) {
         log::warn!("MTA policy service: refused {why}");
-        service.shared.mta.peers_refused.fetch_add(1, Ordering::Relaxed);
+        service
+            .shared
+            .mta
+            .peers_refused
+            .fetch_add(1, Ordering::Relaxed);
         return;
     }
     let Some(first) = first_byte(&stream).await else {
@@ -465,14 +487,22 @@ async fn connection(stream: UnixStream, service: &Service) {
     match Protocol::sniff(first) {
         Protocol::Policy => {
             if let Err(e) = mta::policy::serve(stream, service).await {
-                service.shared.mta.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                service
+                    .shared
+                    .mta
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 log::warn!("MTA policy service (policy protocol): {e}");
             }
         }
         Protocol::Milter => {
             let pid = stream.peer_cred().ok().and_then(|c| c.pid());
             if let Err(e) = mta::milter::serve(stream.compat(), pid, service).await {
-                service.shared.mta.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                service
+                    .shared
+                    .mta
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 log::warn!("MTA policy service (milter): {e}");
             }
         }

@@ -20,7 +20,11 @@ pub enum MailPath {
 }
 
 impl MailPath {
-    pub const ALL: [MailPath; 3] = [MailPath::LocalSmtp, MailPath::Sendmail, MailPath::RemoteSmtp];
+    pub const ALL: [MailPath; 3] = [
+        MailPath::LocalSmtp,
+        MailPath::Sendmail,
+        MailPath::RemoteSmtp,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
