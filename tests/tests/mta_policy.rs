@@ -631,3 +631,95 @@ fn suspensions_and_the_kill_switch_refuse_messages_too() {
     assert_eq!(reasons, ["suspended", "kill_switch"], "{reasons:?}");
     m.delivered_exactly(3);
 }
+
+#[test]
+fn a_permanent_refusal_returns_the_mail_and_a_restart_does_not_refill_the_budget() {
+    if !require_kernel() {
+        return;
+    }
+    let mut m = Mta::start(&policy(
+        "messages = \"2/hour\"\n[mta]\nrefusal = \"permanent\"",
+    ));
+    let uid = unique_uid();
+    // Within the budget: one message over SMTP, one through sendmail.
+    let msgs = m.session(uid, 1, &["rcpt@example.test"]);
+    assert!(accepted(&msgs[0]), "{}", msgs[0]);
+    let r = m.pf.sendmail_as(&m.cg, uid, "first@example.test", "within");
+    assert!(r.ok, "{}", r.output);
+    m.delivered_exactly(2);
+    assert_eq!(m.wait_records("message", uid, 2).len(), 2);
+    // The buckets are on disk: a restarted agent does not hand out 2 more.
+    m.agent = None;
+    m.start_agent();
+    let text =
+        format!("antispam: message limit 2/hour of uid {uid} (default) reached; try again in ");
+    // SMTP: refused for good at RCPT, returned to the client, nothing queued.
+    let msgs = m.session(uid, 1, &["rcpt@example.test"]);
+    let r = refusal(&msgs[0]).unwrap_or_else(|| panic!("not refused: {}", msgs[0]));
+    let want = format!("550 5.7.1 <rcpt@example.test>: Recipient address rejected: {text}");
+    assert!(r.starts_with(&want), "{r}\nexpected: {want}");
+    eprintln!("after a restart, over the budget, permanent: {r}");
+    // sendmail: cleanup rejects it for good; Postfix returns it to its sender (a bounce to
+    // uid<N>@example.test, relayed to the sink) and keeps nothing.
+    let r =
+        m.pf.sendmail_as(&m.cg, uid, "second@example.test", "over the budget");
+    assert!(
+        r.ok,
+        "sendmail hands the message to the queue: {}",
+        r.output
+    );
+    let got = m.sink.wait_messages(3, Duration::from_secs(30));
+    assert_eq!(got, 3, "the bounce arrives\n{}", m.pf.diagnostics());
+    let from = format!("uid{uid}@example.test");
+    let bounces: Vec<String> = m
+        .sink
+        .message_texts()
+        .into_iter()
+        .filter(|t| t.contains("MAILER-DAEMON") && t.contains(&from))
+        .collect();
+    assert_eq!(bounces.len(), 1, "{:#?}", m.sink.message_texts());
+    assert!(
+        bounces[0].contains("second@example.test") && bounces[0].contains("5.7.1"),
+        "the bounce names the recipient and the refusal\n{}",
+        bounces[0]
+    );
+    assert!(
+        m.pf.wait_queue_empty(Duration::from_secs(10)),
+        "nothing kept\n{}",
+        m.pf.diagnostics()
+    );
+    let log = m.pf.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("milter-reject") && l.contains("5.7.1") && l.contains(&text)),
+        "Postfix logs the permanent refusal with its text\n{log}"
+    );
+    let recs = m.wait_records("message", uid, 1);
+    let refused: Vec<&serde_json::Value> =
+        recs.iter().filter(|r| r["verdict"] == "denied").collect();
+    assert_eq!(refused.len(), 1, "{}", show(&recs));
+    assert_eq!(
+        (
+            &refused[0]["path"],
+            &refused[0]["action"],
+            &refused[0]["reason"]
+        ),
+        (
+            &serde_json::json!("sendmail"),
+            &serde_json::json!("reject"),
+            &serde_json::json!("message_limit")
+        ),
+        "{}",
+        refused[0]
+    );
+    let rcpt = m.wait_records("recipient", uid, 1);
+    assert_eq!(rcpt.len(), 1, "{}", show(&rcpt));
+    assert_eq!(rcpt[0]["action"], "reject", "{}", rcpt[0]);
+    let originals = m
+        .sink
+        .message_texts()
+        .iter()
+        .filter(|t| !t.contains("MAILER-DAEMON"))
+        .count();
+    assert_eq!(originals, 2, "only the 2 within the budget were sent on");
+}
