@@ -59,6 +59,11 @@ impl Drop for Mta {
 
 impl Mta {
     fn start(policy: &str) -> Mta {
+        Mta::start_with(policy, |_| String::new())
+    }
+
+    /// Like `start`, with `more(dir)` appended to the documented main.cf lines.
+    fn start_with(policy: &str, more: impl FnOnce(&TestDir) -> String) -> Mta {
         let dir = TestDir::new();
         let ns = TestNetns::new();
         let cg = TestCgroup::new("mtapol");
@@ -72,7 +77,7 @@ impl Mta {
             lines,
             "docs/shared-hosting.md gives other main.cf lines than docs/mta-policy-service.md"
         );
-        let lines = lines.replace(DOC_SOCKET, &socket.display().to_string());
+        let lines = lines.replace(DOC_SOCKET, &socket.display().to_string()) + &more(&dir);
         let pf = PrivatePostfix::start_configured(&dir, sink.addr(), Some(listen), None, &lines);
         let text = policy.replace("{smtpd}", &listen.port().to_string());
         let policy = dir.write("policy.toml", &text);
@@ -802,4 +807,191 @@ fn a_hundred_messages_in_one_session_are_each_decided_and_recorded() {
         base.as_secs_f64() * 1e3 / N as f64
     );
     drop(plain);
+}
+
+/// A Cyrus SASL configuration for the instance's smtpd: the `sasldb` auxprop plugin (Debian's
+/// libsasl2-modules-db) over a Berkeley DB file holding `logins` (name, password) in realm
+/// example.test, written with Perl's DB_File in the format `saslpasswd2` writes (key
+/// `name\0realm\0userPassword`). Returns the main.cf lines; `sasl_conf` writes smtpd.conf.
+fn cyrus_sasl(dir: &TestDir, logins: &[(&str, &str)]) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sasl = dir.path().join("sasl");
+    std::fs::create_dir_all(&sasl).expect("mkdir sasl");
+    std::fs::set_permissions(&sasl, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let db = sasl.join("sasldb2");
+    let mut script = String::from(
+        "use DB_File; use Fcntl; tie my %h, 'DB_File', $ARGV[0], O_RDWR|O_CREAT, 0644, $DB_HASH \
+         or die \"sasldb: $!\";\n",
+    );
+    for (name, password) in logins {
+        script.push_str(&format!(
+            "$h{{\"{name}\\0example.test\\0userPassword\"}} = '{password}';\n"
+        ));
+    }
+    script.push_str("untie %h;\n");
+    let out = std::process::Command::new("perl")
+        .arg("-e")
+        .arg(&script)
+        .arg(&db)
+        .output()
+        .expect("perl");
+    assert!(out.status.success(), "writing the sasldb: {out:?}");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    "\nsmtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = cyrus\nsmtpd_sasl_path = smtpd\n\
+     smtpd_sasl_local_domain = example.test\n"
+        .to_string()
+}
+
+/// Cyrus' smtpd.conf for `cyrus_sasl`, in the instance's `/etc/postfix/sasl/` (Debian's
+/// Postfix looks there and in /usr/lib/sasl only: it ignores `cyrus_sasl_config_path`). smtpd
+/// reads it when it starts, at the first connection.
+fn sasl_conf(m: &Mta) {
+    let dir = m.pf.root().join("conf").join("sasl");
+    std::fs::create_dir_all(&dir).expect("mkdir conf/sasl");
+    let db = m.dir.path().join("sasl").join("sasldb2");
+    std::fs::write(
+        dir.join("smtpd.conf"),
+        format!(
+            "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: {}\n",
+            db.display()
+        ),
+    )
+    .expect("write smtpd.conf");
+}
+
+/// One message with swaks over SMTP AUTH PLAIN as `login`; swaks' exit status and output.
+fn swaks_auth(m: &Mta, uid: u32, login: &str, password: &str) -> (bool, String) {
+    let addr = m.smtpd();
+    let mut cmd = std::process::Command::new("swaks");
+    cmd.args([
+        "--server",
+        &addr.ip().to_string(),
+        "--port",
+        &addr.port().to_string(),
+    ])
+    .args([
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        login,
+        "--auth-password",
+        password,
+    ])
+    .args([
+        "--from",
+        &format!("uid{uid}@example.test"),
+        "--to",
+        "rcpt@example.test",
+    ])
+    .args(["--timeout", "5"]);
+    client::as_user_in_cgroup(&mut cmd, &m.cg, uid);
+    let (st, out, _) = client::run_bounded(&mut cmd, Duration::from_secs(20));
+    (st.is_some_and(|s| s.success()), out)
+}
+
+#[test]
+fn sasl_logins_have_budgets_of_their_own() {
+    if !require_kernel() {
+        return;
+    }
+    let logins = [("newsletter", "n-secret"), ("other", "o-secret")];
+    let m = Mta::start_with(
+        &policy("\n[[limit]]\nsasl_users = [\"newsletter@*\"]\nmessages = \"2/minute\""),
+        |dir| cyrus_sasl(dir, &logins),
+    );
+    sasl_conf(&m);
+    let uid = unique_uid();
+    // Postfix reports the login with its realm (smtpd_sasl_local_domain): sasl_username is
+    // "newsletter@example.test", which the rule's pattern matches.
+    // A wrong password is Postfix's business: refused before the agent is asked.
+    let (ok, out) = swaks_auth(&m, uid, "newsletter", "wrong");
+    assert!(!ok && out.contains("535"), "{out}");
+    for i in 0..2 {
+        let (ok, out) = swaks_auth(&m, uid, "newsletter", "n-secret");
+        assert!(
+            ok,
+            "message {i} of newsletter within its budget\n{out}\n{}",
+            m.pf.diagnostics()
+        );
+    }
+    let (ok, out) = swaks_auth(&m, uid, "newsletter", "n-secret");
+    let text = "451 4.7.1 <rcpt@example.test>: Recipient address rejected: antispam: message \
+                limit 2/minute of SASL user newsletter@example.test (limit[0]) reached; try again in ";
+    assert!(
+        !ok && out.contains(text),
+        "third message of newsletter\n{out}"
+    );
+    // The same UID logged in as another user: a budget of its own (none: no rule names it),
+    // so the refusal above was the login's, not the UID's.
+    for i in 0..3 {
+        let (ok, out) = swaks_auth(&m, uid, "other", "o-secret");
+        assert!(ok, "message {i} of other\n{out}");
+    }
+    m.delivered_exactly(5);
+    let recs = m.wait_records("message", uid, 5);
+    let of = |login: &str| {
+        recs.iter()
+            .filter(|r| r["sasl_username"] == login)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (
+            of("newsletter@example.test").len(),
+            of("other@example.test").len()
+        ),
+        (2, 3),
+        "{}",
+        show(&recs)
+    );
+    for r in &recs {
+        assert_eq!(
+            (r["path"].as_str(), r["verdict"].as_str()),
+            (Some("local_smtp"), Some("allowed")),
+            "{r}"
+        );
+        assert_eq!(
+            r["cgroup"],
+            m.cg.relative(),
+            "charged to the UID's cgroup too: {r}"
+        );
+    }
+    assert_eq!(
+        of("newsletter@example.test")[0]["rule"],
+        "limit[0]",
+        "{}",
+        of("newsletter@example.test")[0]
+    );
+    let refused = m.wait_records("recipient", uid, 1);
+    assert_eq!(refused.len(), 1, "{}", show(&refused));
+    assert_eq!(
+        (
+            refused[0]["sasl_username"].as_str(),
+            refused[0]["reason"].as_str()
+        ),
+        (Some("newsletter@example.test"), Some("message_limit")),
+        "{}",
+        refused[0]
+    );
+    let out = std::process::Command::new(antispam_bin())
+        .args(["report", "--since", "1h", "--format", "json", "--audit-log"])
+        .arg(&m.agent().audit_path)
+        .output()
+        .expect("antispam report");
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let by = &rep["violations"]["messages"]["by_sasl_user"];
+    let news = by
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|k| k["sasl_username"] == "newsletter@example.test")
+        })
+        .unwrap_or_else(|| panic!("{by:#}"));
+    assert_eq!(
+        (
+            news["messages"].as_u64(),
+            news["refused_recipients"].as_u64()
+        ),
+        (Some(2), Some(1)),
+        "{news}"
+    );
 }
