@@ -79,7 +79,9 @@ impl Mta {
         );
         let lines = lines.replace(DOC_SOCKET, &socket.display().to_string()) + &more(&dir);
         let pf = PrivatePostfix::start_configured(&dir, sink.addr(), Some(listen), None, &lines);
-        let text = policy.replace("{smtpd}", &listen.port().to_string());
+        let text = policy
+            .replace("{smtpd}", &listen.port().to_string())
+            .replace("{cg}", &cg.relative());
         let policy = dir.write("policy.toml", &text);
         let mut m = Mta {
             agent: None,
@@ -994,4 +996,104 @@ fn sasl_logins_have_budgets_of_their_own() {
         (Some(2), Some(1)),
         "{news}"
     );
+}
+
+#[test]
+fn monitor_mode_refuses_no_message_and_records_what_it_would_have() {
+    if !require_kernel() {
+        return;
+    }
+    let m = Mta::start(&format!(
+        "mode = \"monitor\"\n{}",
+        policy(r#"messages = "1/minute""#)
+    ));
+    let uid = unique_uid();
+    let msgs = m.session(uid, 3, &["rcpt@example.test"]);
+    assert!(msgs.iter().all(accepted), "{}", show(&msgs));
+    m.delivered_exactly(3);
+    let recs = m.wait_records("message", uid, 3);
+    let verdicts: Vec<(&str, bool, &str)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r["verdict"].as_str().unwrap_or_default(),
+                r["would_deny"].as_bool().unwrap_or_default(),
+                r["action"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("allowed", false, "dunno"),
+            ("would_deny", true, "dunno"),
+            ("would_deny", true, "dunno")
+        ],
+        "{}",
+        show(&recs)
+    );
+    assert!(recs[1..].iter().all(|r| r["reason"] == "message_limit"));
+    let metrics = m.agent().metrics();
+    let v = |name, labels: &[(&str, &str)]| metric_value(&metrics, name, labels);
+    assert_eq!(
+        v(
+            "antispam_messages_total",
+            &[("path", "local_smtp"), ("verdict", "would_deny")]
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+    // Each recipient once: not at RCPT and again with its message.
+    assert_eq!(
+        v("antispam_recipients_total", &[("verdict", "would_deny")]),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        v("antispam_recipients_total", &[("verdict", "denied")]),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn a_cgroup_rule_gives_its_cgroup_one_message_budget_for_all_its_users() {
+    if !require_kernel() {
+        return;
+    }
+    let m = Mta::start(&policy(
+        "\n[[limit]]\ncgroups = [\"{cg}/shop\"]\nrate = \"100/minute\"\nmessages = \"2/minute\"",
+    ));
+    let shop = m.cg.child("shop");
+    // The agent follows new cgroups (inotify): wait until it has filed this one.
+    let filed = poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        let metrics = m.agent().metrics();
+        (metric_value(&metrics, "antispam_cgroups_covered", &[]) >= Some(1.0)).then_some(())
+    });
+    assert!(
+        filed.is_some(),
+        "the agent did not cover {}",
+        shop.relative()
+    );
+    let (a, b) = (unique_uid(), unique_uid());
+    let one =
+        |cg: &TestCgroup, uid| session_in(cg, m.smtpd(), uid, 1, &["rcpt@example.test"]).remove(0);
+    assert!(accepted(&one(&shop, a)));
+    assert!(accepted(&one(&shop, b)));
+    // Two UIDs, one cgroup budget: the third message of the cgroup is refused, whoever sends.
+    let r = refusal(&one(&shop, a)).expect("the cgroup's third message is refused");
+    let want = format!(
+        "451 4.7.1 <rcpt@example.test>: Recipient address rejected: antispam: message limit \
+         2/minute of cgroup {} (limit[0]) reached; try again in ",
+        shop.relative()
+    );
+    assert!(r.starts_with(&want), "{r}\nexpected: {want}");
+    // Outside the rule's cgroup (its parent) the same UID is not limited: no UID budget.
+    assert!(accepted(&one(&m.cg, a)));
+    m.delivered_exactly(3);
+    let recs = m.wait_records("message", a, 2);
+    assert_eq!(recs.len(), 2, "{}", show(&recs));
+    assert_eq!(recs[0]["cgroup"], shop.relative(), "{}", recs[0]);
+    assert_eq!(recs[0]["rule"], "limit[0]", "{}", recs[0]);
+    assert_eq!(recs[1]["cgroup"], m.cg.relative(), "{}", recs[1]);
+    assert_eq!(recs[1]["reason"], "no_limit", "{}", recs[1]);
 }

@@ -349,7 +349,11 @@ impl Decide for Service {
                 Some("message")
             }
             Stage::Rcpt if j.refused => {
-                c.recipients(verdict, 1);
+                // In monitor mode the recipient stays in its message and is counted with it
+                // at the end; counting it here too would count it twice.
+                if !monitor {
+                    c.recipients(verdict, 1);
+                }
                 Some("recipient")
             }
             Stage::Rcpt => None,
