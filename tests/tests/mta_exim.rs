@@ -347,7 +347,7 @@ fn exim_asks_the_agent_about_every_message_with_the_documented_acls() {
         "policy.toml",
         &format!(
             "ports = [25, {}]\n[default]\nrate = \"100/minute\"\nmessages = \"{N}/minute\"\n\
-             recipients = \"100/minute\"\n[[allow]]\nusers = [\"postfix\", {EXIM_UID}]\n",
+             recipients = \"8/minute\"\n[[allow]]\nusers = [\"postfix\", {EXIM_UID}]\n",
             exim.listen.port()
         ),
     );
@@ -478,6 +478,44 @@ fn exim_asks_the_agent_about_every_message_with_the_documented_acls() {
         mine.iter().all(|r| exim_logged(&exim, r)),
         "queue ids in Exim's log\n{mine:#?}\n{}",
         exim.log()
+    );
+    // Recipients are counted at RCPT within a message (recipient_count=$recipients_count):
+    // of 9, the 9th does not fit a budget of 8 and is refused at RCPT; the message goes on
+    // with 8, which fit.
+    let third = unique_uid();
+    let rcpts: Vec<String> = (0..9).map(|i| format!("r{i}@example.test")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let msgs = session(&cg, exim.listen, third, 1, &rcpts);
+    let replies: Vec<String> = msgs[0]["rcpt"]
+        .as_array()
+        .expect("rcpt replies")
+        .iter()
+        .map(|r| one_line(r.as_str().unwrap_or_default()))
+        .collect();
+    assert!(
+        replies[..8].iter().all(|r| r.starts_with("250")),
+        "{replies:#?}"
+    );
+    assert!(
+        replies[8].starts_with(&format!(
+            "451 antispam: recipient limit 8/minute of uid {third} (default) reached"
+        )),
+        "{replies:#?}"
+    );
+    assert!(accepted(&msgs[0]), "{}\n{}", msgs[0], exim.log());
+    let mut big = Vec::new();
+    poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        big = agent
+            .events()
+            .into_iter()
+            .filter(|e| e["event"] == "message" && e["uid"] == third)
+            .collect();
+        (!big.is_empty()).then_some(())
+    });
+    assert_eq!(
+        (big.len(), big[0]["recipients"].as_u64()),
+        (1, Some(8)),
+        "{big:#?}"
     );
     drop(agent);
     // With the agent stopped, the documented failure string applies: SMTP deferred.

@@ -293,7 +293,9 @@ impl Decide for Service {
             (None, _) => (0, Vec::new()),
         };
         let n_recipients = match stage {
-            Stage::Rcpt => so_far + 1,
+            // Recipients before this one: those the service saw (Postfix's `instance`), or
+            // those the MTA says it accepted (Exim's `$recipients_count`; Postfix sends 0).
+            Stage::Rcpt => so_far.max(q.recipient_count.unwrap_or(0)) + 1,
             Stage::EndOfMessage => q
                 .recipient_count
                 .unwrap_or(0)
