@@ -65,6 +65,40 @@ pub const fn gcra(tat: u64, now: u64, rate: &Rate) -> Option<u64> {
     }
 }
 
+/// The GCRA decision for `n` tokens at once (a message with `n` recipients) at `now`: the
+/// new TAT when all `n` conform, `None` (bucket untouched) otherwise. `gcra_n(t, now, r, 1)`
+/// is `gcra(t, now, r)`; `n = 0` always conforms and leaves the TAT as it is.
+pub const fn gcra_n(tat: u64, now: u64, rate: &Rate, n: u64) -> Option<u64> {
+    if rate.interval_ns == 0 || n == 0 {
+        return Some(tat);
+    }
+    let start = if tat > now { tat } else { now };
+    // The last of the n tokens is taken at start + (n - 1) * interval: it must conform.
+    let last = match rate.interval_ns.checked_mul(n - 1) {
+        Some(extra) => start.saturating_add(extra),
+        None => return None,
+    };
+    if last - now > rate.tolerance_ns {
+        None
+    } else {
+        Some(last.saturating_add(rate.interval_ns))
+    }
+}
+
+/// Nanoseconds from `now` until `n` tokens conform (0: now; `None`: never, as `n` is more than
+/// the burst).
+pub const fn wait_for(tat: u64, now: u64, rate: &Rate, n: u64) -> Option<u64> {
+    if rate.interval_ns == 0 || n == 0 {
+        return Some(0);
+    }
+    if n > rate.burst() {
+        return None;
+    }
+    let start = if tat > now { tat } else { now };
+    let last = start + rate.interval_ns * (n - 1);
+    Some((last - now).saturating_sub(rate.tolerance_ns))
+}
+
 /// How many connects a bucket with `tat` can take at `now` (for status displays).
 pub const fn available(tat: u64, now: u64, rate: &Rate) -> u64 {
     if rate.interval_ns == 0 {
@@ -183,5 +217,42 @@ mod tests {
         run(&rate, &mut tat, 10 * SEC);
         assert_eq!(available(tat, 10 * SEC, &rate), 3);
         assert_eq!(available(tat, 12 * SEC, &rate), 5);
+    }
+
+    #[test]
+    fn n_tokens_at_once() {
+        // 5 per second, burst 5: 3 + 2 fit, then nothing until a token is back.
+        let rate = Rate::new(5, SEC, 5).unwrap();
+        let t0 = 100 * SEC;
+        let tat = gcra_n(0, t0, &rate, 3).unwrap();
+        assert_eq!(available(tat, t0, &rate), 2);
+        assert_eq!(gcra_n(tat, t0, &rate, 3), None, "3 more do not fit");
+        assert_eq!(wait_for(tat, t0, &rate, 3), Some(SEC / 5));
+        let tat = gcra_n(tat, t0, &rate, 2).unwrap();
+        assert_eq!(available(tat, t0, &rate), 0);
+        assert_eq!(wait_for(tat, t0, &rate, 1), Some(SEC / 5));
+        assert_eq!(
+            wait_for(tat, t0, &rate, 6),
+            None,
+            "more than the burst: never"
+        );
+        assert_eq!(
+            gcra_n(tat, t0 + SEC / 5, &rate, 1),
+            gcra(tat, t0 + SEC / 5, &rate)
+        );
+        assert_eq!(gcra_n(tat, t0, &rate, 0), Some(tat));
+        // One at a time is exactly gcra().
+        let mut a = 0;
+        let mut b = 0;
+        for k in 0..50 {
+            let now = t0 + k * SEC / 20;
+            let x = gcra(a, now, &rate);
+            assert_eq!(x, gcra_n(b, now, &rate, 1));
+            if let Some(t) = x {
+                a = t;
+                b = t;
+            }
+        }
+        assert_eq!(gcra_n(0, t0, &rate, u64::MAX), None);
     }
 }

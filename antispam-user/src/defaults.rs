@@ -9,6 +9,12 @@ pub const OFFENCE_BOOK_NAME: &str = "offences.json";
 pub const CONTROL_SOCKET: &str = "/run/antispam/control.sock";
 /// Members of this group (and root) may use the control socket (`--operators-group`).
 pub const OPERATORS_GROUP: &str = "antispam";
+/// The MTA policy service's socket (`--mta-socket`), in a directory of its own.
+pub const MTA_SOCKET: &str = "/run/antispam/mta/mta.sock";
+/// The MTA's group, which may use the MTA socket (`--mta-group`).
+pub const MTA_GROUP: &str = "postfix";
+/// The message and recipient buckets, kept beside the audit log.
+pub const MTA_BUDGETS_NAME: &str = "mta-budgets.json";
 /// Where programs and maps are pinned in the BPF filesystem (`--pin-dir`).
 pub const PIN_DIR: &str = "/sys/fs/bpf/antispam";
 /// `/metrics` and `/status` (`--metrics-addr`): loopback only; widen it on purpose.
@@ -22,6 +28,11 @@ pub const STATUS_MAX_KEYS: usize = 200;
 /// `window` and `forget_after` of a policy's `[suspension]`: a year and a day. Longer values are
 /// refused, so no end time is computed past what the clocks hold.
 pub const MAX_SUSPENSION: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
+/// The MTA policy service's buckets for an audit log path.
+pub fn mta_budgets(audit_log: &std::path::Path) -> std::path::PathBuf {
+    audit_log.with_file_name(MTA_BUDGETS_NAME)
+}
 
 /// The offence book's path for an audit log path.
 pub fn offence_book(audit_log: &std::path::Path) -> std::path::PathBuf {

@@ -18,6 +18,7 @@ mod control;
 mod defaults;
 mod digest;
 mod kernel;
+mod mta;
 mod policy;
 mod report;
 mod sys;

@@ -154,6 +154,8 @@ pub fn run_refused_with(
         .arg(audit)
         .arg("--control-socket")
         .arg(dir.path().join(format!("control-refused-{n}.sock")))
+        .arg("--mta-socket")
+        .arg(dir.path().join(format!("mta-refused-{n}")).join("mta.sock"))
         .arg("--pin-dir")
         .arg(dir.pins())
         .args(extra)
@@ -193,6 +195,8 @@ pub struct Agent {
     pub audit_path: PathBuf,
     /// The agent's control socket (in the test's temp dir).
     pub control_path: PathBuf,
+    /// The MTA policy service's socket (in a directory of its own in the test's temp dir).
+    pub mta_socket: PathBuf,
 }
 
 impl Agent {
@@ -285,8 +289,25 @@ impl Agent {
             .arg("--control-socket")
             .arg(&control_path)
             .arg("--pin-dir")
-            .arg(dir.pins())
-            .args(launch.extra)
+            .arg(dir.pins());
+        // Each agent its own MTA policy socket, unless the test names one (or none).
+        let own_mta = launch
+            .extra
+            .iter()
+            .any(|a| *a == "--mta-socket" || *a == "--no-mta-socket");
+        let named = launch
+            .extra
+            .iter()
+            .position(|a| *a == "--mta-socket")
+            .and_then(|i| launch.extra.get(i + 1));
+        let mta_socket = match named {
+            Some(p) => PathBuf::from(p),
+            None => at(format!("mta-{n}")).join("mta.sock"),
+        };
+        if !own_mta {
+            cmd.arg("--mta-socket").arg(&mta_socket);
+        }
+        cmd.args(launch.extra)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("create stdout file"))
             .stderr(File::create(&stderr_path).expect("create stderr file"));
@@ -297,6 +318,7 @@ impl Agent {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         Agent {
+            mta_socket,
             child: Some(child),
             metrics_addr,
             log_path,

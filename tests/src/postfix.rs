@@ -109,6 +109,18 @@ impl PrivatePostfix {
         smtp_listen: Option<SocketAddr>,
         cgroup: Option<&TestCgroup>,
     ) -> PrivatePostfix {
+        PrivatePostfix::start_configured(dir, relay_to, smtp_listen, cgroup, "")
+    }
+
+    /// Like `start_with`, with `main_cf` appended to the instance's main.cf (later settings
+    /// win: e.g. the policy service lines of docs/mta-policy-service.md).
+    pub fn start_configured(
+        dir: &TestDir,
+        relay_to: SocketAddr,
+        smtp_listen: Option<SocketAddr>,
+        cgroup: Option<&TestCgroup>,
+        main_cf_extra: &str,
+    ) -> PrivatePostfix {
         assert!(
             is_test_target(relay_to.ip()),
             "relay_to {relay_to} is neither loopback nor inside a TestNetns (10.201.0.0/16, \
@@ -150,7 +162,12 @@ impl PrivatePostfix {
                 );
             }
         }
-        let main_cf = main_cf(&root, &queue, &maillog, relay_to, smtp_listen);
+        let mut main_cf = main_cf(&root, &queue, &maillog, relay_to, smtp_listen);
+        if !main_cf_extra.is_empty() {
+            main_cf.push_str("# Added by the test:\n");
+            main_cf.push_str(main_cf_extra);
+            main_cf.push('\n');
+        }
         fs::write(conf.join("main.cf"), main_cf).expect("write main.cf");
         fs::write(conf.join("master.cf"), master_cf(smtp_listen)).expect("write master.cf");
         // Postfix re-reads a main.cf modified within the last 2 s, sleeping 300 ms each time,

@@ -223,6 +223,7 @@ fn daemonset_matches_the_unit_and_its_policy_checks() {
     for (flag, default) in [
         ("--audit-log", "/var/lib/antispam/audit.jsonl"),
         ("--control-socket", "/run/antispam/control.sock"),
+        ("--mta-socket", "/run/antispam/mta/mta.sock"),
         ("--pin-dir", "/sys/fs/bpf/antispam"),
     ] {
         let path = arg(flag, default);

@@ -30,4 +30,8 @@ pub struct Config {
     pub reload_on_change: bool,
     /// How to decide executions of the MTA's submission programs.
     pub exec_hook: ExecHookChoice,
+    /// The MTA policy service's socket; None: no policy service.
+    pub mta_socket: Option<PathBuf>,
+    /// The MTA's group, which may use that socket.
+    pub mta_group: String,
 }

@@ -139,6 +139,7 @@ pub async fn run(
     shared: Arc<Shared>,
     mut out: Writer,
     violations: tokio::sync::mpsc::Sender<Violation>,
+    mut lines: tokio::sync::mpsc::Receiver<Vec<u8>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let clock = MonoToWall::new();
@@ -163,6 +164,17 @@ pub async fn run(
                 false
             }
             _ = tick.tick() => false,
+            // Records of other parts of the agent (the MTA policy service's messages): whole
+            // lines, so that they never interleave with the kernel's events.
+            Some(line) = lines.recv() => {
+                let mut text = line;
+                // Bounded: what is queued now, at most the channel's capacity.
+                while let Ok(more) = lines.try_recv() {
+                    text.extend_from_slice(&more);
+                }
+                write_records(&mut out, &shared, &text);
+                continue;
+            }
             _ = stop.changed() => true,
         };
         let lines = drain(fd.get_mut(), &shared, &clock, &mut out, &violations, last);
@@ -200,6 +212,22 @@ fn write(out: &mut Writer, shared: &Shared, lines: &Lines) {
         }
     }
     c.log_rotations.store(out.log.rotations, Ordering::Relaxed);
+}
+
+/// Appends records of other parts of the agent (whole lines); a failure is counted and logged,
+/// summarised when it repeats.
+fn write_records(out: &mut Writer, shared: &Shared, text: &[u8]) {
+    if let Err(e) = out.log.append(text) {
+        shared.counters.log_errors.fetch_add(1, Ordering::Relaxed);
+        out.errors.error(
+            "event log",
+            format!("writing the MTA policy service's message records: {e}"),
+        );
+    }
+    shared
+        .counters
+        .log_rotations
+        .store(out.log.rotations, Ordering::Relaxed);
 }
 
 /// A refused connect that counts as a strike (see `strikes`).

@@ -59,6 +59,7 @@ pub fn render(shared: &Shared) -> String {
     operations(&reg, shared);
     policy(&reg, shared);
     per_key(&reg, shared);
+    super::policy_service::record::metrics(&reg, &shared.mta);
     let mut out = Vec::new();
     let families = reg.gather();
     if let Err(e) = TextEncoder::new().encode(&families, &mut out) {

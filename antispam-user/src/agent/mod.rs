@@ -21,6 +21,7 @@ mod log_bound;
 mod log_limit;
 mod metrics;
 mod operations;
+mod policy_service;
 mod programs;
 mod reload;
 mod restore;
@@ -113,6 +114,30 @@ pub async fn run(config: Config) -> Result<(), Error> {
             "control socket {}",
             config.control_socket.display()
         )))?;
+    // The MTA socket. Without it the kernel still enforces everything it does: the agent
+    // says so loudly and goes on (the MTA applies its default action to what it would ask).
+    let mta_gid = config
+        .mta_socket
+        .as_ref()
+        .and_then(|_| mta_gid(&config.mta_group));
+    let mta_socket = config.mta_socket.as_ref().and_then(|path| {
+        match policy_service::bind(path, mta_gid, &config.mta_group, &config.control_socket) {
+            Ok(bound) => {
+                log::info!(
+                    "MTA policy service on {} (group {})",
+                    path.display(),
+                    config.mta_group
+                );
+                Some(bound)
+            }
+            Err(e) => {
+                log::error!(
+                    "MTA policy service NOT running (messages and recipients are not counted): {e}"
+                );
+                None
+            }
+        }
+    });
     let opts = Options {
         events_allowed: config.events == EventFilter::All,
     };
@@ -150,6 +175,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
             ..Default::default()
         }),
         started: SystemTime::now(),
+        mta: policy_service::Counters::default(),
     });
     shared.follow(&tree, watcher.as_ref());
     sync_counters(&audit, &shared);
@@ -171,6 +197,25 @@ pub async fn run(config: Config) -> Result<(), Error> {
         shared.clone(),
         stop_rx.clone(),
     ));
+    let (lines_tx, lines_rx) = mpsc::channel(4096);
+    let (mta_listener, _mta_file) = match mta_socket {
+        Some((l, f)) => (Some(l), Some(f)),
+        None => (None, None),
+    };
+    let mta_task = mta_listener.map(|listener| {
+        shared.mta.up.store(1, Ordering::Relaxed);
+        let service = policy_service::Service::new(
+            shared.clone(),
+            lines_tx,
+            defaults::mta_budgets(&config.audit_log),
+            mta_gid,
+        );
+        tokio::spawn(policy_service::serve(
+            listener,
+            Arc::new(service),
+            stop_rx.clone(),
+        ))
+    });
     let ring = kernel.events.take().expect("ring buffer taken once");
     let writer = events::Writer {
         log: event_log,
@@ -183,6 +228,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         shared.clone(),
         writer,
         violations_tx,
+        lines_rx,
         stop_rx.clone(),
     ));
     let (addr, http_task) =
@@ -229,6 +275,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .await;
 
     let _ = stop_tx.send(true);
+    if let Some(t) = mta_task {
+        let _ = t.await;
+    }
     let _ = control_task.await;
     let _ = events_task.await;
     let _ = gc_task.await;
@@ -643,6 +692,19 @@ fn operators_gid(group: &str) -> Option<u32> {
         _ => {
             log::warn!(
                 "operators group {group:?} does not exist: only root may use the control socket"
+            );
+            None
+        }
+    }
+}
+
+/// The gid of the MTA's group; None (root only: the MTA cannot connect) if it does not exist.
+fn mta_gid(group: &str) -> Option<u32> {
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        _ => {
+            log::warn!(
+                "MTA group {group:?} does not exist: the MTA policy service's socket is root's only, so the MTA cannot reach it (give --mta-group)"
             );
             None
         }

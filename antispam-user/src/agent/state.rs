@@ -89,6 +89,8 @@ pub struct Shared {
     /// The SYN check as the last sync left it.
     pub syn_check: Mutex<crate::control::status::SynCheckView>,
     pub started: SystemTime,
+    /// The MTA policy service's counters.
+    pub mta: super::policy_service::Counters,
 }
 
 impl Shared {

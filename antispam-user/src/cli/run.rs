@@ -69,6 +69,16 @@ pub struct Args {
     /// start without BPF LSM), tracepoint (the fallback: counts, kills over budget).
     #[arg(long, value_enum, default_value_t = ExecHook::Auto)]
     exec_hook: ExecHook,
+    /// The MTA policy service's socket (Postfix check_policy_service and non_smtpd_milters,
+    /// Exim readsocket): made 0660 root:<--mta-group> in a 0750 directory of its own.
+    #[arg(long, value_name = "PATH", default_value = defaults::MTA_SOCKET)]
+    mta_socket: PathBuf,
+    /// The MTA's group (Postfix: postfix; Exim: Debian-exim): it may use the MTA socket.
+    #[arg(long, value_name = "NAME", default_value = defaults::MTA_GROUP)]
+    mta_group: String,
+    /// Run no MTA policy service (messages and recipients are then not counted).
+    #[arg(long)]
+    no_mta_socket: bool,
 }
 
 /// `--exec-hook`.
@@ -107,6 +117,8 @@ impl From<Args> for agent::Config {
             pin_dir: a.pin_dir,
             reload_on_change: !a.no_reload_on_change,
             exec_hook: a.exec_hook.into(),
+            mta_socket: (!a.no_mta_socket).then_some(a.mta_socket),
+            mta_group: a.mta_group,
         }
     }
 }

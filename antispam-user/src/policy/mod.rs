@@ -111,6 +111,11 @@ pub struct Rule {
     pub suspension: Option<SuspensionPolicy>,
     /// `[limit.path.NAME]`: paths with a budget of their own.
     pub paths: PathBudgets,
+    /// `[[limit]] sasl_users`: SASL login names this rule's message budgets apply to.
+    pub sasl_users: Vec<glob::Pattern>,
+    /// `messages`, `recipients`: budgets of the MTA policy service.
+    pub messages: Option<RateSpec>,
+    pub recipients: Option<RateSpec>,
 }
 
 impl Rule {
@@ -141,6 +146,22 @@ pub struct Policy {
     pub sendmail_programs: Vec<PathBuf>,
     /// `subordinate_uids = "owner"` (the default): subordinate UIDs are charged to their owner.
     pub charge_subordinate_uids: bool,
+    /// `[default] messages`, `recipients`: the MTA policy service's budgets of every UID no
+    /// rule gives its own.
+    pub default_messages: Option<RateSpec>,
+    pub default_recipients: Option<RateSpec>,
+    /// `[mta]`.
+    pub mta: MtaPolicy,
+}
+
+/// `[mta]`: how the policy service answers the MTA and what it records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MtaPolicy {
+    /// `refusal = "permanent"`: refuse with 5xx (the message is returned to its sender) instead
+    /// of 4xx (kept by the MTA or the client, and tried again).
+    pub permanent: bool,
+    /// `record_addresses = true`: full addresses in message records, not only domains.
+    pub record_addresses: bool,
 }
 
 /// `[suspension]`: strikes within a window make a suspension, escalating through durations.
@@ -318,6 +339,10 @@ impl Checker<'_> {
         self.local_allows(&rules);
         let sendmail_programs = self.sendmail(raw.sendmail.as_ref());
         let charge_subordinate_uids = self.subordinate_uids(raw.subordinate_uids.as_ref());
+        let default = raw.default.as_ref().map(Spanned::get_ref);
+        let default_messages = default.and_then(|d| self.budget(d.messages.as_ref()));
+        let default_recipients = default.and_then(|d| self.budget(d.recipients.as_ref()));
+        let mta = self.mta(raw.mta.as_ref());
         Policy {
             origin: self.src.name.clone(),
             mode,
@@ -330,6 +355,40 @@ impl Checker<'_> {
             default_paths,
             sendmail_programs,
             charge_subordinate_uids,
+            default_messages,
+            default_recipients,
+            mta,
+        }
+    }
+
+    /// `messages` / `recipients`: a rate whose burst is its count.
+    fn budget(&mut self, v: Option<&Spanned<String>>) -> Option<RateSpec> {
+        self.rate(v?, None)
+    }
+
+    fn mta(&mut self, mta: Option<&Spanned<raw::RawMta>>) -> MtaPolicy {
+        let Some(m) = mta.map(Spanned::get_ref) else {
+            return MtaPolicy::default();
+        };
+        let permanent = match m.refusal.as_ref() {
+            None => false,
+            Some(r) => match r.get_ref().as_str() {
+                "temporary" => false,
+                "permanent" => true,
+                other => {
+                    self.error(
+                        r,
+                        format!(
+                            "unknown refusal {other:?}: expected \"temporary\" (4xx, the default) or \"permanent\" (5xx)"
+                        ),
+                    );
+                    false
+                }
+            },
+        };
+        MtaPolicy {
+            permanent,
+            record_addresses: m.record_addresses,
         }
     }
 
@@ -521,6 +580,9 @@ impl Checker<'_> {
                     nested_budgets: false,
                     suspension: None,
                     paths: PathBudgets::default(),
+                    sasl_users: Vec::new(),
+                    messages: None,
+                    recipients: None,
                 };
                 match kind {
                     RuleKind::Allow => self.allow(&raw.allow[index], &mut rule),
@@ -549,9 +611,37 @@ impl Checker<'_> {
         let t = table.get_ref();
         rule.uids = self.users(&t.users, t.skip_unknown_users);
         rule.cgroups = self.cgroups(&t.cgroups);
-        rule.rate = self.rate(&t.rate, t.burst.as_ref());
-        if t.users.is_empty() && t.cgroups.is_empty() {
-            self.error(table, "[[limit]] names nothing: give users or cgroups");
+        rule.sasl_users = self.sasl_users(&t.sasl_users);
+        rule.messages = self.budget(t.messages.as_ref());
+        rule.recipients = self.budget(t.recipients.as_ref());
+        let kernel_keys = !t.users.is_empty() || !t.cgroups.is_empty();
+        match (&t.rate, kernel_keys) {
+            (Some(rate), true) => rule.rate = self.rate(rate, t.burst.as_ref()),
+            (None, true) => self.error(
+                table,
+                "[[limit]] names users or cgroups but no rate: give rate = \"N/unit\" (connections and submissions)",
+            ),
+            (Some(rate), false) if !t.sasl_users.is_empty() => self.error(
+                rate,
+                "rate counts the connections of users and cgroups, and this rule names only sasl_users: give messages and recipients instead (or name users in a rule of their own)",
+            ),
+            _ => {}
+        }
+        if !kernel_keys && t.sasl_users.is_empty() {
+            self.error(
+                table,
+                "[[limit]] names nothing: give users, cgroups or sasl_users",
+            );
+        } else if kernel_keys && !t.sasl_users.is_empty() {
+            self.error(
+                &t.sasl_users[0],
+                "a [[limit]] names either users and cgroups or sasl_users: give SASL users a rule of their own",
+            );
+        } else if !t.sasl_users.is_empty() && t.messages.is_none() && t.recipients.is_none() {
+            self.error(
+                table,
+                "sasl_users without messages or recipients limits nothing: give messages = \"N/unit\" or recipients = \"N/unit\"",
+            );
         }
         rule.suspension = t.suspension.as_ref().and_then(|s| self.suspension(s));
         if let Some(p) = &t.path {
@@ -693,6 +783,23 @@ impl Checker<'_> {
                     Err(e) => self.error(u, e.to_string()),
                 },
                 Err(e) => self.error(u, e.to_string()),
+            }
+        }
+        out
+    }
+
+    /// SASL login names: glob patterns (`"*@example.com"`), not empty.
+    fn sasl_users(&mut self, names: &[Spanned<String>]) -> Vec<glob::Pattern> {
+        let mut out = Vec::new();
+        for n in names {
+            let text = n.get_ref();
+            if text.trim().is_empty() {
+                self.error(n, "empty SASL user name");
+                continue;
+            }
+            match glob::Pattern::new(text) {
+                Ok(p) => out.push(p),
+                Err(e) => self.error(n, format!("SASL user pattern {text:?}: {e}")),
             }
         }
         out

@@ -33,6 +33,23 @@ pub struct RawPolicy {
     /// absent.
     #[serde(default)]
     pub sendmail: Option<Spanned<RawSendmail>>,
+    /// How the MTA policy service answers and what it records; defaults when absent.
+    #[serde(default)]
+    pub mta: Option<Spanned<RawMta>>,
+}
+
+/// `[mta]`: the policy service the local MTA consults for every message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMta {
+    /// "temporary" (default: 4xx, the MTA or the client keeps the message and retries) or
+    /// "permanent" (5xx: the message is returned to its sender).
+    #[serde(default)]
+    pub refusal: Option<Spanned<String>>,
+    /// Full sender and recipient addresses in the message records (default false: domains
+    /// only).
+    #[serde(default)]
+    pub record_addresses: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +102,13 @@ pub struct RawDefault {
     /// Paths with a default budget of their own instead of `rate`.
     #[serde(default)]
     pub path: Option<Spanned<RawPaths>>,
+    /// Messages every UID may hand the local MTA (the MTA policy service counts them); none
+    /// when absent.
+    #[serde(default)]
+    pub messages: Option<Spanned<String>>,
+    /// Recipients of those messages, each counting one.
+    #[serde(default)]
+    pub recipients: Option<Spanned<String>>,
 }
 
 /// A user: a name, a number, or a range "a-b" of numbers.
@@ -117,9 +141,21 @@ pub struct RawLimit {
     pub users: Vec<Spanned<RawUser>>,
     #[serde(default)]
     pub cgroups: Vec<Spanned<String>>,
-    pub rate: Spanned<String>,
+    /// SASL login names (glob patterns) of the MTA's authenticated clients: a key of their own
+    /// for the MTA policy service's `messages` and `recipients`.
+    #[serde(default)]
+    pub sasl_users: Vec<Spanned<String>>,
+    /// Connections and submissions; required when the rule names users or cgroups.
+    #[serde(default)]
+    pub rate: Option<Spanned<String>>,
     #[serde(default)]
     pub burst: Option<Spanned<i64>>,
+    /// Messages through the local MTA (policy service); the `[default]` one when absent.
+    #[serde(default)]
+    pub messages: Option<Spanned<String>>,
+    /// Recipients of those messages; the `[default]` one when absent.
+    #[serde(default)]
+    pub recipients: Option<Spanned<String>>,
     /// As for `[[allow]]`.
     #[serde(default)]
     pub skip_unknown_users: bool,

@@ -255,7 +255,7 @@ fn empty_rules_are_refused() {
         "{e:?}"
     );
     let e = errors("[[limit]]\nusers = [1]\n");
-    assert!(e[0].contains("missing field `rate`"), "{e:?}");
+    assert!(e[0].contains("names users or cgroups but no rate"), "{e:?}");
 }
 
 #[test]

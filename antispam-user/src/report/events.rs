@@ -28,6 +28,8 @@ pub struct Violations {
     pub denied: Offenders,
     /// Attempts monitor mode let through that enforce mode would have refused.
     pub would_deny: Offenders,
+    /// Messages through the local MTA (the MTA policy service's records).
+    pub messages: super::messages::Messages,
 }
 
 /// Attempts on one mail path.
@@ -231,6 +233,11 @@ impl Trail {
         if !self.period.contains(ts) {
             return;
         }
+        if super::messages::Messages::is_record(&e) {
+            src.events_in_period += 1;
+            self.v.messages.add(&e);
+            return;
+        }
         let n = count_of(&e);
         src.events_in_period += n;
         let counts = self.v.by_path.entry(path_of(&e).to_string()).or_default();
@@ -260,6 +267,7 @@ impl Trail {
         }
         self.v.denied.finish();
         self.v.would_deny.finish();
+        self.v.messages.finish();
         self.v
     }
 }

@@ -50,7 +50,7 @@ fn duration(secs: Option<u64>) -> String {
 }
 
 /// A Markdown table; cells are escaped.
-fn table(o: &mut String, head: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+pub(super) fn table(o: &mut String, head: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
     let _ = writeln!(
         o,
         "| {} |\n|{}",
@@ -362,6 +362,7 @@ impl Violations {
         o.push('\n');
         if self.unavailable.is_none() {
             self.paths_markdown(o);
+            self.messages.markdown(o);
             self.denied.markdown(o, "Refused");
             if self.would_deny.total > 0 {
                 self.would_deny

@@ -21,6 +21,7 @@ use crate::audit::{AuditKind, Broken, Verified};
 mod break_glass;
 mod events;
 mod markdown;
+mod messages;
 mod records;
 mod suspensions;
 #[cfg(test)]

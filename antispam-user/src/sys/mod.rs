@@ -11,6 +11,7 @@ pub mod local_addrs;
 pub mod netns;
 pub mod notify;
 pub mod ports;
+pub mod postfix_queue;
 pub mod procfs;
 pub mod programs;
 pub mod rlimit;
