@@ -206,3 +206,62 @@ fn a_real_prometheus_sees_the_kill_switch_alert_fire_and_end() {
         prom.api("/api/v1/alerts")
     );
 }
+
+/// Every series the Grafana dashboard queries is one the agent serves, or one the rules record.
+#[test]
+fn the_dashboard_queries_only_series_that_exist() {
+    if !require_kernel() {
+        return;
+    }
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join("deploy/grafana/antispam.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let rules = std::fs::read_to_string(rules_dir().join("antispam-rules.yml")).unwrap();
+    let recorded: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: "))
+        .collect();
+    let fx = Fixture::new("dashboard");
+    let policy = fx.policy("ports = [25]\n[default]\nrate = \"10/minute\"\n");
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    // A refusal, so that the per-key series exist too.
+    let uid = unique_uid();
+    let r = connect_probe_as(&fx.cg, uid, fx.smtp_v4(), 12, ProbeOptions::default());
+    assert!(r.iter().any(|x| x.is_eperm()), "{r:?}");
+    let metrics = agent.metrics();
+    let served: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut names = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            // Series names: antispam_…, antispam:…, process_….
+            let mut rest = expr;
+            while let Some(i) = rest.find(|c: char| c.is_ascii_lowercase()) {
+                rest = &rest[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                    .unwrap_or(rest.len());
+                let word = &rest[..end];
+                if word.starts_with("antispam") || word.starts_with("process_") {
+                    names.push((
+                        panel["title"].as_str().unwrap_or("").to_string(),
+                        word.to_string(),
+                    ));
+                }
+                rest = &rest[end..];
+            }
+        }
+    }
+    assert!(names.len() >= 15, "{names:?}");
+    for (title, name) in names {
+        assert!(
+            served.contains(&name.as_str()) || recorded.contains(&name.as_str()),
+            "panel {title:?} queries {name}, which neither the agent serves nor the rules record"
+        );
+    }
+}

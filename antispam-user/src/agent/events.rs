@@ -167,11 +167,11 @@ pub async fn run(
         };
         if shared.reopen_log.swap(false, Ordering::Relaxed) {
             match out.log.reopen() {
-                Ok(Some(path)) => log::info!("SIGHUP: event log {} reopened", path.display()),
+                Ok(Some(path)) => log::info!("event log {} reopened", path.display()),
                 Ok(None) => {}
                 Err(e) => out.errors.error(
                     "event log",
-                    format!("SIGHUP: reopening the event log: {e}; still writing to the file it had open"),
+                    format!("reopening the event log: {e}; still writing to the file it had open"),
                 ),
             }
         }
