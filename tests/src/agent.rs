@@ -453,7 +453,7 @@ impl Agent {
         pred: impl Fn(&serde_json::Value) -> bool,
         min: usize,
     ) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + crate::bound(Duration::from_secs(2));
         loop {
             let ev: Vec<_> = self.events().into_iter().filter(|e| pred(e)).collect();
             if ev.len() >= min || Instant::now() >= deadline {

@@ -171,6 +171,18 @@ fn daemonset_matches_the_unit_and_its_policy_checks() {
         spec["hostNetwork"], true,
         "the node's network namespace (local SMTP, the SYN check on pods' veths)"
     );
+    assert_eq!(
+        spec["hostPID"], true,
+        "the node's PIDs: operators' login UIDs for break glass"
+    );
+    let mem = c["resources"]["requests"]["memory"].as_str().unwrap();
+    let mib: u64 = mem.trim_end_matches("Mi").parse().expect("memory in Mi");
+    assert!(mib >= 42 + 60, "the maps (42 MiB) plus the RSS: {mem}");
+    assert_eq!(
+        c["image"].as_str().unwrap(),
+        format!("antispam:{}", env!("CARGO_PKG_VERSION")),
+        "the image deploy/container/Containerfile builds"
+    );
     for probe in ["readinessProbe", "livenessProbe"] {
         assert_eq!(c[probe]["httpGet"]["path"], "/healthz", "{probe}");
     }

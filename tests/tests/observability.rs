@@ -266,3 +266,53 @@ rate = "3/hour"
         "{text}"
     );
 }
+
+#[test]
+fn sighup_reopens_the_event_log_after_logrotate_moved_it() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("reopen");
+    let policy = fx.policy("ports = [25]\n[default]\nrate = \"1/hour\"\nburst = 1\n");
+    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    let first = unique_uid();
+    assert!(tcp_probe_once(&fx.cg, first, fx.smtp_v4()).ok);
+    let ev = agent.wait_events(by_uid(first), 1);
+    assert_eq!(ev.len(), 1, "{}", show(&ev));
+
+    // What logrotate does: rename, then the postrotate command (systemctl reload: SIGHUP).
+    let moved = fx.dir.path().join("events.jsonl.1");
+    std::fs::rename(&agent.log_path, &moved).unwrap();
+    agent.reload();
+    let reopened = poll_until(
+        bound(std::time::Duration::from_secs(5)),
+        std::time::Duration::from_millis(50),
+        || agent.log_path.exists().then_some(()),
+    );
+    assert!(
+        reopened.is_some(),
+        "no new {} after SIGHUP:\n{}",
+        agent.log_path.display(),
+        agent.stderr()
+    );
+    let second = unique_uid();
+    assert!(tcp_probe_once(&fx.cg, second, fx.smtp_v4()).ok);
+    let ev = agent.wait_events(by_uid(second), 1);
+    assert_eq!(ev.len(), 1, "the new file has the new event: {}", show(&ev));
+    let old = std::fs::read_to_string(&moved).unwrap();
+    assert!(old.contains(&format!("\"uid\":{first}")), "{old}");
+    assert!(
+        !old.contains(&format!("\"uid\":{second}")),
+        "the moved file got a new event: {old}"
+    );
+    let new = std::fs::read_to_string(&agent.log_path).unwrap();
+    assert!(!new.contains(&format!("\"uid\":{first}")), "{new}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&agent.log_path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the new log is private");
+    assert!(agent.stderr().contains("event log") && agent.stderr().contains("reopened"));
+}

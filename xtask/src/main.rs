@@ -4,6 +4,7 @@
 //! `cargo xtask run` or `cargo xtask test`.
 
 mod bench;
+mod package;
 mod setup;
 mod test;
 mod vm;
@@ -60,6 +61,10 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
     },
+    /// The Debian package, target/debian/antispam_<version>_<arch>.deb (or with --static a
+    /// statically linked binary): binary, systemd unit, policy, man pages, completions,
+    /// logrotate rule, docs, Prometheus rules and Grafana dashboard (see docs/packaging.md).
+    Package(package::PackageArgs),
     /// The integration tests inside QEMU (TCG) VMs booting Debian's own 6.1 and 6.12 kernels,
     /// one test at a time with CI=true; console logs in target/vm/ (see docs/vms.md).
     VmTest(vm::VmTestArgs),
@@ -87,10 +92,24 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// Setup, then the release build, saying what it does and how long each took.
 fn build() -> Result<PathBuf> {
+    let t = std::time::Instant::now();
+    eprintln!("xtask: checking what building needs: the nightly rust-src, bpf-linker, /sys/fs/bpf");
     setup::setup()?;
+    eprintln!(
+        "xtask: ready in {:.1} s; building target/release/antispam (cargo build --release; a first build takes 3-6 minutes)",
+        t.elapsed().as_secs_f64()
+    );
+    let t = std::time::Instant::now();
     run(cargo().args(["build", "--release", "--package", "antispam-user"]))?;
-    Ok(root().join("target/release/antispam"))
+    let bin = root().join("target/release/antispam");
+    eprintln!(
+        "xtask: built {} in {:.1} s",
+        bin.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(bin)
 }
 
 fn main() -> Result<()> {
@@ -106,5 +125,6 @@ fn main() -> Result<()> {
         Cmd::Test(args) => test::test(&args),
         Cmd::Bench { smoke, only } => bench::bench(smoke, only.as_deref()),
         Cmd::VmTest(args) => vm::vm_test(args),
+        Cmd::Package(args) => package::package(&args).map(|_| ()),
     }
 }

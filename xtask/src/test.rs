@@ -50,6 +50,8 @@ pub enum Where {
     V5_10,
     /// The shipped systemd unit, systemd as PID 1 in a 6.1 guest.
     Systemd,
+    /// The Debian package (install, upgrade, purge) in the same kind of guest.
+    Package,
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +124,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
             refresh: false,
             timeout: 1500,
             systemd: false,
+            package: false,
         };
         built = true;
         let mut outcome = None;
@@ -135,7 +138,10 @@ pub fn test(args: &TestArgs) -> Result<()> {
         )?;
         results.extend(outcome.map(|o| o.runs).unwrap_or_default());
     }
-    if wants(Where::Systemd) {
+    for (w, package) in [(Where::Systemd, false), (Where::Package, true)] {
+        if !wants(w) {
+            continue;
+        }
         let vm_args = VmTestArgs {
             kernel: KernelChoice::V6_1,
             filter: Vec::new(),
@@ -144,10 +150,16 @@ pub fn test(args: &TestArgs) -> Result<()> {
             refresh: false,
             timeout: 900,
             systemd: true,
+            package,
         };
+        built = true;
         let mut outcome = None;
         step(
-            "the systemd unit in a VM (6.1, systemd as PID 1)",
+            if package {
+                "the Debian package in a VM (6.1, systemd as PID 1)"
+            } else {
+                "the systemd unit in a VM (6.1, systemd as PID 1)"
+            },
             &mut times,
             || {
                 outcome = Some(vm::vm_test_outcome(&vm_args)?);
@@ -159,7 +171,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 .map(|o| o.runs)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(_, p, f, t)| ("systemd (6.1)".to_string(), p, f, t)),
+                .map(|(_, p, f, t)| (format!("{} (6.1)", k_name(w)), p, f, t)),
         );
     }
     eprintln!();
@@ -195,6 +207,7 @@ fn k_name(w: Where) -> &'static str {
         Where::V6_12 => "6.12",
         Where::V5_10 => "5.10 (below the floor)",
         Where::Systemd => "systemd",
+        Where::Package => "package",
     }
 }
 

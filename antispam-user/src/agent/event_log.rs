@@ -64,6 +64,20 @@ impl EventLog {
         Ok((EventLog::new(sink, max_bytes), opened))
     }
 
+    /// Opens the log's path anew (created 0600 if a rotation moved the file away), so that
+    /// what follows goes there; the file open until now is closed. Standard output: nothing to
+    /// do (`None`). On an error the old file stays in use.
+    pub fn reopen(&mut self) -> io::Result<Option<PathBuf>> {
+        let Sink::File { path, file, len } = &mut self.sink else {
+            return Ok(None);
+        };
+        let (new, _) = files::open_private_append(path)?;
+        let text_len = new.metadata()?.len();
+        *file = new;
+        *len = text_len;
+        Ok(Some(path.clone()))
+    }
+
     fn new(sink: Sink, max_bytes: u64) -> EventLog {
         EventLog {
             sink,

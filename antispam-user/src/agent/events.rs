@@ -177,6 +177,16 @@ pub async fn run(
             }
             _ = stop.changed() => true,
         };
+        if shared.reopen_log.swap(false, Ordering::Relaxed) {
+            match out.log.reopen() {
+                Ok(Some(path)) => log::info!("event log {} reopened", path.display()),
+                Ok(None) => {}
+                Err(e) => out.errors.error(
+                    "event log",
+                    format!("reopening the event log: {e}; still writing to the file it had open"),
+                ),
+            }
+        }
         let lines = drain(fd.get_mut(), &shared, &clock, &mut out, &violations, last);
         write(&mut out, &shared, &lines);
         out.errors.flush();

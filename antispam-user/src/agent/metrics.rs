@@ -60,6 +60,12 @@ pub fn render(shared: &Shared) -> String {
     policy(&reg, shared);
     per_key(&reg, shared);
     super::policy_service::record::metrics(&reg, &shared.mta);
+    // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+    if let Err(e) = reg.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    )) {
+        log::debug!("process metrics: {e}");
+    }
     let mut out = Vec::new();
     let families = reg.gather();
     if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
@@ -353,6 +359,24 @@ fn policy(reg: &Registry, shared: &Shared) {
         .with_label_values(&["error"])
         .inc_by(c.reloads_error.load(Ordering::Relaxed));
 
+    plain_gauge(
+        reg,
+        "antispam_policy_last_reload_success",
+        "1 when the last load or reload of the policy succeeded, 0 when the last one was refused (the policy before it stays in force).",
+        c.last_reload_ok.load(Ordering::Relaxed) as i64,
+    );
+    plain_gauge(
+        reg,
+        "antispam_policy_last_reload_success_time_seconds",
+        "Unix time the policy in force went into force (at the start or by a reload).",
+        c.last_reload_time.load(Ordering::Relaxed) as i64,
+    );
+    plain_gauge(
+        reg,
+        "antispam_enforcing",
+        "1 when the programs are attached and the policy is in enforce mode; 0 in monitor mode (counted, not refused) or with nothing attached.",
+        i64::from(shared.programs_attached > 0 && enforced.policy.mode != Mode::Monitor),
+    );
     plain_gauge(
         reg,
         "antispam_policy_generation",

@@ -176,8 +176,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
         }),
         started: SystemTime::now(),
         mta: policy_service::Counters::default(),
+        reopen_log: false.into(),
     });
     shared.follow(&tree, watcher.as_ref());
+    shared.counters.policy_in_force_now();
     sync_counters(&audit, &shared);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -531,6 +533,8 @@ impl Core {
                 _ = signals.term.recv() => { log::info!("SIGTERM: exiting"); return "SIGTERM"; }
                 _ = signals.int.recv() => { log::info!("SIGINT: exiting"); return "SIGINT"; }
                 _ = signals.hup.recv() => {
+                    // After logrotate moved it: the events task opens the log's path anew.
+                    self.shared.reopen_log.store(true, std::sync::atomic::Ordering::Relaxed);
                     if self.reload("SIGHUP") {
                         *program_watch = watch_programs(&self.shared.enforced().policy.sendmail_programs);
                     }

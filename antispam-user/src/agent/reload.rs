@@ -217,6 +217,7 @@ impl Core {
                 .counters
                 .reloads_error
                 .fetch_add(1, Ordering::Relaxed);
+            shared.counters.last_reload_ok.store(0, Ordering::Relaxed);
             return false;
         }
         if let Err(e) = self.kernel.rules.commit(staged) {
@@ -229,6 +230,7 @@ impl Core {
         *shared.assignments() = assignments;
         shared.set_enforced(Enforced { policy, compiled });
         shared.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        shared.counters.policy_in_force_now();
         true
     }
 
@@ -253,5 +255,9 @@ impl Core {
             .counters
             .reloads_error
             .fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .last_reload_ok
+            .store(0, Ordering::Relaxed);
     }
 }

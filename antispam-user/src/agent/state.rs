@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU32, AtomicU64},
+        atomic::{AtomicU32, AtomicU64, Ordering},
         Arc, Mutex, RwLock,
     },
     time::SystemTime,
@@ -35,6 +35,10 @@ pub struct Counters {
     pub book_failures: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_error: AtomicU64,
+    /// 1 while the last load or reload attempt succeeded, 0 after a refused one; the Unix time
+    /// of the last policy that went into force (the start's, or a reload's).
+    pub last_reload_ok: AtomicU64,
+    pub last_reload_time: AtomicU64,
     /// Cgroups that appeared / went away under the attach point since the start.
     pub cgroups_created: AtomicU64,
     pub cgroups_removed: AtomicU64,
@@ -53,6 +57,17 @@ pub struct Counters {
     pub audit_written: AtomicU64,
     pub audit_failures: AtomicU64,
     pub audit_head: AtomicU64,
+}
+
+impl Counters {
+    /// A policy went into force now (at the start or by a reload).
+    pub fn policy_in_force_now(&self) {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_reload_ok.store(1, Ordering::Relaxed);
+        self.last_reload_time.store(now, Ordering::Relaxed);
+    }
 }
 
 /// The policy in force and what it compiled to, swapped whole on reload.
@@ -91,6 +106,8 @@ pub struct Shared {
     pub started: SystemTime,
     /// The MTA policy service's counters.
     pub mta: super::policy_service::Counters,
+    /// Set by SIGHUP: the events task reopens the event log (after logrotate moved it).
+    pub reopen_log: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {

@@ -6,7 +6,10 @@ mod args;
 mod audit;
 mod break_glass;
 mod check;
+mod completions;
 mod kill_switch;
+mod manpages;
+mod reopen_logs;
 mod report;
 mod run;
 mod status;
@@ -56,6 +59,14 @@ enum Command {
     /// Evidence for auditors over a period: audit chain, policy changes, refusals, suspensions,
     /// kill switch, break glass (Markdown or JSON).
     Report(report::Args),
+    /// Make the running agent open its event log anew (after logrotate moved it); the policy
+    /// is not reloaded.
+    ReopenLogs(reopen_logs::Args),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    Manpages(manpages::Args),
 }
 
 impl Cli {
@@ -89,6 +100,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::KillSwitch(a) => kill_switch::main(a),
         Command::BreakGlass(c) => break_glass::main(c),
         Command::Uninstall(a) => uninstall::main(a),
+        Command::ReopenLogs(a) => reopen_logs::main(a),
+        Command::Completions(a) => completions::main(a),
+        Command::Manpages(a) => manpages::main(a),
     }
 }
 

@@ -73,6 +73,8 @@ pub enum Request {
     },
     /// What is enforced now (the same as `GET /status`).
     Status,
+    /// Open the event log's path anew (after logrotate moved the file).
+    ReopenLogs,
 }
 
 impl Request {
@@ -88,6 +90,7 @@ impl Request {
             Request::BreakGlassList => "break-glass list",
             Request::Uninstall { .. } => "uninstall",
             Request::Status => "status",
+            Request::ReopenLogs => "reopen-logs",
         }
     }
 }

@@ -95,6 +95,11 @@ pub struct VmTestArgs {
     /// start-up, stop, take-over, restart after SIGKILL, systemd-analyze security).
     #[arg(long)]
     pub systemd: bool,
+    /// With --systemd: instead of the unit installed by hand, the Debian package (`cargo xtask
+    /// package`, built twice as two versions): install, logrotate, upgrade without a gap,
+    /// purge.
+    #[arg(long, requires = "systemd")]
+    pub package: bool,
 }
 
 /// The outcome of one kernel's VM.
@@ -256,9 +261,23 @@ fn systemd_outcome(args: &VmTestArgs) -> Result<Outcome> {
             agent.display()
         );
     }
+    let debs = if args.package {
+        // The package's logrotate rule is run in the guest, which is this machine's root.
+        setup::ensure_packages(&[(
+            "logrotate",
+            "the package's logrotate rule, run in the package's VM test",
+        )])?;
+        // Two versions of the same build: the second upgrades the first.
+        let first = crate::package::deb(&agent, env!("CARGO_PKG_VERSION"))?;
+        let second = crate::package::deb(&agent, concat!(env!("CARGO_PKG_VERSION"), "+upgrade1"))?;
+        Some((first, second))
+    } else {
+        None
+    };
     qemu::install_signal_handlers();
     let t = Instant::now();
-    let run = run_systemd(series, args, &agent).unwrap_or_else(|e| Run {
+    let debs = debs.as_ref().map(|(a, b)| (a.as_path(), b.as_path()));
+    let run = run_systemd(series, args, &agent, debs).unwrap_or_else(|e| Run {
         series,
         kernel: String::new(),
         console: Console::default(),
@@ -277,10 +296,16 @@ fn systemd_outcome(args: &VmTestArgs) -> Result<Outcome> {
     Ok(outcome(std::slice::from_ref(&run)))
 }
 
-fn run_systemd(series: Series, args: &VmTestArgs, agent: &Path) -> Result<Run> {
+fn run_systemd(
+    series: Series,
+    args: &VmTestArgs,
+    agent: &Path,
+    debs: Option<(&Path, &Path)>,
+) -> Result<Run> {
     let kernel = kernels::ensure(series, args.refresh)?;
     let mods = modules::load_order(&kernel)?;
-    let dir = root().join("target/vm/systemd");
+    let name = if debs.is_some() { "package" } else { "systemd" };
+    let dir = root().join(format!("target/vm/{name}"));
     let initramfs = dir.join("initramfs.cpio");
     let plan = systemd::Plan {
         agent,
@@ -289,13 +314,19 @@ fn run_systemd(series: Series, args: &VmTestArgs, agent: &Path) -> Result<Run> {
         epoch: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        debs,
     };
     systemd::prepare(&plan, &mods, &initramfs)?;
-    let log = root().join("target/vm/systemd.log");
+    let log = root().join(format!("target/vm/{name}.log"));
     println!(
-        "\n=== vm-test --systemd: {} {}, systemd as PID 1, the shipped unit; console in {}",
+        "\n=== vm-test --systemd: {} {}, systemd as PID 1, {}; console in {}",
         kernel.package,
         kernel.version,
+        if debs.is_some() {
+            "the Debian package installed, upgraded and purged"
+        } else {
+            "the shipped unit"
+        },
         log.display()
     );
     boot(series, &kernel, &initramfs, &log, args.timeout.min(900))

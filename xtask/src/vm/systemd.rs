@@ -55,6 +55,9 @@ pub struct Plan<'a> {
     pub dir: &'a Path,
     /// The host's clock when the run was planned, in case the guest has no RTC time.
     pub epoch: u64,
+    /// The package test instead of the unit's: two builds of the .deb, the first installed,
+    /// then upgraded to the second, then purged.
+    pub debs: Option<(&'a Path, &'a Path)>,
 }
 
 /// Writes the guest's files into `plan.dir` and its initramfs to `initramfs`.
@@ -65,7 +68,13 @@ pub fn prepare(plan: &Plan, modules: &[Module], initramfs: &Path) -> Result<()> 
         ("policy-reloaded.toml", POLICY_RELOADED.to_string()),
         ("antispam-vm-test.service", TEST_UNIT.to_string()),
         ("antispam-vm.target", TARGET.to_string()),
-        ("systemd-test.sh", test_script(plan.epoch)),
+        (
+            "systemd-test.sh",
+            match plan.debs {
+                None => test_script(plan.epoch),
+                Some(_) => package_script(plan.epoch),
+            },
+        ),
     ];
     for (name, text) in files {
         let p = plan.dir.join(name);
@@ -117,17 +126,15 @@ mount -t tmpfs -o mode=755 layers /layers
 mkdir -p /layers/root/upper /layers/root/work
 mount -t overlay -o lowerdir=/host,upperdir=/layers/root/upper,workdir=/layers/root/work overlay /newroot || fail "overlay on the host's root"
 R=/newroot
-# Installed as docs/operations.md says: the binary, the policy, the unit as shipped.
-mkdir -p $R/usr/local/bin $R/etc/antispam $R/etc/systemd/system $R/antispam-vm
-cp {agent} $R/usr/local/bin/antispam || fail "copying the agent"
-cp {policy} $R/etc/antispam/policy.toml || fail "copying the policy"
-cp {unit} $R/etc/systemd/system/antispam.service || fail "copying the unit"
-cp {test_unit} {target} $R/etc/systemd/system/ || fail "copying the test unit"
-cp {script} {reloaded} $R/antispam-vm/ || fail "copying the test script"
+mkdir -p $R/etc/systemd/system $R/antispam-vm
+{install}cp {test_unit} {target} $R/etc/systemd/system/ || fail "copying the test unit"
+cp {script} {reloaded} {policy} $R/antispam-vm/ || fail "copying the test script"
 ln -sf antispam-vm.target $R/etc/systemd/system/default.target
 # The host's marks of a container: systemd would take the VM for one and skip mounting the BPF
 # filesystem, among other things.
 rm -f $R/.dockerenv $R/run/.containerenv
+# A container image's policy-rc.d (exit 101) would keep dpkg from starting services.
+rm -f $R/usr/sbin/policy-rc.d
 # The host's fstab names none of the guest's disks.
 : > $R/etc/fstab
 echo antispam-vm > $R/etc/hostname
@@ -135,9 +142,26 @@ for m in dev proc sys; do mount --move /$m $R/$m; done
 exec switch_root $R /lib/systemd/systemd
 "#,
         mods = mods.join(" "),
-        agent = q(plan.agent),
+        install = match plan.debs {
+            // Installed as docs/operations.md says: the binary, the policy, the unit as shipped.
+            None => format!(
+                "mkdir -p $R/usr/local/bin $R/etc/antispam\n\
+                 cp {agent} $R/usr/local/bin/antispam || fail \"copying the agent\"\n\
+                 cp {policy} $R/etc/antispam/policy.toml || fail \"copying the policy\"\n\
+                 cp {unit} $R/etc/systemd/system/antispam.service || fail \"copying the unit\"\n",
+                agent = q(plan.agent),
+                policy = d("policy.toml"),
+                unit = q(plan.unit),
+            ),
+            // The test script installs the package with dpkg.
+            Some((first, second)) => format!(
+                "cp {} $R/antispam-vm/antispam-first.deb || fail \"copying the first package\"\n\
+                 cp {} $R/antispam-vm/antispam-second.deb || fail \"copying the second package\"\n",
+                q(first),
+                q(second)
+            ),
+        },
         policy = d("policy.toml"),
-        unit = q(plan.unit),
         test_unit = d("antispam-vm-test.service"),
         target = d("antispam-vm.target"),
         script = d("systemd-test.sh"),
@@ -145,9 +169,21 @@ exec switch_root $R /lib/systemd/systemd
     )
 }
 
-/// The test, run by antispam-vm-test.service. Every wait is bounded; each step prints a libtest
-/// line; the guest powers off at the end.
+/// The unit's test, run by antispam-vm-test.service. Every wait is bounded; each step prints a
+/// libtest line; the guest powers off at the end.
 fn test_script(epoch: u64) -> String {
+    let steps = UNIT_STEPS.replace("{SECURITY}", SECURITY);
+    format!("{}{steps}{}", prelude(epoch), epilogue())
+}
+
+/// The package's test: install (enabled, started, enforcing, the group, the files), logrotate,
+/// upgrade (no gap: a key over its budget stays refused throughout), purge (nothing left).
+fn package_script(epoch: u64) -> String {
+    format!("{}{PACKAGE_STEPS}{}", prelude(epoch), epilogue())
+}
+
+/// The shell functions both tests use.
+fn prelude(epoch: u64) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -218,20 +254,38 @@ step() {{
   fi
 }}
 
-start_enforces() {{
+"#
+    );
+    s
+}
+
+fn epilogue() -> String {
+    format!(
+        r#"if [ $failed -eq 0 ]; then verdict=ok; rc=0; else verdict=FAILED; rc=1; fi
+echo "test result: $verdict. $passed passed; $failed failed; 0 ignored; 0 measured; 0 filtered out"
+echo "{END} systemd rc=$rc"
+echo "{RESULT} rc=$rc"
+systemctl poweroff --force --force
+sleep 10
+echo o > /proc/sysrq-trigger
+"#
+    )
+}
+
+const UNIT_STEPS: &str = r#"start_enforces() {
   # The operators' group exists: the agent hands the control socket to it (CAP_CHOWN).
   getent group antispam >/dev/null || groupadd --system antispam || return 1
   timeout 180 systemctl start antispam || return 1
   [ "$(systemctl is-active antispam)" = active ] || return 1
   echo "    StatusText=$(prop StatusText) MainPID=$(prop MainPID)"
   [ "$(prop StatusText)" = enforcing ] || return 1
-  [ -S /run/antispam/control.sock ] || {{ echo "    no /run/antispam/control.sock"; return 1; }}
+  [ -S /run/antispam/control.sock ] || { echo "    no /run/antispam/control.sock"; return 1; }
   ls -l /run/antispam/control.sock
-  [ "$(stat -c '%U:%G %a' /run/antispam/control.sock)" = "root:antispam 660" ] || {{ echo "    the control socket is not root:antispam 0660"; return 1; }}
+  [ "$(stat -c '%U:%G %a' /run/antispam/control.sock)" = "root:antispam 660" ] || { echo "    the control socket is not root:antispam 0660"; return 1; }
   enforces 60001 1
-}}
+}
 
-reload_applies() {{
+reload_applies() {
   g1=$(generation)
   cp /antispam-vm/policy-reloaded.toml /etc/antispam/policy.toml
   timeout 60 systemctl reload antispam || return 1
@@ -245,14 +299,14 @@ reload_applies() {{
   echo "    generation $g1 -> $g2"
   [ -n "$g2" ] && [ "$g2" != "$g1" ] || return 1
   enforces 60002 2
-}}
+}
 
 # A SIGHUP as soon as the agent runs (its signals blocked from main's first line, SigBlk bit 0,
 # until its handler is installed, SigCgt bit 0), long before it enforces (seconds here), and a
 # `systemctl reload` queued during the start: both are reloads, not deaths. (A SIGHUP that lands earlier, while systemd
 # still sets up the sandbox before exec, kills that process, and the unit restarts it:
 # RestartForceExitStatus=SIGHUP.)
-sighup_during_start() {{
+sighup_during_start() {
   r0=$(prop NRestarts)
   timeout 60 systemctl stop antispam || return 1
   timeout 10 systemctl start --no-block antispam || return 1
@@ -267,29 +321,29 @@ sighup_during_start() {{
     fi
     i=$((i + 1))
   done
-  [ "$pid" != 0 ] && [ -n "$blk" ] || {{ echo "    the agent never ran with SIGHUP blocked or caught"; return 1; }}
+  [ "$pid" != 0 ] && [ -n "$blk" ] || { echo "    the agent never ran with SIGHUP blocked or caught"; return 1; }
   kill -HUP "$pid"
   echo "    SIGHUP to $pid (SigBlk $blk, SigCgt $cgt) at $(cut -d' ' -f1 /proc/uptime)s, while it is $(systemctl is-active antispam)"
-  timeout 120 systemctl reload antispam || {{ echo "    systemctl reload during the start failed"; return 1; }}
+  timeout 120 systemctl reload antispam || { echo "    systemctl reload during the start failed"; return 1; }
   wait_active 180 || return 1
   echo "    MainPID now $(prop MainPID), NRestarts $r0 -> $(prop NRestarts)"
   [ "$(prop MainPID)" = "$pid" ] && [ "$(prop NRestarts)" = "$r0" ]
-}}
+}
 
-stop_keeps_enforcing() {{
+stop_keeps_enforcing() {
   timeout 60 systemctl stop antispam || return 1
   [ "$(systemctl is-active antispam)" != active ] || return 1
   ls /sys/fs/bpf/antispam >/dev/null || return 1
   enforces 60003 2
-}}
+}
 
-start_takes_over() {{
+start_takes_over() {
   timeout 180 systemctl start antispam || return 1
-  tail -n 5 /var/lib/antispam/audit.jsonl | grep -q '"took_over":true' || {{ echo "    the audit log has no start that took over"; return 1; }}
+  tail -n 5 /var/lib/antispam/audit.jsonl | grep -q '"took_over":true' || { echo "    the audit log has no start that took over"; return 1; }
   enforces 60004 2
-}}
+}
 
-restarted_after_sigkill() {{
+restarted_after_sigkill() {
   pid=$(prop MainPID)
   r0=$(prop NRestarts)
   systemctl kill -s KILL antispam
@@ -304,9 +358,9 @@ restarted_after_sigkill() {{
   [ "$(systemctl is-active antispam)" = active ] && [ "$(prop MainPID)" != "$pid" ] || return 1
   [ "$(prop NRestarts)" -gt "$r0" ] || return 1
   enforces 60005 2
-}}
+}
 
-security_score() {{
+security_score() {
   out=$(timeout 120 systemd-analyze security --no-pager antispam.service 2>&1)
   line=$(echo "$out" | grep 'Overall exposure level')
   if [ -z "$line" ]; then
@@ -319,7 +373,7 @@ security_score() {{
   score=$(echo "$line" | sed 's/.*antispam.service: *//')
   echo "{SECURITY} $score"
   [ -n "$line" ]
-}}
+}
 
 step start_enforces start_enforces
 step reload_applies reload_applies
@@ -329,17 +383,89 @@ step start_takes_over start_takes_over
 step restarted_after_sigkill restarted_after_sigkill
 step systemd_analyze_security security_score
 
-if [ $failed -eq 0 ]; then verdict=ok; rc=0; else verdict=FAILED; rc=1; fi
-echo "test result: $verdict. $passed passed; $failed failed; 0 ignored; 0 measured; 0 filtered out"
-echo "{END} systemd rc=$rc"
-echo "{RESULT} rc=$rc"
-systemctl poweroff --force --force
-sleep 10
-echo o > /proc/sysrq-trigger
-"#
-    );
-    s
+"#;
+
+const PACKAGE_STEPS: &str = r#"pkg_version() { dpkg-query -W -f '${Version}' antispam 2>/dev/null; }
+
+install_enables_and_enforces() {
+  # The package's own policy (the example policy) first, then this test's stricter one.
+  timeout 300 dpkg -i /antispam-vm/antispam-first.deb || return 1
+  echo "    installed $(pkg_version); $(systemctl is-enabled antispam) $(systemctl is-active antispam)"
+  [ "$(systemctl is-enabled antispam)" = enabled ] || return 1
+  wait_active 180 || return 1
+  [ "$(prop StatusText)" = enforcing ] || { echo "    StatusText=$(prop StatusText)"; return 1; }
+  getent group antispam >/dev/null || { echo "    no antispam group"; return 1; }
+  [ "$(stat -c '%U:%G %a' /run/antispam/control.sock)" = "root:antispam 660" ] || return 1
+  for f in /usr/sbin/antispam /usr/share/man/man8/antispam.8.gz /usr/share/bash-completion/completions/antispam /etc/logrotate.d/antispam /usr/share/doc/antispam/operations.md; do
+    [ -e "$f" ] || { echo "    missing $f"; return 1; }
+  done
+  systemctl status antispam --no-pager -n 0 | head -n 4 | sed 's/^/    /'
+  g1=$(generation)
+  cp /antispam-vm/policy.toml /etc/antispam/policy.toml
+  timeout 60 systemctl reload antispam || return 1
+  i=0
+  while [ $i -lt 300 ] && [ "$(generation)" = "$g1" ]; do sleep 0.1; i=$((i + 1)); done
+  enforces 60011 1
 }
+
+logrotate_reopens() {
+  [ -s /var/log/antispam/events.jsonl ] || { echo "    no event log"; return 1; }
+  timeout 60 logrotate --force /etc/logrotate.d/antispam || return 1
+  [ -e /var/log/antispam/events.jsonl.1 ] || { echo "    not rotated"; ls -l /var/log/antispam; return 1; }
+  i=0
+  while [ $i -lt 100 ] && ! [ -e /var/log/antispam/events.jsonl ]; do sleep 0.1; i=$((i + 1)); done
+  probe 60012 >/dev/null
+  i=0
+  while [ $i -lt 100 ] && ! grep -q '"uid":60012' /var/log/antispam/events.jsonl 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+  ls -l /var/log/antispam | sed 's/^/    /'
+  grep -q '"uid":60012' /var/log/antispam/events.jsonl
+}
+
+upgrade_takes_over_without_a_gap() {
+  v1=$(pkg_version)
+  # UID 60013 spends its budget; from then on every probe must be refused, during the upgrade
+  # too (the pinned programs enforce while the old agent stops and the new one starts).
+  [ "$(probe 60013)" = closed ] || return 1
+  : > /tmp/gap
+  ( while [ ! -e /tmp/upgraded ]; do probe 60013 >> /tmp/gap; sleep 0.2; done ) &
+  watcher=$!
+  timeout 300 dpkg -i /antispam-vm/antispam-second.deb
+  rc=$?
+  wait_active 180
+  touch /tmp/upgraded
+  wait $watcher
+  v2=$(pkg_version)
+  echo "    $v1 -> $v2 (dpkg rc $rc); probes during the upgrade: $(sort /tmp/gap | uniq -c | tr '\n' ' ')"
+  [ $rc -eq 0 ] && [ "$v2" != "$v1" ] || return 1
+  [ "$(prop StatusText)" = enforcing ] || return 1
+  ! grep -qv '^refused$' /tmp/gap || return 1
+  [ -s /tmp/gap ] || return 1
+  tail -n 8 /var/lib/antispam/audit.jsonl | grep -q '"took_over":true' || { echo "    no start that took over"; return 1; }
+  # The operator's policy (a changed conffile) is kept.
+  cmp -s /antispam-vm/policy.toml /etc/antispam/policy.toml || { echo "    the conffile was replaced"; return 1; }
+  enforces 60014 1
+}
+
+purge_leaves_nothing() {
+  timeout 300 dpkg --purge antispam || return 1
+  left=""
+  for f in /usr/sbin/antispam /lib/systemd/system/antispam.service /etc/antispam /var/lib/antispam /var/log/antispam /sys/fs/bpf/antispam; do
+    [ -e "$f" ] && left="$left $f"
+  done
+  getent group antispam >/dev/null && left="$left group:antispam"
+  [ "$(systemctl is-active antispam)" = active ] && left="$left the-service"
+  echo "    left:${left:- nothing}"
+  [ -z "$left" ] || return 1
+  # Nothing enforces any more.
+  [ "$(probe 60015)" = closed ] && [ "$(probe 60015)" = closed ]
+}
+
+step install_enables_and_enforces install_enables_and_enforces
+step logrotate_reopens_the_event_log logrotate_reopens
+step upgrade_takes_over_without_a_gap upgrade_takes_over_without_a_gap
+step purge_leaves_nothing purge_leaves_nothing
+
+"#;
 
 #[cfg(test)]
 mod tests {
@@ -352,6 +478,7 @@ mod tests {
             unit: Path::new("/w/deploy/systemd/antispam.service"),
             dir: Path::new("/w/target/vm/systemd"),
             epoch: 1,
+            debs: None,
         };
         let s = init_script(&plan, &[]);
         assert!(s.contains(
@@ -364,5 +491,16 @@ mod tests {
         let t = test_script(1);
         assert!(t.contains("step restarted_after_sigkill"));
         assert!(t.contains("echo \"ANTISPAM-VM-RESULT rc=$rc\""));
+        assert!(t.contains("echo \"ANTISPAM-VM-SECURITY $score\""));
+        let p = package_script(1);
+        assert!(p.contains("step purge_leaves_nothing"));
+        assert!(!p.contains("step start_enforces"));
+        let debs = Plan {
+            debs: Some((Path::new("/w/a.deb"), Path::new("/w/b.deb"))),
+            ..plan
+        };
+        let s = init_script(&debs, &[]);
+        assert!(s.contains("cp '/host/w/a.deb' $R/antispam-vm/antispam-first.deb"));
+        assert!(!s.contains("usr/local/bin/antispam"));
     }
 }

@@ -4,6 +4,7 @@
 
 mod break_glass;
 mod kill_switch;
+mod reopen_logs;
 mod sessions;
 mod status;
 mod suspend;
@@ -144,6 +145,7 @@ impl Core {
             Request::BreakGlassList => Ok(self.break_glass_list()),
             Request::Uninstall { reason } => self.uninstall(&reason, peer),
             Request::Status => Ok(self.status()),
+            Request::ReopenLogs => Ok(self.reopen_logs()),
         }
     }
 }
