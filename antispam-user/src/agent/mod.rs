@@ -407,7 +407,7 @@ fn log_enforcing(shared: &Shared, dir: &Path, addr: &std::net::SocketAddr, cgrou
     }
     let e = shared.enforced();
     log::info!(
-        "enforcing {} (mode {}, generation {}) on cgroup {} with {} programs; {cgroups} cgroups followed; metrics and status on http://{addr}/",
+        "enforcing {} (mode {}, generation {}) on cgroup {} with {} programs; {cgroups} cgroups followed; metrics on http://{addr}/metrics",
         e.policy.origin,
         e.policy.mode.name(),
         shared.generation.load(Ordering::Relaxed),

@@ -408,6 +408,21 @@ install_enables_and_enforces() {
   enforces 60011 1
 }
 
+# The agent's errors are errors in the journal (a <3> prefix), its information is not.
+journal_priorities() {
+  cp /etc/antispam/policy.toml /tmp/policy.good
+  printf 'ports = [25\n' > /etc/antispam/policy.toml
+  kill -HUP "$(prop MainPID)"
+  i=0
+  while [ $i -lt 100 ] && ! journalctl -u antispam -p err -o cat --no-pager | grep -q 'reload refused'; do sleep 0.1; i=$((i + 1)); done
+  cp /tmp/policy.good /etc/antispam/policy.toml
+  kill -HUP "$(prop MainPID)"
+  journalctl -u antispam -p err -o cat --no-pager | sed 's/^/    err: /' | tail -n 4
+  journalctl -u antispam -p err -o cat --no-pager | grep -q 'reload refused' || return 1
+  journalctl -u antispam -p info -o cat --no-pager | grep -q '^enforcing ' || { echo "    no info line"; return 1; }
+  ! journalctl -u antispam -p warning -o cat --no-pager | grep -q '^enforcing '
+}
+
 logrotate_reopens() {
   [ -s /var/log/antispam/events.jsonl ] || { echo "    no event log"; return 1; }
   timeout 60 logrotate --force /etc/logrotate.d/antispam || return 1
@@ -461,6 +476,7 @@ purge_leaves_nothing() {
 }
 
 step install_enables_and_enforces install_enables_and_enforces
+step journal_has_priorities journal_priorities
 step logrotate_reopens_the_event_log logrotate_reopens
 step upgrade_takes_over_without_a_gap upgrade_takes_over_without_a_gap
 step purge_leaves_nothing purge_leaves_nothing
