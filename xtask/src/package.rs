@@ -23,7 +23,7 @@ use crate::{cargo, root, run, setup};
 
 #[derive(clap::Args)]
 pub struct PackageArgs {
-    /// Build a statically linked binary (glibc, `-C target-feature=+crt-static`) at
+    /// Build a statically linked binary (musl) at
     /// target/static/antispam instead of the .deb.
     #[arg(long = "static")]
     static_: bool,
@@ -232,26 +232,35 @@ fn check_contents(deb: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A statically linked agent: glibc's static libraries, so it runs on any x86-64 Linux with no
-/// shared library at all (user names are still looked up through NSS when the host has it).
+/// A statically linked agent, for musl (Rust's `x86_64-unknown-linux-musl` target, added with
+/// rustup if missing): it runs on any x86-64 Linux with no shared library at all, and looks
+/// users up in /etc/passwd itself. (glibc linked statically crashes in getpwnam: its NSS
+/// modules are loaded dynamically.)
 fn static_binary() -> Result<PathBuf> {
     setup::ensure_packages(PACKAGE_PACKAGES)?;
-    let triple = "x86_64-unknown-linux-gnu";
-    progress("building the agent statically linked (glibc, crt-static)");
-    run(cargo()
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "antispam-user",
-            "--target",
-            triple,
-        ])
-        // Only the agent's target: the build scripts and the eBPF object stay as they are.
-        .env(
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            "-C target-feature=+crt-static",
-        ))?;
+    let triple = "x86_64-unknown-linux-musl";
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == triple)
+        })
+        .unwrap_or(false);
+    if !installed {
+        progress(&format!("rustup target add {triple}"));
+        run(Command::new("rustup").args(["target", "add", triple]))?;
+    }
+    progress(&format!("building the agent statically linked ({triple})"));
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "antispam-user",
+        "--target",
+        triple,
+    ]))?;
     let built = root().join(format!("target/{triple}/release/antispam"));
     let out = root().join("target/static/antispam");
     mkdirs(&out)?;

@@ -21,8 +21,6 @@ use antispam_common::maps as m;
 
 use super::{layout::layout, Error};
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 /// The pin directory of one attach point, and what was found there.
 #[derive(Debug)]
 pub struct Pins {
@@ -40,7 +38,8 @@ pub fn link_path(dir: &Path, program: &str) -> PathBuf {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }
 
 /// The instance directories under `root`: (path, cgroup id, layout).
