@@ -8,6 +8,7 @@
 mod actions;
 mod book;
 mod cgroups;
+mod checkpoint;
 mod config;
 mod core;
 mod dir_watch;
@@ -209,7 +210,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         syn: syn_check::SynFollow::default(),
         deferred: None,
         errors: LogLimit::default(),
+        checkpoints: checkpoint::Checkpoints::every(config.audit_checkpoint_every),
     };
+    core.audit_tick();
     core.restore();
     core.break_glass_restore();
     core.prune_runtime();
@@ -407,6 +410,7 @@ impl Core {
         if let Err(e) = record(&mut audit, &shared, &stop) {
             log::error!("{e}");
         }
+        checkpoint::log_head(&audit, "stop");
     }
 }
 
@@ -536,6 +540,7 @@ impl Core {
     fn every_second(&mut self) -> Option<&'static str> {
         self.expire();
         self.break_glass_expire();
+        self.audit_tick();
         self.save_book();
         self.errors.flush();
         self.sync_local_addrs();

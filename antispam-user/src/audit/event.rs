@@ -324,6 +324,26 @@ pub struct ActionFailed {
     pub error: String,
 }
 
+/// The log is sealed from this record on, with the key named (`antispam audit setup-keys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealingStarted {
+    /// The verification key's public id (`audit verify --key` finds the key by it).
+    pub key_id: String,
+    pub key_file: PathBuf,
+    /// When epoch 0 began.
+    pub start: String,
+    pub epoch_secs: u64,
+    /// The epoch the key was in when this record was written.
+    pub epoch: u64,
+}
+
+/// A sealing key file is there but cannot be used: the records from here on are not sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealingUnavailable {
+    pub key_file: PathBuf,
+    pub error: String,
+}
+
 /// Every kind of audit record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", content = "details", rename_all = "snake_case")]
@@ -351,6 +371,8 @@ pub enum AuditEvent {
     FileModeTightened(FileModeTightened),
     StaleStateCleared(StaleStateCleared),
     ActionFailed(ActionFailed),
+    SealingStarted(SealingStarted),
+    SealingUnavailable(SealingUnavailable),
 }
 
 /// The name of each kind of record, without its details: what `antispam report` sorts by.
@@ -380,6 +402,8 @@ pub enum AuditKind {
     FileModeTightened,
     StaleStateCleared,
     ActionFailed,
+    SealingStarted,
+    SealingUnavailable,
 }
 
 impl AuditKind {
@@ -426,6 +450,8 @@ impl AuditEvent {
             AuditEvent::FileModeTightened(_) => AuditKind::FileModeTightened,
             AuditEvent::StaleStateCleared(_) => AuditKind::StaleStateCleared,
             AuditEvent::ActionFailed(_) => AuditKind::ActionFailed,
+            AuditEvent::SealingStarted(_) => AuditKind::SealingStarted,
+            AuditEvent::SealingUnavailable(_) => AuditKind::SealingUnavailable,
         }
     }
 }
@@ -596,6 +622,17 @@ pub(crate) mod samples {
             AuditEvent::ActionFailed(ActionFailed {
                 action: "suspend".into(),
                 target: Some(Target::Uid(1000)),
+                error: "e".into(),
+            }),
+            AuditEvent::SealingStarted(SealingStarted {
+                key_id: "0011223344556677".into(),
+                key_file: "/a.key".into(),
+                start: "t".into(),
+                epoch_secs: 900,
+                epoch: 0,
+            }),
+            AuditEvent::SealingUnavailable(SealingUnavailable {
+                key_file: "/a.key".into(),
                 error: "e".into(),
             }),
         ]
