@@ -85,8 +85,7 @@ fn rewrite(text: &str, edit: impl Fn(usize, &mut serde_json::Map<String, Value>)
 fn last_checkpoint(stderr: &str) -> (u64, String) {
     let line = stderr
         .lines()
-        .filter(|l| l.contains("antispam-audit-checkpoint "))
-        .next_back()
+        .rfind(|l| l.contains("antispam-audit-checkpoint "))
         .unwrap_or_else(|| panic!("no checkpoint line in:\n{stderr}"));
     let field = |name: &str| {
         line.split_whitespace()

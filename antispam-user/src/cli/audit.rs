@@ -40,10 +40,10 @@ pub enum Command {
     SetupKeys {
         #[command(flatten)]
         audit_log: super::args::AuditLog,
-        /// How long one sealing key lives: a root who takes the host can rewrite the records of
-        /// the epoch it is in, no earlier one.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
-        epoch: Duration,
+        /// How long one sealing key lives (default 15m): a root who takes the host can rewrite
+        /// the records of the epoch it is in, no earlier one.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        epoch: Option<Duration>,
         /// Replace an existing key file (records sealed with it then need its old key).
         #[arg(long)]
         force: bool,
@@ -57,7 +57,11 @@ pub fn main(cmd: Command) -> ExitCode {
             audit_log,
             epoch,
             force,
-        } => setup_keys(&audit_log.path, epoch, force),
+        } => setup_keys(
+            &audit_log.path,
+            epoch.unwrap_or(crate::audit::seal::DEFAULT_EPOCH),
+            force,
+        ),
     }
 }
 

@@ -9,6 +9,7 @@ mod check;
 mod kill_switch;
 mod report;
 mod run;
+mod sign;
 mod status;
 mod suspend;
 mod table;

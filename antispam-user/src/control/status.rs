@@ -219,6 +219,14 @@ pub struct GrantView {
     pub expires_at: Option<String>,
     /// When a request nobody approved lapses.
     pub lapses_at: Option<String>,
+    /// What the requester cited, for the approver to see.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    /// The signing keys (`principal (SHA256:…)`), when signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
