@@ -389,7 +389,7 @@ impl Sealer {
         self.save()
     }
 
-    /// (epoch, seal) for the record whose chain hash is `hash`.
+    /// The seal of the record whose chain hash is `hash`, with the current epoch's key.
     pub fn seal(&self, hash: &str) -> String {
         self.key.seal(hash)
     }
