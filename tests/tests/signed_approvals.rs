@@ -232,6 +232,64 @@ fn approvals_need_a_second_principals_signature_and_every_refusal_is_audited() {
     );
     assert_eq!(code, Some(0), "{out}");
     assert!(tcp_probe_once(&fx.cg, user, server).is_eperm(), "revoked");
+    // A signature is good once, and only for a while: a signed request (its text built as
+    // docs/operations.md says) sent twice over the control socket, and one signed 10 min ago.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let control = agent.control_path.clone();
+    let send = |time: u64| {
+        let text = format!(
+            "antispam signed request v1\n{}\n",
+            serde_json::json!({"action": "kill-switch", "host": host, "on": false,
+                "reason": "replayed", "time": time})
+        );
+        let mut c = Command::new("ssh-keygen")
+            .args(["-q", "-Y", "sign", "-n", "antispam", "-f", &bob_key])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("ssh-keygen");
+        use std::io::{BufRead, Write};
+        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let sshsig = String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap();
+        let req = serde_json::json!({"op": "kill_switch", "on": false, "reason": "replayed",
+            "signature": {"sshsig": sshsig, "time": time}});
+        let control = control.clone();
+        move || {
+            let mut s = std::os::unix::net::UnixStream::connect(&control).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            writeln!(s, "{req}").unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(s).read_line(&mut line).unwrap();
+            serde_json::from_str::<serde_json::Value>(&line).expect("a response")
+        }
+    };
+    let once = send(now);
+    let r = once();
+    assert_eq!(r["ok"], true, "{r}");
+    let r = once();
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("used before"),
+        "{r}"
+    );
+    let r = send(now - 600)();
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 5m from now"),
+        "{r}"
+    );
+
     let head = agent.status_json()["audit"].clone();
     let cp = format!(
         "{}:{}",
@@ -261,6 +319,8 @@ fn approvals_need_a_second_principals_signature_and_every_refusal_is_audited() {
             ("break-glass approve", eve_fp.as_str()),
             ("kill-switch", "-"),
             ("break-glass revoke", "-"),
+            ("kill-switch", bob_fp.as_str()),
+            ("kill-switch", bob_fp.as_str()),
         ],
         "{refused:#?}"
     );
@@ -287,7 +347,11 @@ fn approvals_need_a_second_principals_signature_and_every_refusal_is_audited() {
         .iter()
         .filter(|r| r["event"] == "kill_switch")
         .collect();
-    assert_eq!(kill.len(), 2);
+    assert_eq!(
+        kill.len(),
+        3,
+        "on, off, and the replayed request's first sending"
+    );
     assert_eq!(kill[0]["details"]["signer"]["fingerprint"], bob_fp.as_str());
 
     // The report: who requested and approved by key, the evidence, and the log's verification.

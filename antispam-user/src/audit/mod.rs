@@ -612,6 +612,38 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[test]
+    fn a_key_written_while_the_log_is_open_is_picked_up_at_the_next_tick() {
+        let (dir, _) = chain(1);
+        let path = dir.join("audit.jsonl");
+        let mut log = AuditLog::open(&path).unwrap();
+        assert!(log.sealing().is_none());
+        assert_eq!(log.tick(SystemTime::now()).unwrap(), None);
+        let vk = VerifyKey::generate(SystemTime::now(), Duration::from_secs(60)).unwrap();
+        seal::Sealer::create(&key_path(&path), &vk, false).unwrap();
+        log.tick(SystemTime::now()).unwrap();
+        assert_eq!(log.sealing().map(|(k, _)| k.to_string()), Some(vk.id()));
+        log.append(&stop("sealed")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v = verify(&text).unwrap();
+        assert_eq!(v.chain[2].event, "sealing_started");
+        let r = check_seals(&v.chain, std::slice::from_ref(&vk), SystemTime::now());
+        assert_eq!((r.sealed_records(), r.unsealed_before, r.bad), (2, 2, None));
+        // Reopened with the key: no second sealing_started.
+        drop(log);
+        let mut log = AuditLog::open(&path).unwrap();
+        log.append(&stop("again")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("sealing_started").count(), 1);
+        // A damaged key file leaves the log unsealed, on record.
+        std::fs::write(key_path(&path), "{").unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        assert!(log.sealing().is_none() && log.seal_problem.is_some());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().last().unwrap().contains("sealing_unavailable"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// Sealing cost per record and verification time, for docs/design.md (run with
     /// `cargo test --release -p antispam-user seal_figures -- --ignored --nocapture`).
     #[test]
