@@ -231,6 +231,7 @@ fn a_sealed_log_rewritten_by_root_fails_verify_with_the_key_and_a_cut_fails_the_
     let cp = format!("{cp_seq}:{cp_hash}");
     let (code, out, err) = verify(&audit, &["--key", &vk, "--expect-head", &cp]);
     assert_eq!(code, Some(0), "{out}{err}");
+    eprintln!("verify --key --expect-head:\n{out}");
     assert!(
         out.contains("sealed ok") && out.contains("verify with the key"),
         "{out}"
@@ -261,6 +262,7 @@ fn a_sealed_log_rewritten_by_root_fails_verify_with_the_key_and_a_cut_fails_the_
     assert_eq!(code, Some(1), "{out}{err}");
     let seq = events[at]["seq"].as_u64().unwrap();
     let epoch = events[at]["epoch"].as_u64().unwrap();
+    eprintln!("verify --key on the rewritten copy:\n{out}{err}");
     let named = format!(":{}: seal broken at record {seq}, epoch {epoch}:", at + 1);
     assert!(err.contains(&named), "names the record: {err}");
 
@@ -288,6 +290,7 @@ fn a_sealed_log_rewritten_by_root_fails_verify_with_the_key_and_a_cut_fails_the_
     );
     let (code, out, err) = verify(&copy, &["--key", &vk, "--expect-head", &cp]);
     assert_eq!(code, Some(1), "{out}{err}");
+    eprintln!("verify --expect-head on the cut copy:\n{out}{err}");
     assert!(
         err.contains(&format!("the log ends at record {}", cp_seq - 1)),
         "{err}"
