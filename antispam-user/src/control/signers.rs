@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ssh_key::{HashAlg, PublicKey, SshSig};
+use ssh_key::{Algorithm, HashAlg, PublicKey, SshSig};
 
 use super::signed::{Signer, NAMESPACE};
 
@@ -33,6 +33,8 @@ pub enum SignersError {
     Namespace(String),
     #[error("the key {fingerprint} is not in the allowed signers file {}", path.display())]
     Unlisted { fingerprint: String, path: PathBuf },
+    #[error("the FIDO key {fingerprint} signed without a touch (user presence not asserted)")]
+    NoTouch { fingerprint: String },
     #[error("the signature by {fingerprint} does not verify over this request ({why})")]
     Invalid { fingerprint: String, why: String },
 }
@@ -42,6 +44,21 @@ pub enum SignersError {
 struct Entry {
     principals: Vec<String>,
     key: PublicKey,
+}
+
+/// For a FIDO key's signature (`sk-…`), did the authenticator assert user presence (a touch)?
+/// The signed data carries its flags byte, bit 0 (as OpenSSH requires by default); `ssh-key`
+/// verifies the signature over the flags but does not look at them. True for other keys.
+fn touched(sig: &SshSig) -> bool {
+    const USER_PRESENT: u8 = 0x01;
+    match sig.algorithm() {
+        Algorithm::SkEd25519 | Algorithm::SkEcdsaSha2NistP256 => {
+            // Raw signature, then flags (1 byte) and counter (4 bytes).
+            let data = sig.signature_bytes();
+            data.len() >= 5 && data[data.len() - 5] & USER_PRESENT != 0
+        }
+        _ => true,
+    }
 }
 
 /// The `SHA256:…` fingerprint of the key that made an armored signature, if it can be read.
@@ -188,6 +205,9 @@ impl AllowedSigners {
                 fingerprint: fingerprint.clone(),
                 why: e.to_string(),
             })?;
+        if !touched(&sig) {
+            return Err(SignersError::NoTouch { fingerprint });
+        }
         let mut principals: Vec<String> = Vec::new();
         for e in &listed {
             for p in &e.principals {
