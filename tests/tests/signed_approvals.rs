@@ -149,6 +149,18 @@ fn approvals_need_a_second_principals_signature_and_every_refusal_is_audited() {
         "{out}"
     );
     let id = request_id(&out);
+    let (code, out) = ctl(&agent, &["break-glass", "list"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("alert MailQueueStuck fired 09:02; antispam_smtp"),
+        "{out}"
+    );
+    let (_, out) = ctl(&agent, &["break-glass", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("JSON list");
+    assert_eq!(
+        list["pending"][0]["requester_key"],
+        format!("alice@example.org ({alice_fp})").as_str()
+    );
     let approve = |sign: Option<&str>| {
         let mut args = vec!["break-glass", "approve", id.as_str()];
         if let Some(k) = sign {

@@ -67,7 +67,7 @@ pub enum Command {
     },
 }
 
-pub const HEADER: [&str; 7] = [
+pub const HEADER: [&str; 8] = [
     "ID",
     "TARGET",
     "STATE",
@@ -75,6 +75,7 @@ pub const HEADER: [&str; 7] = [
     "APPROVED BY",
     "ENDS",
     "REASON",
+    "EVIDENCE",
 ];
 
 /// Table rows of the overrides in force and the pending requests (also used by `status`).
@@ -92,6 +93,11 @@ pub fn rows(v: &BreakGlassView) -> Vec<Vec<String>> {
                 opt(&g.approver),
                 opt(ends),
                 g.reason.clone(),
+                if g.evidence.is_empty() {
+                    "-".to_string()
+                } else {
+                    g.evidence.join("; ")
+                },
             ]
         })
         .collect()
