@@ -212,13 +212,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
         errors: LogLimit::default(),
         checkpoints: checkpoint::Checkpoints::every(config.audit_checkpoint_every),
     };
-    core.audit_tick();
     core.restore();
     core.break_glass_restore();
     core.prune_runtime();
     core.sync_local_addrs();
     core.sync_subuids();
     core.sync_syn_check();
+    core.audit_tick();
     let stop_reason = core
         .serve(
             &mut signals,
