@@ -204,11 +204,17 @@ fn a_suspension_that_cannot_be_kept_is_refused_and_nothing_vanishes_unrecorded()
     std::fs::write(&book, saved.to_string()).unwrap();
     let mut next = Agent::spawn(&policy, &fx.cg, &fx.dir, &launch);
     next.wait_ready(bound(Duration::from_secs(10))).unwrap();
-    let records = next.audit_events();
-    let cleared = records
-        .iter()
-        .find(|r| r["event"] == "stale_state_cleared")
-        .unwrap_or_else(|| panic!("the removal is on record:\n{records:#?}"));
+    // Restored state is recorded just after the agent answers /healthz: wait for it.
+    let cleared = poll_until(
+        bound(Duration::from_secs(5)),
+        Duration::from_millis(50),
+        || {
+            next.audit_events()
+                .into_iter()
+                .find(|r| r["event"] == "stale_state_cleared")
+        },
+    )
+    .unwrap_or_else(|| panic!("the removal is on record:\n{:#?}", next.audit_events()));
     assert_eq!(
         cleared["details"]["suspensions"],
         serde_json::json!([format!("uid {uid}")])

@@ -27,6 +27,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "network namespaces and veth pairs"),
     ("util-linux", "setpriv, unshare and nsenter in the tests"),
     (
+        "openssh-client",
+        "ssh-keygen: keys and signatures of signed operator requests in the tests",
+    ),
+    (
         "nftables",
         "the metrics-port rule of docs/operations.md, tested as written",
     ),

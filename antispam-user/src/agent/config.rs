@@ -23,6 +23,8 @@ pub struct Config {
     pub events: EventFilter,
     pub metrics_max_keys: usize,
     pub audit_log: PathBuf,
+    /// How often the audit head is logged as a checkpoint line.
+    pub audit_checkpoint_every: std::time::Duration,
     pub control_socket: PathBuf,
     pub operators_group: String,
     pub pin_dir: PathBuf,

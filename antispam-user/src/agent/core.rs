@@ -48,6 +48,8 @@ pub struct Core {
     pub deferred: Option<Deferred>,
     /// Repeated errors, summarised.
     pub errors: LogLimit,
+    /// When the audit head was last logged as a checkpoint.
+    pub checkpoints: super::checkpoint::Checkpoints,
 }
 
 /// A reload put off because the policy file was still open for writing.
@@ -203,4 +205,8 @@ pub fn sync_counters(audit: &AuditLog, shared: &Shared) {
     c.audit_written.store(audit.written, Ordering::Relaxed);
     c.audit_failures.store(audit.failures, Ordering::Relaxed);
     c.audit_head.store(audit.head().0, Ordering::Relaxed);
+    let mut a = c.audit_anchor.lock().unwrap_or_else(|e| e.into_inner());
+    a.head_hash = audit.head().1.to_string();
+    a.sealing = audit.sealing().map(|(k, e)| (k.to_string(), e));
+    a.seal_problem = audit.seal_problem.clone();
 }

@@ -248,6 +248,36 @@ fn pipeline(reg: &Registry, shared: &Shared) {
         "Sequence number of the last record in the audit chain.",
         c.audit_head.load(Ordering::Relaxed) as i64,
     );
+    let anchor = c
+        .audit_anchor
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    gauge(
+        reg,
+        "antispam_audit_head_info",
+        "1, labelled with the sequence number and hash of the last record in the audit chain: an anchor to keep off the host (antispam audit verify --expect-head SEQ:HASH).",
+        &["seq", "hash"],
+    )
+    .with_label_values(&[
+        &c.audit_head.load(Ordering::Relaxed).to_string(),
+        &anchor.head_hash,
+    ])
+    .set(1);
+    plain_gauge(
+        reg,
+        "antispam_audit_sealed",
+        "1 when audit records are sealed with an evolving key (antispam audit setup-keys), else 0.",
+        i64::from(anchor.sealing.is_some()),
+    );
+    if let Some((_, epoch)) = &anchor.sealing {
+        plain_gauge(
+            reg,
+            "antispam_audit_seal_epoch",
+            "The epoch of the audit log's sealing key (earlier keys are erased).",
+            *epoch as i64,
+        );
+    }
 }
 
 /// The cgroup tree the agent follows.

@@ -8,6 +8,7 @@
 mod actions;
 mod book;
 mod cgroups;
+mod checkpoint;
 mod config;
 mod core;
 mod dir_watch;
@@ -257,6 +258,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         syn: syn_check::SynFollow::default(),
         deferred: None,
         errors: LogLimit::default(),
+        checkpoints: checkpoint::Checkpoints::every(config.audit_checkpoint_every),
     };
     core.restore();
     core.break_glass_restore();
@@ -264,6 +266,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     core.sync_local_addrs();
     core.sync_subuids();
     core.sync_syn_check();
+    core.audit_tick();
     let stop_reason = core
         .serve(
             &mut signals,
@@ -458,6 +461,7 @@ impl Core {
         if let Err(e) = record(&mut audit, &shared, &stop) {
             log::error!("{e}");
         }
+        checkpoint::log_head(&audit, "stop");
     }
 }
 
@@ -589,6 +593,7 @@ impl Core {
     fn every_second(&mut self) -> Option<&'static str> {
         self.expire();
         self.break_glass_expire();
+        self.audit_tick();
         self.save_book();
         self.errors.flush();
         self.sync_local_addrs();

@@ -87,6 +87,14 @@ pub struct Grant {
     /// The kernel keys the override was written to (the UID, or the cgroup and descendants).
     #[serde(skip)]
     pub keys: Vec<KeyId>,
+    /// What the requester cited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    /// The keys that signed the request and the approval, when signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_signer: Option<crate::control::signed::Signer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_signer: Option<crate::control::signed::Signer>,
 }
 
 impl Grant {
@@ -109,6 +117,9 @@ impl Grant {
                 .expires_ms
                 .is_none()
                 .then(|| t(lapses_ms(self.requested_ms))),
+            evidence: self.evidence.clone(),
+            requester_key: self.requester_signer.as_ref().map(ToString::to_string),
+            approver_key: self.approver_signer.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -192,6 +203,8 @@ pub struct Operations {
     /// Suspensions set since the start, by trigger.
     pub suspensions_total: BTreeMap<Trigger, u64>,
     pub break_glass: BreakGlass,
+    /// Signatures accepted lately (SHA-256 of the armored text → Unix seconds), each good once.
+    pub signatures_seen: BTreeMap<String, u64>,
 }
 
 impl Operations {

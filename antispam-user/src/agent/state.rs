@@ -57,6 +57,18 @@ pub struct Counters {
     pub audit_written: AtomicU64,
     pub audit_failures: AtomicU64,
     pub audit_head: AtomicU64,
+    /// The head's hash and the seal's state, for the metrics and the status.
+    pub audit_anchor: Mutex<AuditAnchor>,
+}
+
+/// The head of the audit chain and how it is sealed, as the last append left them.
+#[derive(Debug, Clone, Default)]
+pub struct AuditAnchor {
+    pub head_hash: String,
+    /// (key id, epoch) when the log is sealed.
+    pub sealing: Option<(String, u64)>,
+    /// Why it is not sealed although a key file is there.
+    pub seal_problem: Option<String>,
 }
 
 impl Counters {

@@ -74,11 +74,22 @@ pub fn build(shared: &Shared) -> Status {
         suspensions: ops.suspension_views(),
         kill_switch: ops.kill_switch_view(),
         break_glass: ops.break_glass.view(),
-        audit: AuditView {
-            path: shared.audit_path.display().to_string(),
-            head_sequence: c.audit_head.load(Ordering::Relaxed),
-            written: c.audit_written.load(Ordering::Relaxed),
-            failures: c.audit_failures.load(Ordering::Relaxed),
+        audit: {
+            let a = c
+                .audit_anchor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            AuditView {
+                path: shared.audit_path.display().to_string(),
+                head_sequence: c.audit_head.load(Ordering::Relaxed),
+                head_hash: a.head_hash,
+                written: c.audit_written.load(Ordering::Relaxed),
+                failures: c.audit_failures.load(Ordering::Relaxed),
+                seal_key: a.sealing.as_ref().map(|(k, _)| k.clone()),
+                seal_epoch: a.sealing.as_ref().map(|(_, e)| *e),
+                seal_problem: a.seal_problem,
+            }
         },
         kernel_maps: kernel_maps(&shared.view, keys.len()),
         events_read: c.events_read.load(Ordering::Relaxed),

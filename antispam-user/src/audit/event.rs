@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::control::signed::Signer;
 use crate::control::Target;
 
 /// Who did something: an operator (from the control socket's peer credentials), the agent
@@ -157,6 +158,9 @@ pub struct KillSwitch {
     pub sessions_ended: Option<usize>,
     pub was_on_since: Option<String>,
     pub was_set_by: Option<String>,
+    /// The SSH key that signed the request, when signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +177,11 @@ pub struct BreakGlassRequested {
     pub reason: String,
     pub ttl_secs: u64,
     pub requester: Actor,
+    /// What the requester cites (alerts, metrics at the time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +190,8 @@ pub struct BreakGlassRefused {
     pub target: Target,
     pub by: Actor,
     pub why: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +204,12 @@ pub struct BreakGlassApproved {
     pub approver: Actor,
     pub expires_at: String,
     pub kernel_keys: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_signer: Option<Signer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_signer: Option<Signer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +221,8 @@ pub struct BreakGlassRevoked {
     pub requester: PersonRef,
     pub approver: Option<PersonRef>,
     pub was_in_force: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,6 +343,43 @@ pub struct ActionFailed {
     pub error: String,
 }
 
+/// The log is sealed from this record on, with the key named (`antispam audit setup-keys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealingStarted {
+    /// The verification key's public id (`audit verify --key` finds the key by it).
+    pub key_id: String,
+    pub key_file: PathBuf,
+    /// When epoch 0 began.
+    pub start: String,
+    pub epoch_secs: u64,
+    /// The epoch the key was in when this record was written.
+    pub epoch: u64,
+}
+
+/// A sealing key file is there but cannot be used: the records from here on are not sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealingUnavailable {
+    pub key_file: PathBuf,
+    pub error: String,
+}
+
+/// A request that must be signed (`[break_glass] require_signatures`) was refused for its
+/// signature: none, a key not listed, one that does not verify, a replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRefused {
+    /// `kill-switch`, `break-glass request`, `break-glass approve`, `break-glass revoke`.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    pub by: Actor,
+    /// The key that signed, when the signature could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
+    pub why: String,
+}
+
 /// Every kind of audit record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", content = "details", rename_all = "snake_case")]
@@ -351,6 +407,9 @@ pub enum AuditEvent {
     FileModeTightened(FileModeTightened),
     StaleStateCleared(StaleStateCleared),
     ActionFailed(ActionFailed),
+    SealingStarted(SealingStarted),
+    SealingUnavailable(SealingUnavailable),
+    SignatureRefused(SignatureRefused),
 }
 
 /// The name of each kind of record, without its details: what `antispam report` sorts by.
@@ -380,6 +439,9 @@ pub enum AuditKind {
     FileModeTightened,
     StaleStateCleared,
     ActionFailed,
+    SealingStarted,
+    SealingUnavailable,
+    SignatureRefused,
 }
 
 impl AuditKind {
@@ -426,6 +488,9 @@ impl AuditEvent {
             AuditEvent::FileModeTightened(_) => AuditKind::FileModeTightened,
             AuditEvent::StaleStateCleared(_) => AuditKind::StaleStateCleared,
             AuditEvent::ActionFailed(_) => AuditKind::ActionFailed,
+            AuditEvent::SealingStarted(_) => AuditKind::SealingStarted,
+            AuditEvent::SealingUnavailable(_) => AuditKind::SealingUnavailable,
+            AuditEvent::SignatureRefused(_) => AuditKind::SignatureRefused,
         }
     }
 }
@@ -513,6 +578,7 @@ pub(crate) mod samples {
                 sessions_ended: None,
                 was_on_since: None,
                 was_set_by: None,
+                signer: None,
             }),
             AuditEvent::KillSwitchRestored(KillSwitchRestored {
                 reason: "r".into(),
@@ -525,12 +591,15 @@ pub(crate) mod samples {
                 reason: "r".into(),
                 ttl_secs: 60,
                 requester: a.clone(),
+                evidence: vec!["alert".into()],
+                signer: None,
             }),
             AuditEvent::BreakGlassRefused(BreakGlassRefused {
                 id: "bg-1".into(),
                 target: t.clone(),
                 by: a.clone(),
                 why: "w".into(),
+                signer: None,
             }),
             AuditEvent::BreakGlassApproved(BreakGlassApproved {
                 id: "bg-1".into(),
@@ -541,6 +610,9 @@ pub(crate) mod samples {
                 approver: a.clone(),
                 expires_at: "t".into(),
                 kernel_keys: 1,
+                evidence: Vec::new(),
+                requester_signer: None,
+                approver_signer: None,
             }),
             AuditEvent::BreakGlassRevoked(BreakGlassRevoked {
                 id: "bg-1".into(),
@@ -550,6 +622,7 @@ pub(crate) mod samples {
                 requester: p.clone(),
                 approver: None,
                 was_in_force: true,
+                signer: None,
             }),
             AuditEvent::BreakGlassExpired(BreakGlassExpired {
                 id: "bg-1".into(),
@@ -597,6 +670,25 @@ pub(crate) mod samples {
                 action: "suspend".into(),
                 target: Some(Target::Uid(1000)),
                 error: "e".into(),
+            }),
+            AuditEvent::SealingStarted(SealingStarted {
+                key_id: "0011223344556677".into(),
+                key_file: "/a.key".into(),
+                start: "t".into(),
+                epoch_secs: 900,
+                epoch: 0,
+            }),
+            AuditEvent::SealingUnavailable(SealingUnavailable {
+                key_file: "/a.key".into(),
+                error: "e".into(),
+            }),
+            AuditEvent::SignatureRefused(SignatureRefused {
+                action: "break-glass approve".into(),
+                id: Some("bg-1".into()),
+                target: None,
+                by: Actor::named("root", Some(0)),
+                key_fingerprint: Some("SHA256:x".into()),
+                why: "w".into(),
             }),
         ]
     }

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use super::args::ControlSocket;
-use crate::control::Request;
+use super::{args::ControlSocket, sign::SignWith};
+use crate::control::{signed::SignedAction, Request};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum State {
@@ -21,14 +21,25 @@ pub struct Args {
     reason: String,
     #[command(flatten)]
     socket: ControlSocket,
+    #[command(flatten)]
+    sign: SignWith,
 }
 
 pub fn main(args: Args) -> ExitCode {
+    let on = matches!(args.state, State::On);
+    let signature = match args.sign.sign(&SignedAction::KillSwitch {
+        on,
+        reason: &args.reason,
+    }) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     super::tell(
         &args.socket,
         Request::KillSwitch {
-            on: matches!(args.state, State::On),
+            on,
             reason: args.reason,
+            signature,
         },
     )
 }

@@ -12,6 +12,7 @@ mod manpages;
 mod reopen_logs;
 mod report;
 mod run;
+mod sign;
 mod status;
 mod suspend;
 mod table;

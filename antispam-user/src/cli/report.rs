@@ -41,6 +41,14 @@ pub struct Args {
     /// files the agent wrote (`event_log` of the audit log's agent_start records).
     #[arg(long = "events")]
     events: Vec<PathBuf>,
+    /// The verification key (`antispam audit setup-keys`): the report says whether every
+    /// record's seal holds. Also from ANTISPAM_AUDIT_KEY.
+    #[arg(long = "key", value_name = "KEY", env = "ANTISPAM_AUDIT_KEY")]
+    keys: Vec<String>,
+    /// The last checkpoint kept off the host (`antispam-audit-checkpoint seq=N hash=H` lines):
+    /// the report says whether the log still holds it.
+    #[arg(long = "expect-head", value_name = "SEQ:HASH")]
+    heads: Vec<crate::audit::Head>,
 }
 
 pub fn main(args: Args) -> ExitCode {
@@ -92,20 +100,50 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         trail
     };
 
-    let r = Report::build(
-        &audit_path,
-        crate::audit::verify(&text),
-        &records,
-        trail.finish(),
-        period,
-        now,
-    );
+    let mut keys = Vec::new();
+    for k in &args.keys {
+        keys.push(crate::audit::seal::VerifyKey::parse(k).context("--key")?);
+    }
+    let chain = crate::audit::verify(&text);
+    let (seal, checkpoints) = match &chain {
+        Ok(v) => (
+            (!keys.is_empty()).then(|| crate::audit::check_seals(&v.chain, &keys, now)),
+            args.heads
+                .iter()
+                .map(|h| {
+                    let why = crate::audit::check_head(v, h).err();
+                    report::Checkpoint {
+                        seq: h.seq,
+                        hash: h.hash.clone(),
+                        held: why.is_none(),
+                        why,
+                    }
+                })
+                .collect(),
+        ),
+        Err(_) => (None, Vec::new()),
+    };
+    let mut r = Report::build(&audit_path, chain, &records, trail.finish(), period, now);
+    r.check_evidence(seal, checkpoints);
     match args.format {
         Format::Markdown => print!("{}", r.markdown()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
     }
     if let report::Chain::Broken { line, reason } = &r.chain {
         eprintln!("antispam report: {audit_path}:{line}: audit chain BROKEN: {reason}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if let report::Seal::Broken { line, reason, .. } = &r.seal {
+        eprintln!("antispam report: {audit_path}:{line}: audit seal BROKEN: {reason}");
+    }
+    for c in r.checkpoints.iter().filter(|c| !c.held) {
+        eprintln!(
+            "antispam report: {audit_path}: checkpoint {} not held: {}",
+            c.seq,
+            c.why.as_deref().unwrap_or("")
+        );
+    }
+    if !r.evidence_holds() {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -51,6 +51,11 @@ pub struct Args {
     /// load and reload, every operator action. The agent refuses to run if it cannot open it.
     #[arg(long, value_name = "FILE", default_value = defaults::AUDIT_LOG)]
     audit_log: PathBuf,
+    /// How often the audit log's head (sequence and hash) is logged as a checkpoint line
+    /// (`antispam-audit-checkpoint …`, for syslog/journald forwarding to keep off the host);
+    /// also at start, at stop and whenever the sealing key evolves.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    audit_checkpoint_every: std::time::Duration,
     /// The control socket operators' commands (suspend, kill-switch…) reach the agent on.
     #[arg(long, value_name = "PATH", default_value = defaults::CONTROL_SOCKET)]
     control_socket: PathBuf,
@@ -112,6 +117,7 @@ impl From<Args> for agent::Config {
             events: a.events,
             metrics_max_keys: a.metrics_max_keys,
             audit_log: a.audit_log,
+            audit_checkpoint_every: a.audit_checkpoint_every,
             control_socket: a.control_socket,
             operators_group: a.operators_group,
             pin_dir: a.pin_dir,

@@ -113,8 +113,18 @@ fn summary(v: &Status) -> String {
         .why
         .as_deref()
         .map_or(String::new(), |w| format!(" ({w})"));
+    let a = &v.audit;
+    let sealed = match (&a.seal_key, a.seal_epoch, &a.seal_problem) {
+        (Some(k), Some(e), _) => format!("sealed (key {k}, epoch {e})"),
+        (_, _, Some(p)) => format!("NOT SEALED: {p}"),
+        _ => "not sealed (antispam audit setup-keys)".to_string(),
+    };
+    let audit = format!(
+        "audit log {}: head {}:{}, {sealed}\n",
+        a.path, a.head_sequence, a.head_hash
+    );
     format!(
-        "antispam {}: mode {}, policy {} (generation {}), attached to cgroup {} ({} programs)\nports {}, default rate {}{own}\nsendmail: hook {}{why}; counting {}\n\n",
+        "antispam {}: mode {}, policy {} (generation {}), attached to cgroup {} ({} programs)\nports {}, default rate {}{own}\nsendmail: hook {}{why}; counting {}\n{audit}\n",
         v.version,
         v.mode,
         v.policy,

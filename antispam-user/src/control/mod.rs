@@ -5,6 +5,8 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod signed;
+pub mod signers;
 pub mod status;
 
 pub use protocol::{Data, Peer, Person, Reply, Request, Response, Target};

@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::status::{BreakGlassView, Status};
+use super::{
+    signed::Signature,
+    status::{BreakGlassView, Status},
+};
 
 /// What a suspension or an override applies to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -50,6 +53,9 @@ pub enum Request {
     KillSwitch {
         on: bool,
         reason: String,
+        /// Required when the policy says `[break_glass] require_signatures = true`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<Signature>,
     },
     /// Asks for a break-glass override of `target` for `ttl_secs`, once a second operator
     /// approves it.
@@ -57,14 +63,23 @@ pub enum Request {
         target: Target,
         reason: String,
         ttl_secs: u64,
+        /// What the operator cites (alerts, metrics), shown to the approver.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        evidence: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<Signature>,
     },
     BreakGlassApprove {
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<Signature>,
     },
     /// Withdraws a pending request or ends a granted override at once.
     BreakGlassRevoke {
         id: String,
         reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<Signature>,
     },
     BreakGlassList,
     /// Unpins the programs and maps (which detaches them) and stops the agent.

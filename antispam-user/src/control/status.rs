@@ -219,14 +219,34 @@ pub struct GrantView {
     pub expires_at: Option<String>,
     /// When a request nobody approved lapses.
     pub lapses_at: Option<String>,
+    /// What the requester cited, for the approver to see.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    /// The signing keys (`principal (SHA256:…)`), when signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditView {
     pub path: String,
     pub head_sequence: u64,
+    /// The last record's hash: with `head_sequence`, a checkpoint for `audit verify
+    /// --expect-head`.
+    #[serde(default)]
+    pub head_hash: String,
     pub written: u64,
     pub failures: u64,
+    /// The sealing key's id and epoch, when records are sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_epoch: Option<u64>,
+    /// Why records are not sealed although a key file is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_problem: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -124,6 +124,15 @@ impl Rule {
     }
 }
 
+/// `[break_glass] require_signatures`, `allowed_signers`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signatures {
+    /// Break glass and the kill switch are refused without a signature by an allowed signer.
+    pub required: bool,
+    /// The allowed signers file (read at each signed request, so edits need no reload).
+    pub allowed_signers: Option<PathBuf>,
+}
+
 /// A checked policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -139,6 +148,8 @@ pub struct Policy {
     pub sha256: String,
     /// Automatic suspension of repeat offenders (`[suspension]`).
     pub suspension: Option<SuspensionPolicy>,
+    /// `[break_glass]`: signed operator requests.
+    pub signatures: Signatures,
     /// `[default.path.NAME]`: paths with a default budget of their own.
     pub default_paths: PathBudgets,
     /// `[sendmail] programs`: the MTA's submission programs (absolute paths, maybe absent on
@@ -327,6 +338,7 @@ impl Checker<'_> {
         let mode = self.mode(raw.mode.as_ref());
         let ports = self.ports(raw.ports.as_ref());
         let default_rate = self.default_rate(raw.default.as_ref());
+        let signatures = self.signatures(raw.break_glass.as_ref());
         let default_paths = raw
             .default
             .as_ref()
@@ -352,6 +364,7 @@ impl Checker<'_> {
             warnings: Vec::new(),
             sha256: crate::digest::sha256_hex(self.src.text.as_bytes()),
             suspension: raw.suspension.as_ref().and_then(|s| self.suspension(s)),
+            signatures,
             default_paths,
             sendmail_programs,
             charge_subordinate_uids,
@@ -431,6 +444,34 @@ impl Checker<'_> {
             );
         }
         out
+    }
+
+    /// `[break_glass]`: `require_signatures` needs `allowed_signers`, an absolute path.
+    fn signatures(&mut self, raw: Option<&Spanned<raw::RawBreakGlass>>) -> Signatures {
+        let Some(raw) = raw else {
+            return Signatures::default();
+        };
+        let b = raw.get_ref();
+        let required = b.require_signatures.as_ref().is_some_and(|r| *r.get_ref());
+        let allowed_signers = b.allowed_signers.as_ref().and_then(|p| {
+            let path = PathBuf::from(p.get_ref());
+            if path.is_absolute() {
+                Some(path)
+            } else {
+                self.error(p, "allowed_signers must be an absolute path");
+                None
+            }
+        });
+        if required && allowed_signers.is_none() && b.allowed_signers.is_none() {
+            self.error(
+                raw,
+                "require_signatures = true needs allowed_signers = \"/etc/antispam/allowed_signers\" (ssh-keygen's format)",
+            );
+        }
+        Signatures {
+            required,
+            allowed_signers,
+        }
     }
 
     /// `[sendmail] programs`: absolute paths, each once.

@@ -25,6 +25,9 @@ pub struct RawPolicy {
     /// Automatic suspension of repeat offenders; none when absent.
     #[serde(default)]
     pub suspension: Option<Spanned<RawSuspension>>,
+    /// Who may break glass and the kill switch: signed requests.
+    #[serde(default)]
+    pub break_glass: Option<Spanned<RawBreakGlass>>,
     /// "owner" (default): subordinate UIDs (`/etc/subuid`) are charged to their owner;
     /// "separate": each is charged as itself.
     #[serde(default)]
@@ -78,6 +81,18 @@ pub struct RawBudget {
     pub rate: Spanned<String>,
     #[serde(default)]
     pub burst: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreakGlass {
+    /// Break-glass requests, approvals and revocations and the kill switch must carry an SSH
+    /// signature by a key in `allowed_signers`; default false.
+    #[serde(default)]
+    pub require_signatures: Option<Spanned<bool>>,
+    /// ssh-keygen's allowed signers file (absolute path): `principals keytype key`, one a line.
+    #[serde(default)]
+    pub allowed_signers: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

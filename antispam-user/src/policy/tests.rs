@@ -421,3 +421,35 @@ fn an_empty_policy_file_is_refused() {
     }
     assert!(Policy::from_file(p, b"mode = \"enforce\"\n").is_ok());
 }
+
+#[test]
+fn signed_requests_are_configured_under_break_glass() {
+    let p = parse(
+        "p.toml",
+        "[break_glass]\nrequire_signatures = true\nallowed_signers = \"/etc/antispam/allowed_signers\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        p.signatures,
+        Signatures {
+            required: true,
+            allowed_signers: Some(PathBuf::from("/etc/antispam/allowed_signers")),
+        }
+    );
+    assert_eq!(Policy::builtin().signatures, Signatures::default());
+    let e = errors("[break_glass]\nrequire_signatures = true\n");
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("p.toml:1:1:") && e.contains("needs allowed_signers")),
+        "{e:?}"
+    );
+    let e = errors("[break_glass]\nallowed_signers = \"signers\"\n");
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("p.toml:2:19:") && e.contains("absolute path")),
+        "{e:?}"
+    );
+    let e = errors("[break_glass]\nrequire_signature = true\n");
+    assert!(e.iter().any(|e| e.contains("unknown field")), "{e:?}");
+}

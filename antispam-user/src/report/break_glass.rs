@@ -174,7 +174,7 @@ mod tests {
 
         let md = r.markdown();
         let row =
-            "| bg-2 | uid 2000 | alice (uid 1000) | bob (uid 1001, pid 77) | payroll run | 1h |";
+            "| bg-2 | uid 2000 | alice (uid 1000) | unsigned | bob (uid 1001, pid 77) | unsigned | payroll run | - | 1h |";
         assert!(md.contains(row), "{md}");
         assert!(md.contains("revoked by bob (uid 1001, pid 77) at"), "{md}");
         assert!(md.contains("lapsed unapproved at"), "{md}");

@@ -4,7 +4,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use serde_json::Value;
 
-use super::{Chain, Entry, Offender, Offenders, Report, Violations};
+use super::{Chain, Entry, Offender, Offenders, Report, Seal, Violations};
 use crate::audit::AuditKind;
 
 /// A JSON value in a table cell: a person ({"user", "uid", "pid"}) as "root (uid 0, pid 7)",
@@ -106,6 +106,51 @@ impl Report {
             }
             Chain::Broken { line, reason } => {
                 let _ = writeln!(o, "> **WARNING: the hash chain is BROKEN at line {line}: {reason}.**\n> The audit log was altered. This report is built from every readable record, including those from line {line} on, which cannot be trusted.\n");
+            }
+        }
+        match &self.seal {
+            Seal::NotChecked => {
+                let _ = writeln!(o, "Seals **not checked**: give the verification key (`--key`) to check that no record was rewritten by someone who could recompute the hashes (root on the host).\n");
+            }
+            Seal::Verified {
+                sealed_records,
+                epochs,
+                unsealed_before,
+            } => {
+                let before = if *unsealed_before > 0 {
+                    format!(
+                        " ({unsealed_before} earlier records were written before sealing began)"
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(o, "Seals **verified** with the verification key: {sealed_records} records in {epochs} epoch(s){before}.\n");
+            }
+            Seal::Broken {
+                line,
+                seq,
+                epoch,
+                reason,
+            } => {
+                let epoch = epoch.map_or(String::new(), |e| format!(", epoch {e}"));
+                let _ = writeln!(o, "> **WARNING: the seals are BROKEN at line {line} (record {seq}{epoch}): {reason}.**\n> Records from there on cannot be trusted.\n");
+            }
+        }
+        if self.checkpoints.is_empty() {
+            let _ = writeln!(o, "Head **not compared** with a checkpoint kept off the host (`--expect-head SEQ:HASH` from the agent's `antispam-audit-checkpoint` lines): records cut from the end would not show.\n");
+        }
+        for c in &self.checkpoints {
+            match &c.why {
+                None => {
+                    let _ = writeln!(o, "Checkpoint {}:`{}` **held**: the log was not cut or rewritten before it.\n", c.seq, c.hash);
+                }
+                Some(why) => {
+                    let _ = writeln!(
+                        o,
+                        "> **WARNING: checkpoint {}:`{}` NOT HELD: {why}.**\n",
+                        c.seq, c.hash
+                    );
+                }
             }
         }
         for n in &self.notes {
@@ -290,12 +335,30 @@ impl Report {
                 (None, "pending") => "awaiting approval at the end of the period".into(),
                 (None, _) => "still in force at the end of the period".into(),
             };
+            let key = |v: &Value| match v {
+                Value::Object(s) => format!(
+                    "{} {}",
+                    cell(s.get("principals").unwrap_or(&Value::Null)),
+                    cell(s.get("fingerprint").unwrap_or(&Value::Null))
+                ),
+                _ => "unsigned".into(),
+            };
+            let requester_key = match g.get("requester_signer") {
+                Value::Null => g
+                    .requested
+                    .as_ref()
+                    .map_or(Value::Null, |e| e.get("signer").clone()),
+                v => v.clone(),
+            };
             vec![
                 g.id.clone(),
                 cell(g.get("target")),
                 cell(g.get("requester")),
+                key(&requester_key),
                 cell(g.get("approver")),
+                key(g.get("approver_signer")),
                 cell(g.get("reason")),
+                cell(g.get("evidence")),
                 duration(g.get("ttl_secs").as_u64()),
                 at(&g.requested),
                 at(&g.approved),
@@ -310,8 +373,11 @@ impl Report {
                     "id",
                     "target",
                     "requester",
+                    "requester key",
                     "approver",
+                    "approver key",
                     "reason",
+                    "evidence",
                     "TTL",
                     "requested",
                     "granted",
@@ -327,7 +393,13 @@ impl Report {
                 o,
                 "",
                 &b.refused,
-                &[("id", "id"), ("by", "by"), ("why", "why")],
+                &[
+                    ("id", "id"),
+                    ("action", "action"),
+                    ("by", "by"),
+                    ("why", "why"),
+                    ("key", "key_fingerprint"),
+                ],
             );
         }
     }

@@ -16,7 +16,7 @@ use std::{collections::BTreeMap, time::SystemTime};
 
 use serde::Serialize;
 
-use crate::audit::{AuditKind, Broken, Verified};
+use crate::audit::{AuditKind, Broken, SealReport, Verified};
 
 mod break_glass;
 mod events;
@@ -43,6 +43,10 @@ pub struct Report {
     pub generated_at: String,
     pub audit_log: String,
     pub chain: Chain,
+    /// The seals, checked with the verification key (`--key`).
+    pub seal: Seal,
+    /// The head seen elsewhere (`--expect-head`), and whether the log still holds it.
+    pub checkpoints: Vec<Checkpoint>,
     /// What an auditor should know about the evidence itself (gaps, unclean stops).
     pub notes: Vec<String>,
     /// agent_start and agent_stop records.
@@ -62,6 +66,64 @@ pub struct Report {
 pub enum Chain {
     Verified { records: u64, head: String },
     Broken { line: usize, reason: String },
+}
+
+/// What the seals say.
+#[derive(Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Seal {
+    /// No verification key was given.
+    NotChecked,
+    Verified {
+        sealed_records: u64,
+        epochs: usize,
+        unsealed_before: u64,
+    },
+    Broken {
+        line: usize,
+        seq: u64,
+        epoch: Option<u64>,
+        reason: String,
+    },
+}
+
+#[derive(Serialize)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub hash: String,
+    pub held: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+impl Report {
+    /// Records what the seals and the checkpoints say (the chain verified).
+    pub fn check_evidence(&mut self, seal: Option<SealReport>, checkpoints: Vec<Checkpoint>) {
+        self.seal = match seal {
+            None => Seal::NotChecked,
+            Some(r) => match r.bad {
+                Some(b) => Seal::Broken {
+                    line: b.line,
+                    seq: b.seq,
+                    epoch: b.epoch,
+                    reason: b.reason,
+                },
+                None => Seal::Verified {
+                    sealed_records: r.sealed_records(),
+                    epochs: r.epochs.len(),
+                    unsealed_before: r.unsealed_before,
+                },
+            },
+        };
+        self.checkpoints = checkpoints;
+    }
+
+    /// Did every check the auditor asked for hold?
+    pub fn evidence_holds(&self) -> bool {
+        matches!(self.chain, Chain::Verified { .. })
+            && !matches!(self.seal, Seal::Broken { .. })
+            && self.checkpoints.iter().all(|c| c.held)
+    }
 }
 
 #[derive(Serialize, Default)]
@@ -99,6 +161,8 @@ impl Report {
                     reason: b.reason,
                 },
             },
+            seal: Seal::NotChecked,
+            checkpoints: Vec::new(),
             notes: Vec::new(),
             agent: Vec::new(),
             policy: Policy::default(),
@@ -143,7 +207,7 @@ impl Report {
                 }
                 Some(AuditKind::Suspend | AuditKind::SuspensionRestored) => r.suspension_began(e),
                 Some(AuditKind::Unsuspend | AuditKind::SuspensionExpired) => r.suspension_ended(e),
-                Some(AuditKind::BreakGlassRefused) if inside => {
+                Some(AuditKind::BreakGlassRefused | AuditKind::SignatureRefused) if inside => {
                     r.break_glass.refused.push(e.clone())
                 }
                 Some(

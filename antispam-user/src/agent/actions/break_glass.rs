@@ -24,8 +24,25 @@ use crate::{
         BreakGlassRequested, BreakGlassRevoked,
     },
     clock,
-    control::{Peer, Reply, Target},
+    control::{
+        signed::{Signature, SignedAction},
+        Peer, Reply, Target,
+    },
 };
+
+/// What a break-glass request asks for.
+#[derive(Debug)]
+pub struct Ask {
+    pub target: Target,
+    pub reason: String,
+    pub ttl_secs: u64,
+    /// What the requester cites (alerts, metrics), shown to the approver.
+    pub evidence: Vec<String>,
+}
+
+/// The longest evidence list, and the longest item, a request may carry.
+const MAX_EVIDENCE: usize = 32;
+const MAX_EVIDENCE_LEN: usize = 1024;
 
 /// The shortest and longest override one can ask for.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
@@ -56,12 +73,40 @@ fn kernel_override(expires: SystemTime) -> Option<Override> {
 impl Core {
     pub fn break_glass_request(
         &mut self,
-        target: Target,
-        reason: String,
-        ttl_secs: u64,
+        ask: Ask,
+        signature: Option<&Signature>,
         peer: &Peer,
     ) -> Result<Reply, ActionError> {
+        let Ask {
+            target,
+            reason,
+            ttl_secs,
+            evidence,
+        } = ask;
         reason_given(&reason)?;
+        let evidence: Vec<String> = evidence
+            .into_iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if evidence.len() > MAX_EVIDENCE || evidence.iter().any(|e| e.len() > MAX_EVIDENCE_LEN) {
+            return Err(ActionError::Evidence {
+                items: MAX_EVIDENCE,
+                len: MAX_EVIDENCE_LEN,
+            });
+        }
+        let signer = self.signed_by(
+            &SignedAction::BreakGlassRequest {
+                target: target.to_string(),
+                ttl_secs,
+                reason: &reason,
+                evidence: &evidence,
+            },
+            signature,
+            peer,
+            None,
+            Some(&target),
+        )?;
         let ttl = Duration::from_secs(ttl_secs);
         if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
             return Err(ActionError::Ttl {
@@ -91,6 +136,9 @@ impl Core {
             approver: None,
             expires_ms: None,
             keys: Vec::new(),
+            evidence: evidence.clone(),
+            requester_signer: signer.clone(),
+            approver_signer: None,
         };
         self.audit(AuditEvent::BreakGlassRequested(BreakGlassRequested {
             id: g.id.clone(),
@@ -98,10 +146,18 @@ impl Core {
             reason: reason.clone(),
             ttl_secs,
             requester: person_actor(peer),
+            evidence: evidence.clone(),
+            signer: signer.clone(),
         }))
         .map_err(NotRecorded::Audit)?;
+        let cited = if evidence.is_empty() {
+            String::new()
+        } else {
+            format!("\nEvidence cited: {}", evidence.join("; "))
+        };
+        let signed = signer.map_or(String::new(), |s| format!("\nSigned by {s}"));
         let message = format!(
-            "break-glass {id} requested for {target} ({ttl}): {reason}\n\
+            "break-glass {id} requested for {target} ({ttl}): {reason}{cited}{signed}\n\
              A second operator must approve it within {lapse}: antispam break-glass approve {id}",
             id = g.id,
             ttl = humantime::format_duration(ttl),
@@ -114,7 +170,12 @@ impl Core {
         Ok(Reply::said(message))
     }
 
-    pub fn break_glass_approve(&mut self, id: &str, peer: &Peer) -> Result<Reply, ActionError> {
+    pub fn break_glass_approve(
+        &mut self,
+        id: &str,
+        signature: Option<&Signature>,
+        peer: &Peer,
+    ) -> Result<Reply, ActionError> {
         let approver = peer.person();
         let pending = {
             let ops = self.shared.operations();
@@ -129,16 +190,42 @@ impl Core {
         let Some(mut g) = pending else {
             return Err(ActionError::NoPending { id: id.to_string() });
         };
-        if approver.uid == g.requester.uid {
-            let e = ActionError::OwnRequest {
-                who: approver.name,
+        let approver_signer = self.signed_by(
+            &SignedAction::BreakGlassApprove {
+                id,
+                target: g.target.to_string(),
+                ttl_secs: g.ttl_secs,
+                reason: &g.reason,
+                evidence: &g.evidence,
+            },
+            signature,
+            peer,
+            Some(id),
+            Some(&g.target),
+        )?;
+        let required = self.shared.enforced().policy.signatures.required;
+        // Signed, the two people are two principals of the allowed signers file, whatever
+        // UIDs they run as; unsigned, two login UIDs.
+        let refusal = match (&approver_signer, &g.requester_signer) {
+            (_, None) if required => Some(ActionError::UnsignedRequest { id: id.to_string() }),
+            (Some(a), Some(r)) if a.same_person(r) => Some(ActionError::OwnPrincipal {
+                principal: a.principal().to_string(),
                 id: id.to_string(),
-            };
+            }),
+            (Some(_), Some(_)) => None,
+            _ if approver.uid == g.requester.uid => Some(ActionError::OwnRequest {
+                who: approver.name.clone(),
+                id: id.to_string(),
+            }),
+            _ => None,
+        };
+        if let Some(e) = refusal {
             self.audit_or_log(AuditEvent::BreakGlassRefused(BreakGlassRefused {
                 id: id.to_string(),
                 target: g.target.clone(),
                 by: person_actor(peer),
                 why: e.to_string(),
+                signer: approver_signer.clone(),
             }));
             self.shared.operations().break_glass.count(Step::Refused);
             log::warn!("break glass: {e}");
@@ -156,6 +243,7 @@ impl Core {
         let o = Override::new(clock::mono_after(ttl));
         g.keys = keys;
         g.approver = Some(approver.clone());
+        g.approver_signer = approver_signer.clone();
         g.expires_ms = Some(clock::unix_ms(expires));
         let grant = g.clone();
         let before = self.commit(
@@ -172,6 +260,9 @@ impl Core {
                 approver: person_actor(peer),
                 expires_at: clock::rfc3339(expires),
                 kernel_keys: g.keys.len(),
+                evidence: g.evidence.clone(),
+                requester_signer: g.requester_signer.clone(),
+                approver_signer: approver_signer.clone(),
             }),
         )?;
         for (i, k) in g.keys.iter().enumerate() {
@@ -188,12 +279,18 @@ impl Core {
                 return Err(e.into());
             }
         }
+        let key = |s: &Option<crate::control::signed::Signer>| {
+            s.as_ref()
+                .map_or(String::new(), |s| format!(" with key {s}"))
+        };
         let message = format!(
-            "break-glass {id} in force for {} until {} (requested by {}, approved by {}): limits, suspension and kill switch lifted",
+            "break-glass {id} in force for {} until {} (requested by {}{}, approved by {}{}): limits, suspension and kill switch lifted",
             g.target,
             clock::rfc3339(expires),
             g.requester.name,
-            approver.name
+            key(&g.requester_signer),
+            approver.name,
+            key(&approver_signer),
         );
         log::warn!("{message}");
         let mut ops = self.shared.operations();
@@ -207,9 +304,25 @@ impl Core {
         &mut self,
         id: &str,
         reason: &str,
+        signature: Option<&Signature>,
         peer: &Peer,
     ) -> Result<Reply, ActionError> {
         reason_given(reason)?;
+        let target = {
+            let ops = self.shared.operations();
+            let bg = &ops.break_glass;
+            bg.active
+                .get(id)
+                .or_else(|| bg.pending.get(id))
+                .map(|g| g.target.clone())
+        };
+        let signer = self.signed_by(
+            &SignedAction::BreakGlassRevoke { id, reason },
+            signature,
+            peer,
+            Some(id),
+            target.as_ref(),
+        )?;
         let (g, was_active) = {
             let ops = self.shared.operations();
             match ops.break_glass.active.get(id) {
@@ -230,6 +343,7 @@ impl Core {
                 requester: person_ref(&g.requester),
                 approver: g.approver.as_ref().map(person_ref),
                 was_in_force: was_active,
+                signer,
             }),
         )?;
         self.end_override(&g);
@@ -424,6 +538,9 @@ mod tests {
             }),
             expires_ms: Some(3_600_001),
             keys: vec![KeyId::uid(1000)],
+            evidence: vec!["alert PAY-1".into()],
+            requester_signer: None,
+            approver_signer: None,
         };
         let text = serde_json::to_string(&g).unwrap();
         let back: Grant = serde_json::from_str(&text).unwrap();

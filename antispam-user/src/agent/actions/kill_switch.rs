@@ -10,7 +10,10 @@ use crate::{
     agent::{book, core::Core, operations},
     audit::{AuditEvent, KillSwitch},
     clock,
-    control::{Peer, Reply},
+    control::{
+        signed::{Signature, SignedAction},
+        Peer, Reply,
+    },
     sys::sockdiag,
 };
 
@@ -21,9 +24,20 @@ impl Core {
         &mut self,
         on: bool,
         reason: String,
+        signature: Option<&Signature>,
         peer: &Peer,
     ) -> Result<Reply, ActionError> {
         reason_given(&reason)?;
+        let signer = self.signed_by(
+            &SignedAction::KillSwitch {
+                on,
+                reason: &reason,
+            },
+            signature,
+            peer,
+            None,
+            None,
+        )?;
         let now = SystemTime::now();
         let (was_on_since, was_set_by) = {
             let ops = self.shared.operations();
@@ -52,6 +66,7 @@ impl Core {
                 sessions_ended: open,
                 was_on_since,
                 was_set_by,
+                signer: signer.clone(),
             }),
         )?;
         if let Err(e) = self.kernel.rules.set_flag(FLAG_KILL_SWITCH, on) {
@@ -73,7 +88,8 @@ impl Core {
         } else {
             format!("kill switch off: {reason}")
         };
-        log::warn!("{message} (by {})", peer.user);
+        let signed = signer.map_or(String::new(), |s| format!(", signed by {s}"));
+        log::warn!("{message} (by {}{signed})", peer.user);
         Ok(Reply::said(message))
     }
 

@@ -6,6 +6,7 @@ mod break_glass;
 mod kill_switch;
 mod reopen_logs;
 mod sessions;
+mod signed;
 mod status;
 mod suspend;
 mod uninstall;
@@ -49,6 +50,14 @@ pub enum ActionError {
         id: String,
         state: &'static str,
     },
+    #[error("at most {items} pieces of evidence of at most {len} bytes each")]
+    Evidence { items: usize, len: usize },
+    #[error("{action} refused: {why}")]
+    Signature { action: &'static str, why: String },
+    #[error("{principal} signed the request {id} and cannot approve it: a second person (another principal in the allowed signers file) must")]
+    OwnPrincipal { principal: String, id: String },
+    #[error("{id} was requested without a signature, and the policy requires one: request it again, signed")]
+    UnsignedRequest { id: String },
     #[error("{id} was already approved by {by}")]
     AlreadyApproved { id: String, by: String },
     #[error("no pending break-glass request {id} (see antispam break-glass list)")]
@@ -134,14 +143,35 @@ impl Core {
             Request::Unsuspend { target, reason } => {
                 self.unsuspend(target, &reason, Some(actor(peer)))
             }
-            Request::KillSwitch { on, reason } => self.kill_switch(on, reason, peer),
+            Request::KillSwitch {
+                on,
+                reason,
+                signature,
+            } => self.kill_switch(on, reason, signature.as_ref(), peer),
             Request::BreakGlassAsk {
                 target,
                 reason,
                 ttl_secs,
-            } => self.break_glass_request(target, reason, ttl_secs, peer),
-            Request::BreakGlassApprove { id } => self.break_glass_approve(&id, peer),
-            Request::BreakGlassRevoke { id, reason } => self.break_glass_revoke(&id, &reason, peer),
+                evidence,
+                signature,
+            } => self.break_glass_request(
+                break_glass::Ask {
+                    target,
+                    reason,
+                    ttl_secs,
+                    evidence,
+                },
+                signature.as_ref(),
+                peer,
+            ),
+            Request::BreakGlassApprove { id, signature } => {
+                self.break_glass_approve(&id, signature.as_ref(), peer)
+            }
+            Request::BreakGlassRevoke {
+                id,
+                reason,
+                signature,
+            } => self.break_glass_revoke(&id, &reason, signature.as_ref(), peer),
             Request::BreakGlassList => Ok(self.break_glass_list()),
             Request::Uninstall { reason } => self.uninstall(&reason, peer),
             Request::Status => Ok(self.status()),
