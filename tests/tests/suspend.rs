@@ -138,7 +138,7 @@ fn suspending_a_uid_bites_at_once_and_is_audited() {
     );
     assert_eq!(events[1]["details"]["by"]["user"], "root");
     assert_eq!(events[1]["details"]["reason"], "spam outbreak");
-    assert_eq!(events[2]["details"]["suspension_reason"], "spam outbreak");
+    assert_eq!(events[4]["details"]["suspension_reason"], "spam outbreak");
 }
 
 #[test]
