@@ -121,6 +121,49 @@ fn check_reports_file_line_column() {
     );
 }
 
+/// Structural problems (unknown keys and tables, wrong types) and semantic ones, all in one run.
+#[test]
+fn check_reports_every_problem_in_one_run() {
+    let dir = TestDir::new();
+    let file = dir.write(
+        "many.toml",
+        "mode = \"enforce\"\nportz = [25]\n[default]\nrate = 5\nburts = 3\n[[limit]]\nusers = [\"no-such-user-x\"]\nrat = \"1/hour\"\n[[limit]]\nusers = [\"1001\"]\nrate = \"2/minit\"\nburst = \"x\"\n[sendmail]\nprogramz = []\n",
+    );
+    let r = antispam_check(&file);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let locs: Vec<(u32, u32)> = located(&r.stderr, &file)
+        .into_iter()
+        .map(|(l, c, _)| (l, c))
+        .collect();
+    assert_eq!(
+        locs,
+        [
+            (2, 1),
+            (4, 8),
+            (5, 1),
+            (7, 10),
+            (8, 1),
+            (11, 8),
+            (12, 9),
+            (14, 1)
+        ],
+        "{}",
+        r.stderr
+    );
+    for word in [
+        "portz",
+        "invalid type",
+        "burts",
+        "no-such-user-x",
+        "rat",
+        "minit",
+        "programz",
+    ] {
+        assert!(r.stderr.contains(word), "{word}: {}", r.stderr);
+    }
+    assert!(r.stderr.contains("8 problem(s)"), "{}", r.stderr);
+}
+
 #[test]
 fn bad_reload_keeps_old_policy_good_reload_applies() {
     if !require_kernel() {

@@ -52,6 +52,30 @@ fn suspending_a_uid_bites_at_once_and_is_audited() {
         metric_value(&agent.metrics(), "antispam_suspensions_active", &[]),
         Some(1.0)
     );
+    // A UID with a name is shown with it (test UIDs have none): nobody, 65534 on Debian.
+    let (code, out) = ctl(
+        &agent,
+        &[
+            "suspend", "--uid", "nobody", "--reason", "named", "--for", "1m",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let st = agent.status_json();
+    let targets: Vec<&str> = st["suspensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["target"].as_str())
+        .collect();
+    assert!(targets.contains(&"uid 65534 (nobody)"), "{targets:?}");
+    let (code, text) = ctl(&agent, &["status"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("uid 65534 (nobody)"), "{text}");
+    let (code, out) = ctl(
+        &agent,
+        &["unsuspend", "--uid", "nobody", "--reason", "named"],
+    );
+    assert_eq!(code, Some(0), "{out}");
 
     let (code, out) = ctl(
         &agent,
@@ -103,6 +127,9 @@ fn suspending_a_uid_bites_at_once_and_is_audited() {
         [
             "agent_start",
             "suspend",
+            // nobody's, shown with its name
+            "suspend",
+            "unsuspend",
             "unsuspend",
             "suspend",
             "suspension_expired"
@@ -111,7 +138,7 @@ fn suspending_a_uid_bites_at_once_and_is_audited() {
     );
     assert_eq!(events[1]["details"]["by"]["user"], "root");
     assert_eq!(events[1]["details"]["reason"], "spam outbreak");
-    assert_eq!(events[2]["details"]["suspension_reason"], "spam outbreak");
+    assert_eq!(events[4]["details"]["suspension_reason"], "spam outbreak");
 }
 
 #[test]

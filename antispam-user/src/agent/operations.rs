@@ -216,11 +216,18 @@ impl Operations {
             .collect()
     }
 
-    pub fn suspension_views(&self) -> Vec<SuspensionView> {
+    /// The suspensions for the status; a UID with its user name, "uid 1042 (alice)".
+    pub fn suspension_views(&self, users: &crate::sys::users::UserNames) -> Vec<SuspensionView> {
         self.suspensions
             .iter()
             .map(|(target, e)| SuspensionView {
-                target: target.to_string(),
+                target: match target {
+                    Target::Uid(uid) => match users.name(*uid) {
+                        Some(name) => format!("{target} ({name})"),
+                        None => target.to_string(),
+                    },
+                    Target::Cgroup(_) => target.to_string(),
+                },
                 reason: e.reason.clone(),
                 by: e.by.clone(),
                 since: clock::rfc3339(e.since),

@@ -71,7 +71,7 @@ pub fn build(shared: &Shared) -> Status {
             shared: keys.iter().filter(|(k, _)| k.kind == KIND_SHARED).count(),
         },
         kernel_errors: kernel_errors(&shared.view),
-        suspensions: ops.suspension_views(),
+        suspensions: ops.suspension_views(&shared.users),
         kill_switch: ops.kill_switch_view(),
         break_glass: ops.break_glass.view(),
         audit: {

@@ -41,6 +41,9 @@ impl fmt::Display for Problems {
 pub struct Source<'a> {
     pub name: String,
     pub text: &'a str,
+    /// When the spans come from a copy of the text with its structural problems edited out:
+    /// how to map them back (see `structure`).
+    pub edits: Option<&'a super::structure::Edits>,
 }
 
 impl<'a> Source<'a> {
@@ -48,10 +51,12 @@ impl<'a> Source<'a> {
         Source {
             name: path.display().to_string(),
             text,
+            edits: None,
         }
     }
 
     pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = self.edits.map_or(offset, |e| e.original(offset));
         let offset = offset.min(self.text.len());
         let before = &self.text[..floor_char_boundary(self.text, offset)];
         let line = before.matches('\n').count() + 1;
@@ -92,6 +97,7 @@ mod tests {
         let s = Source {
             name: "p.toml".into(),
             text: "a = 1\nbé = 2\n",
+            edits: None,
         };
         assert_eq!(s.line_column(0), (1, 1));
         assert_eq!(s.line_column(4), (1, 5));

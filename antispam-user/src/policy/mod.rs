@@ -8,6 +8,7 @@ pub mod assign;
 pub mod compile;
 mod location;
 mod raw;
+mod structure;
 mod values;
 
 use std::{
@@ -291,29 +292,46 @@ impl fmt::Display for Policy {
 
 /// Checks a policy text. `base` is the directory relative `files` paths are resolved against.
 pub fn parse(name: &str, text: &str, base: Option<&Path>) -> Result<Policy, Problems> {
+    let checked = structure::check(text);
+    let plain = Source {
+        name: name.to_string(),
+        text,
+        edits: None,
+    };
+    let mut problems: Vec<Problem> = checked
+        .problems
+        .iter()
+        .map(|(span, message)| plain.problem(span.clone(), message.clone()))
+        .collect();
+    let Some(raw) = checked.raw else {
+        return Err(Problems(problems));
+    };
+    // The semantic checks run too, on the text with its structural problems edited out, so
+    // that one run names every problem; what they find in the edits' own text is not the file's.
+    let edited = !problems.is_empty();
     let src = Source {
         name: name.to_string(),
         text,
+        edits: edited.then_some(&checked.edits),
     };
-    let raw: RawPolicy = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        Problems(vec![src.problem(span, e.message().trim_end().to_string())])
-    })?;
     let mut c = Checker {
         src: &src,
         problems: Vec::new(),
         warnings: Vec::new(),
         base,
+        skip: edited.then_some(&checked.edits),
     };
     let policy = c.policy(raw);
-    if c.problems.is_empty() {
+    problems.append(&mut c.problems);
+    if problems.is_empty() {
         let mut policy = policy;
         policy.warnings = c.warnings;
         Ok(policy)
     } else {
-        c.problems
-            .sort_by_key(|p| (p.file != src.name, p.file.clone(), p.line, p.column));
-        Err(Problems(c.problems))
+        problems.sort_by_key(|p| (p.file != src.name, p.file.clone(), p.line, p.column));
+        problems
+            .dedup_by(|a, b| a.line == b.line && a.column == b.column && a.message == b.message);
+        Err(Problems(problems))
     }
 }
 
@@ -327,10 +345,15 @@ struct Checker<'a> {
     problems: Vec<Problem>,
     warnings: Vec<Problem>,
     base: Option<&'a Path>,
+    /// Spans in text the structural pass wrote: no problem is reported there.
+    skip: Option<&'a structure::Edits>,
 }
 
 impl Checker<'_> {
     fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        if self.skip.is_some_and(|e| e.ours(at.span().start)) {
+            return;
+        }
         self.problems.push(self.src.problem(at.span(), message));
     }
 
