@@ -605,9 +605,12 @@ mod tests {
         let cut: String = text.lines().take(8).map(|l| format!("{l}\n")).collect();
         let c = verify(&cut).expect("a cut log is a valid shorter chain");
         let e = check_head(&c, &head).unwrap_err();
-        assert!(e.contains("the log ends at record 8"), "{e}");
+        assert!(e.to_string().contains("the log ends at record 8"), "{e}");
         let other: Head = format!("3:{}", v.head).parse().unwrap();
-        assert!(check_head(&v, &other).unwrap_err().contains("rewritten"));
+        assert!(check_head(&v, &other)
+            .unwrap_err()
+            .to_string()
+            .contains("rewritten"));
         assert!("3".parse::<Head>().is_err() && "x:ab".parse::<Head>().is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }

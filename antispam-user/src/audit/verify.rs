@@ -286,38 +286,66 @@ pub struct Head {
     pub hash: String,
 }
 
-impl std::str::FromStr for Head {
-    type Err = String;
+/// A `--expect-head` that is not `SEQ:HASH`.
+#[derive(Debug, thiserror::Error)]
+pub enum BadHead {
+    #[error("{0:?}: expected SEQ:HASH")]
+    Form(String),
+    #[error("{0:?}: the sequence number is not a number")]
+    Sequence(String),
+    #[error("{0:?}: the hash is 64 hex digits")]
+    Hash(String),
+}
 
-    fn from_str(s: &str) -> Result<Head, String> {
-        let (seq, hash) = s
-            .split_once(':')
-            .ok_or_else(|| format!("{s:?}: expected SEQ:HASH"))?;
+impl std::str::FromStr for Head {
+    type Err = BadHead;
+
+    fn from_str(s: &str) -> Result<Head, BadHead> {
+        let (seq, hash) = s.split_once(':').ok_or_else(|| BadHead::Form(s.into()))?;
         let seq = seq
             .trim()
             .parse()
-            .map_err(|_| format!("{s:?}: the sequence number is not a number"))?;
+            .map_err(|_| BadHead::Sequence(s.into()))?;
         let hash = hash.trim().to_ascii_lowercase();
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("{s:?}: the hash is 64 hex digits"));
+            return Err(BadHead::Hash(s.into()));
         }
         Ok(Head { seq, hash })
     }
 }
 
+/// How a log does not hold a checkpoint.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeadNotHeld {
+    #[error(
+        "the log ends at record {records}, but a checkpoint saw record {seen}: records {} and on were removed",
+        records + 1
+    )]
+    Cut { records: u64, seen: u64 },
+    #[error(
+        "record {seq} (line {line}) has hash {hash}, but a checkpoint saw {seen}: the log was rewritten from there or before"
+    )]
+    Rewritten {
+        seq: u64,
+        line: usize,
+        hash: String,
+        seen: String,
+    },
+}
+
 /// Does the chain hold the checkpoint `head`? Err says how it does not.
-pub fn check_head(v: &Verified, head: &Head) -> Result<(), String> {
+pub fn check_head(v: &Verified, head: &Head) -> Result<(), HeadNotHeld> {
     match v.chain.get((head.seq as usize).wrapping_sub(1)) {
-        None => Err(format!(
-            "the log ends at record {}, but a checkpoint saw record {}: records {} and on were removed",
-            v.records,
-            head.seq,
-            v.records + 1
-        )),
-        Some(r) if r.hash != head.hash => Err(format!(
-            "record {} (line {}) has hash {}, but a checkpoint saw {}: the log was rewritten from there or before",
-            r.seq, r.line, r.hash, head.hash
-        )),
+        None => Err(HeadNotHeld::Cut {
+            records: v.records,
+            seen: head.seq,
+        }),
+        Some(r) if r.hash != head.hash => Err(HeadNotHeld::Rewritten {
+            seq: r.seq,
+            line: r.line,
+            hash: r.hash.clone(),
+            seen: head.hash.clone(),
+        }),
         Some(_) => Ok(()),
     }
 }

@@ -111,7 +111,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.heads
                 .iter()
                 .map(|h| {
-                    let why = crate::audit::check_head(v, h).err();
+                    let why = crate::audit::check_head(v, h).err().map(|e| e.to_string());
                     report::Checkpoint {
                         seq: h.seq,
                         hash: h.hash.clone(),

@@ -122,8 +122,10 @@ pub fn load(
         ExecHookChoice::Tracepoint => "--exec-hook tracepoint".to_string(),
         _ => match load_lsm(ebpf, &btf) {
             Ok(()) => return Ok((ExecHook::Lsm, None)),
-            Err(why) if choice == ExecHookChoice::Lsm => return Err(Error::ExecHook(why)),
-            Err(why) => why,
+            Err(why) if choice == ExecHookChoice::Lsm => {
+                return Err(Error::ExecHook(why.to_string()))
+            }
+            Err(why) => why.to_string(),
         },
     };
     let p: &mut BtfTracePoint = program(ebpf, EXEC_FALLBACK)?;
@@ -139,19 +141,31 @@ pub fn load(
     }
 }
 
+/// Why the BPF LSM program cannot run here.
+#[derive(Debug, thiserror::Error)]
+enum LsmUnavailable {
+    #[error(
+        "BPF LSM is not active ({LSM_LIST} lacks bpf: add it to the kernel's lsm= boot parameter)"
+    )]
+    NotActive,
+    #[error(transparent)]
+    Object(Box<Error>),
+    /// The kernel's refusal, its verifier log left out (see `--kernel-debug`).
+    #[error("the kernel refused to load the BPF LSM program: {0}")]
+    Refused(String),
+}
+
 /// Loads the BPF LSM program, or says why it cannot run here.
-fn load_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+fn load_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LsmUnavailable> {
     if bpf_lsm_listed() == Some(false) {
-        return Err(format!(
-            "BPF LSM is not active ({LSM_LIST} lacks bpf: add it to the kernel's lsm= boot parameter)"
-        ));
+        return Err(LsmUnavailable::NotActive);
     }
-    let p: &mut LsmCgroup = program(ebpf, EXEC).map_err(|e| e.to_string())?;
+    let p: &mut LsmCgroup = program(ebpf, EXEC).map_err(|e| LsmUnavailable::Object(Box::new(e)))?;
     p.load("bprm_creds_for_exec", btf).map_err(|e| {
         let text = super::error_chain(&e);
         // aya appends the verifier's log, empty when the kernel refused before verifying.
         let text = text.split(". Verifier output: :").next().unwrap_or(&text);
-        format!("the kernel refused to load the BPF LSM program: {text}")
+        LsmUnavailable::Refused(text.to_string())
     })
 }
 

@@ -106,7 +106,7 @@ impl Kernel {
 
     /// The filter on `t`: kept if this agent made it, its program replaced if a previous agent
     /// made it (`known`), else a new one.
-    fn put_filter(&mut self, t: &Target, known: Option<Veth>) -> Result<(), String> {
+    fn put_filter(&mut self, t: &Target, known: Option<Veth>) -> Result<(), FilterError> {
         let owned = self.syn.owned.contains(&t.ifindex);
         if let (true, Some(v)) = (owned, known) {
             if v.nsid != t.nsid {
@@ -114,7 +114,7 @@ impl Kernel {
                 self.syn
                     .veths
                     .insert(t.ifindex, v, 0)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(FilterError::Map)?;
             }
             return Ok(());
         }
@@ -122,9 +122,9 @@ impl Kernel {
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut(name)
-            .ok_or("the program is missing")?
+            .ok_or(FilterError::NoProgram)?
             .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            .map_err(|e: aya::programs::ProgramError| FilterError::Attach(error_chain(&e)))?;
         let replaced = known.and_then(|v| {
             let link = SchedClassifierLink::attached(
                 &t.name,
@@ -153,16 +153,18 @@ impl Kernel {
                     TcAttachType::Ingress,
                     TcAttachOptions::Netlink(NlOptions::default()),
                 )
-                .map_err(|e| match &qdisc {
-                    Some(q) => format!(
-                        "adding the clsact qdisc: {q} (is the sch_ingress module available?); then {}",
-                        error_chain(&e)
-                    ),
-                    None => error_chain(&e),
+                .map_err(|e| match qdisc {
+                    Some(qdisc) => FilterError::NoQdisc {
+                        qdisc,
+                        filter: error_chain(&e),
+                    },
+                    None => FilterError::Attach(error_chain(&e)),
                 })?
             }
         };
-        let link = prog.take_link(id).map_err(|e| error_chain(&e))?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| FilterError::Attach(error_chain(&e)))?;
         let v = Veth {
             nsid: t.nsid,
             handle: link.handle().map(u32::from).unwrap_or(0),
@@ -175,10 +177,26 @@ impl Kernel {
         self.syn
             .veths
             .insert(t.ifindex, v, 0)
-            .map_err(|e| e.to_string())?;
+            .map_err(FilterError::Map)?;
         self.syn.owned.insert(t.ifindex);
         Ok(())
     }
+}
+
+/// Why the SYN check could not be put on a device (tried again at the next sync).
+#[derive(Debug, thiserror::Error)]
+enum FilterError {
+    #[error("the eBPF object has no SYN check program")]
+    NoProgram,
+    /// The kernel's answer, as aya's error chain says it.
+    #[error("{0}")]
+    Attach(String),
+    #[error(
+        "adding the clsact qdisc: {qdisc} (is the sch_ingress module available?); then {filter}"
+    )]
+    NoQdisc { qdisc: String, filter: String },
+    #[error("recording the device in AS_VETHS: {0}")]
+    Map(#[source] aya::maps::MapError),
 }
 
 /// Removes the SYN check's filters an instance left (its `AS_VETHS` in `dir`), before its pins

@@ -430,28 +430,32 @@ pub async fn serve(listener: UnixListener, service: Arc<Service>, mut stop: watc
     }
 }
 
+/// Why a peer may not use the MTA policy socket.
+#[derive(Debug, thiserror::Error)]
+enum Unauthorized {
+    #[error("a peer whose credentials cannot be read (SO_PEERCRED: {0})")]
+    NoCredentials(#[source] std::io::Error),
+    #[error("uid {uid}: not root, and no MTA group exists")]
+    NoGroup { uid: u32 },
+    #[error("uid {uid}: neither root nor in the MTA group (gid {gid})")]
+    NotMember { uid: u32, gid: u32 },
+}
+
 /// Is this peer the MTA (root, or a member of its group)?
-fn authorized(stream: &UnixStream, gid: Option<u32>) -> Result<(), String> {
-    let cred = stream
-        .peer_cred()
-        .map_err(|e| format!("SO_PEERCRED: {e}"))?;
-    if cred.uid() == 0 {
+fn authorized(stream: &UnixStream, gid: Option<u32>) -> Result<(), Unauthorized> {
+    let cred = stream.peer_cred().map_err(Unauthorized::NoCredentials)?;
+    let uid = cred.uid();
+    if uid == 0 {
         return Ok(());
     }
     let Some(gid) = gid else {
-        return Err(format!(
-            "uid {} is not root, and no MTA group exists",
-            cred.uid()
-        ));
+        return Err(Unauthorized::NoGroup { uid });
     };
     let groups = cred.pid().map(procfs::groups).unwrap_or_default();
     if cred.gid() == gid || groups.contains(&gid) {
         Ok(())
     } else {
-        Err(format!(
-            "uid {} is neither root nor in the MTA group (gid {gid})",
-            cred.uid()
-        ))
+        Err(Unauthorized::NotMember { uid, gid })
     }
 }
 
