@@ -137,10 +137,13 @@ fn check_reports_every_problem_in_one_run() {
         .collect();
     assert_eq!(
         locs,
+        // 6:1: the [[limit]] whose `rate` is misspelt has no rate, which the check of values
+        // says too (a rule may give only `messages` or `recipients`).
         [
             (2, 1),
             (4, 8),
             (5, 1),
+            (6, 1),
             (7, 10),
             (8, 1),
             (11, 8),
@@ -161,7 +164,7 @@ fn check_reports_every_problem_in_one_run() {
     ] {
         assert!(r.stderr.contains(word), "{word}: {}", r.stderr);
     }
-    assert!(r.stderr.contains("8 problem(s)"), "{}", r.stderr);
+    assert!(r.stderr.contains("9 problem(s)"), "{}", r.stderr);
 }
 
 #[test]
