@@ -23,6 +23,9 @@ const WANTED: &[&str] = &[
     "udp_diag",
     "sch_ingress",
     "cls_bpf",
+    // libcrc32c (nf_tables') finds its crc32c through the crypto API, a dependency modules.dep
+    // does not list.
+    "crc32c_generic",
     "nf_tables",
     "nft_reject_inet",
 ];
