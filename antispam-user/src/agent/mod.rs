@@ -89,6 +89,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let policy = load_policy(config.policy.as_deref())?;
     let mount = cgroupfs::cgroup2_mount()?;
     let dir = attach_dir(&mount, config.cgroup.as_deref())?;
+    // The kernel floor first (probes only: nothing is attached or pinned), so that a kernel
+    // the agent cannot run on is said in one line, before any socket or file is made.
+    crate::kernel::check_features().map_err(or_capabilities)?;
     match crate::sys::rlimit::raise_nofile() {
         Ok((before, after)) if after > before => {
             log::debug!("open-file limit raised from {before} to {after}")
@@ -308,6 +311,22 @@ struct Enforcing {
 /// Loads the programs (or takes over a previous agent's), writes the policy, records the
 /// start, then switches to the policy and attaches. If the start cannot be recorded, nothing
 /// of this agent is in force (a previous agent's pinned programs and policy go on).
+/// Without one of these, probing and loading fail in ways the kernel's error does not explain
+/// (EPERM, "error relocating function"): say which is missing, with what failed.
+fn or_capabilities(source: crate::kernel::Error) -> Error {
+    let missing = crate::sys::caps::effective()
+        .map(crate::sys::caps::missing)
+        .unwrap_or_default();
+    if missing.is_empty() || matches!(source, crate::kernel::Error::Unsupported(_)) {
+        Error::Kernel(source)
+    } else {
+        Error::Capabilities {
+            missing,
+            source: Box::new(source),
+        }
+    }
+}
+
 fn enforce(
     config: &Config,
     policy: Policy,
@@ -316,22 +335,6 @@ fn enforce(
     opts: Options,
     audit: &mut AuditLog,
 ) -> Result<Enforcing, Error> {
-    // Without one of these, probing and loading fail in ways the kernel's error does not
-    // explain (EPERM, "error relocating function"): say which is missing, with what failed.
-    let or_capabilities = |source: crate::kernel::Error| {
-        let missing = crate::sys::caps::effective()
-            .map(crate::sys::caps::missing)
-            .unwrap_or_default();
-        if missing.is_empty() || matches!(source, crate::kernel::Error::Unsupported(_)) {
-            Error::Kernel(source)
-        } else {
-            Error::Capabilities {
-                missing,
-                source: Box::new(source),
-            }
-        }
-    };
-    crate::kernel::check_features().map_err(or_capabilities)?;
     let cgroup_id =
         cgroupfs::cgroup_id(dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
     let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
