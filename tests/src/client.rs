@@ -11,6 +11,27 @@ use std::time::{Duration, Instant};
 
 use crate::{TestCgroup, TestNetns};
 
+/// Writes "0" (this process) to a cgroup's `cgroup.procs`, between fork and exec.
+///
+/// # Safety
+/// Raw syscalls only (open/write/close): safe in a `pre_exec` closure.
+unsafe fn join_cgroup(procs: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: a NUL-terminated path of ours; a one-byte buffer of ours.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let r = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if r != 1 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
 /// Makes `cmd` (spawned by root) move itself into `cg`, then drop to `uid`/`uid` (gid = uid)
 /// with no supplementary groups, in that order, before exec.
 pub fn as_user_in_cgroup(cmd: &mut Command, cg: &TestCgroup, uid: u32) {
@@ -23,16 +44,7 @@ pub fn as_user_in_cgroup(cmd: &mut Command, cg: &TestCgroup, uid: u32) {
     // setresuid) on data prepared before fork; no allocation, no locks.
     unsafe {
         cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let r = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
-            let err = io::Error::last_os_error();
-            libc::close(fd);
-            if r != 1 {
-                return Err(err);
-            }
+            join_cgroup(&procs)?;
             if libc::setgroups(0, std::ptr::null()) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -56,16 +68,7 @@ pub fn as_root_in_cgroup(cmd: &mut Command, cg: &TestCgroup) {
     // fork; no allocation, no locks.
     unsafe {
         cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let r = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
-            let err = io::Error::last_os_error();
-            libc::close(fd);
-            if r != 1 {
-                return Err(err);
-            }
+            join_cgroup(&procs)?;
             Ok(())
         });
     }
