@@ -87,7 +87,11 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 pub mod programs {
     pub const CONNECT4: &str = "antispam_connect4";
     pub const CONNECT6: &str = "antispam_connect6";
+    /// `cgroup_skb/egress`, attached only while a feature needs it: SMTP packet accounting,
+    /// and the packets of suspended keys' sessions dropped.
     pub const EGRESS: &str = "antispam_egress";
+    /// `cgroup/sock_create`: raw TCP sockets refused.
+    pub const SOCK_CREATE: &str = "antispam_sock_create";
     /// `lsm_cgroup/bprm_creds_for_exec`: decides every execution of a submission program.
     pub const EXEC: &str = "antispam_exec";
     /// `tp_btf/sched_process_exec`: the fallback where BPF LSM is not active (counts, and kills

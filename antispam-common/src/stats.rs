@@ -15,9 +15,9 @@ pub const EXEC_KILLED: u32 = 5;
 /// An SMTP packet of a suspended UID or cgroup was dropped (a session open before the
 /// suspension).
 pub const SUSPENDED_DROPS: u32 = 6;
-/// A TCP packet to an SMTP port from a raw socket was dropped (an SMTP client that makes its
-/// own TCP, past `connect()`).
-pub const RAW_SMTP_DROPS: u32 = 7;
+/// A raw TCP socket (IPv4 or IPv6, protocol TCP or `IPPROTO_RAW`) was refused when made: an
+/// SMTP client could make its own TCP on it, past `connect()`.
+pub const RAW_SOCKETS_REFUSED: u32 = 7;
 /// A TCP SYN to an SMTP port leaving a container that no socket there is connecting with (a
 /// packet socket's) was dropped.
 pub const PACKET_SYN_DROPS: u32 = 8;
@@ -33,6 +33,6 @@ pub const NAMES: [&str; COUNT as usize] = [
     "exec_read_failed",
     "exec_killed",
     "suspended_packets_dropped",
-    "raw_smtp_packets_dropped",
+    "raw_sockets_refused",
     "packet_smtp_syns_dropped",
 ];

@@ -5,8 +5,11 @@
 //!   block-listed destination → refuse; otherwise every rate-limit bucket that applies (the UID's,
 //!   and the cgroup's when a cgroup rule names it) must have room. Returning 0 makes `connect()`
 //!   fail with EPERM at once.
-//! * `cgroup_skb/egress` counts SMTP packets and bytes per UID and cgroup, drops those of
-//!   suspended keys and SMTP from raw sockets.
+//! * `cgroup/sock_create` refuses raw TCP sockets (whole TCP made without `connect()`): once per
+//!   socket, nothing per packet.
+//! * `cgroup_skb/egress`, attached only while a feature needs it (`--packet-accounting`, or
+//!   sessions a suspension could not end), counts SMTP packets and bytes per UID and cgroup and
+//!   drops those of suspended keys.
 //! * `lsm_cgroup/bprm_creds_for_exec` (or its tracepoint fallback) decides every execution of
 //!   the MTA's submission programs.
 //! * `classifier` `antispam_syn`, on containers' host-side veths, drops SMTP SYNs that no
@@ -41,6 +44,8 @@ mod events;
 mod exec;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod sock;
 #[cfg(target_arch = "bpf")]
 mod syn;
 

@@ -37,29 +37,47 @@ pub fn segment(src: Ipv4Addr, sport: u16, dst: SocketAddrV4, seq: u32) -> [u8; 2
     tcp
 }
 
-/// A raw IPPROTO_TCP socket that sees the answers, with a 100 ms receive timeout; exits the
-/// process (status 2) when it cannot be made.
-pub fn raw_tcp_socket() -> libc::c_int {
-    // SAFETY: socket(2) and setsockopt(2) with a timeval of ours and its size.
+/// A raw IPPROTO_TCP socket that sees the answers, with a 100 ms receive timeout, or the
+/// errno of its refusal (under antispam's attach point: EPERM).
+pub fn raw_tcp_socket() -> Result<libc::c_int, i32> {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
+    with_timeout(fd)
+}
+
+/// A packet socket (AF_PACKET, SOCK_DGRAM, ETH_P_IP) that sees every IPv4 packet of this
+/// network namespace, IP header first as on a raw socket, with a 100 ms receive timeout; exits
+/// the process (status 2) when it cannot be made.
+pub fn ip_listener() -> libc::c_int {
+    let eth_p_ip = i32::from((libc::ETH_P_IP as u16).to_be());
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, eth_p_ip) };
+    with_timeout(fd).unwrap_or_else(|e| {
+        eprintln!("packet socket: {}", std::io::Error::from_raw_os_error(e));
+        std::process::exit(2);
+    })
+}
+
+/// `fd` with a 100 ms receive timeout, or the errno that kept it from being made.
+fn with_timeout(fd: libc::c_int) -> Result<libc::c_int, i32> {
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1));
+    }
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    // SAFETY: setsockopt(2) with a timeval of ours and its size.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
-        if fd < 0 {
-            eprintln!("raw socket: {}", std::io::Error::last_os_error());
-            std::process::exit(2);
-        }
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
             (&raw const tv).cast(),
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-        fd
-    }
+        )
+    };
+    Ok(fd)
 }
 
 /// What `dst` answered to our port `sport` on the raw socket `fd` within 1 s: "synack", "rst"

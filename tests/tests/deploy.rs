@@ -66,7 +66,7 @@ fn systemd_unit_capabilities_are_enough_and_each_is_needed() {
             "enforcing with only {caps:?}"
         );
         let m = agent.metrics();
-        // connect4, connect6, egress and the exec hook (mail through sendmail).
+        // connect4, connect6, sock_create and the exec hook (mail through sendmail).
         assert_eq!(
             metric_value(&m, "antispam_programs_attached", &[]),
             Some(4.0)

@@ -389,8 +389,8 @@ fn a_containers_own_loopback_is_not_the_hosts_mta() {
 
 #[test]
 fn the_kill_switch_ends_sessions_in_other_network_namespaces() {
-    // (Where the agent cannot join a namespace, the egress program still drops the session's
-    // packets: suspend.rs checks that path in the agent's own namespace.)
+    // (Where the agent cannot join a namespace, the packet program is attached to drop the
+    // session's packets: what_the_kill_switch_cannot_end_is_said_and_still_stopped.)
     if !require_kernel() {
         return;
     }
@@ -466,6 +466,13 @@ fn what_the_kill_switch_cannot_end_is_said_and_still_stopped() {
         .unwrap_or_default()
         .to_string();
     assert!(said.starts_with("kill switch: "), "status: {:#}", st);
+    assert!(
+        st["packet_program"]
+            .as_str()
+            .is_some_and(|w| w.contains("could not be ended")),
+        "the packet program runs to drop what could not be ended: {:#}",
+        st["packet_program"]
+    );
     std::fs::write(&go, "").unwrap();
     let out = session.wait_with_output().expect("smtp_session output");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -480,6 +487,15 @@ fn what_the_kill_switch_cannot_end_is_said_and_still_stopped() {
             .as_u64()
             .unwrap_or(0)
             > 0
+    );
+    // Once nothing refuses those sessions any more, nothing runs per packet again.
+    let (code, out) = ctl(&agent, &["kill-switch", "off", "--reason", "contained"]);
+    assert_eq!(code, Some(0), "{out}");
+    let st = agent.status_json();
+    assert!(
+        st["packet_program"].is_null() && st["sessions_not_ended"].is_null(),
+        "detached with the kill switch off: {:#}",
+        st
     );
 }
 
@@ -523,8 +539,8 @@ fn block_list_lines_never_reach_the_logs() {
     }
 }
 
-/// What raw_syn saw: (sent, errno, reply).
-fn raw_syn(cg: &TestCgroup, to: SocketAddr) -> (bool, i64, String) {
+/// What raw_syn saw: (socket made, sent, errno, reply).
+fn raw_syn(cg: &TestCgroup, to: SocketAddr) -> (bool, bool, i64, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_raw_syn"));
     cmd.arg(to.to_string());
     antispam_tests::client::as_root_in_cgroup(&mut cmd, cg);
@@ -532,6 +548,7 @@ fn raw_syn(cg: &TestCgroup, to: SocketAddr) -> (bool, i64, String) {
     assert!(status.is_some_and(|s| s.success()), "raw_syn: {out}");
     let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect(&out);
     (
+        r["made"].as_bool().unwrap(),
         r["sent"].as_bool().unwrap(),
         r["errno"].as_i64().unwrap(),
         r["reply"].as_str().unwrap().to_string(),
@@ -545,29 +562,29 @@ fn raw_sockets_cannot_speak_smtp() {
     }
     let fx = Fixture::new("hostile-raw");
     let smtp = fx.smtp_v4();
-    let closed = SocketAddr::new(smtp.ip(), 2626);
     // A container's root keeps CAP_NET_RAW (Docker's default): without the agent, its own
     // TCP reaches the server.
-    assert_eq!(raw_syn(&fx.cg, smtp).2, "synack", "the control run");
+    assert_eq!(raw_syn(&fx.cg, smtp).3, "synack", "the control run");
     let policy = fx.policy("ports = [25]\n[[allow]]\nusers = [0]\n");
     let agent = Agent::start(&policy, &fx.cg, &fx.dir);
-    // Even allow-listed (root here), raw TCP to an SMTP port goes nowhere: connect() is never
-    // called, so nothing could have decided it.
-    let (sent, errno, reply) = raw_syn(&fx.cg, smtp);
-    eprintln!("raw SYN to {smtp}: sent {sent}, errno {errno}, reply {reply}");
+    // Even allow-listed (root here), no raw TCP socket is made: connect() would never be
+    // called, so nothing could decide what it sends. Refused when made, nothing runs per
+    // packet.
+    let (made, sent, errno, reply) = raw_syn(&fx.cg, smtp);
+    eprintln!("raw SYN to {smtp}: socket made {made}, sent {sent}, errno {errno}, reply {reply}");
     assert_eq!(
-        (sent, errno, reply.as_str()),
-        (false, i64::from(libc::EPERM), "none"),
-        "the SYN is dropped and sendto fails with EPERM"
-    );
-    assert_eq!(
-        raw_syn(&fx.cg, closed).2,
-        "rst",
-        "raw TCP elsewhere goes on (a closed port answers RST)"
+        (made, sent, errno, reply.as_str()),
+        (false, false, i64::from(libc::EPERM), "none"),
+        "socket(AF_INET, SOCK_RAW, IPPROTO_TCP) fails with EPERM"
     );
     let st = agent.status_json();
     assert!(
-        st["kernel_errors"]["raw_smtp_packets_dropped"]
+        st["packet_program"].is_null(),
+        "nothing runs per packet: {:#}",
+        st["packet_program"]
+    );
+    assert!(
+        st["kernel_errors"]["raw_sockets_refused"]
             .as_u64()
             .unwrap_or(0)
             >= 1,

@@ -41,7 +41,13 @@ fn enforcement_outlives_the_agent_and_uninstall_removes_everything() {
     // The exec hook is attached to the cgroup only as BPF LSM (bpftool names an lsm_cgroup
     // attachment by its hook); the tracepoint fallback is a global attachment.
     let hook = agent.status_json()["sendmail"]["hook"].clone();
-    let mut want = vec!["antispam_connect4", "antispam_connect6", "antispam_egress"];
+    // Nothing per packet: the packet program runs only with --packet-accounting or while
+    // sessions could not be ended.
+    let mut want = vec![
+        "antispam_connect4",
+        "antispam_connect6",
+        "antispam_sock_create",
+    ];
     match hook.as_str() {
         Some("lsm") => want.push("bpf_lsm_bprm_creds_for_exec"),
         Some("tracepoint") => {}

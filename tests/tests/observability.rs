@@ -21,11 +21,16 @@ rate = "1/minute"
 burst = 3
 "#,
     );
-    let agent = Agent::start(&policy, &fx.cg, &fx.dir);
+    // With SMTP bytes and packets counted: the packet program always runs.
+    let agent = Agent::start_with(&policy, &fx.cg, &fx.dir, &["--packet-accounting"]);
     let status = agent.status_json();
     assert!(
         status.is_object(),
         "the status must be a JSON object: {status}"
+    );
+    assert_eq!(
+        status["packet_program"], "--packet-accounting",
+        "the packet program runs for packet accounting: {status}"
     );
 
     let r = connect_probe_as(

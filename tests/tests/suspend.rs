@@ -227,11 +227,8 @@ fn suspending_a_cgroup_covers_its_descendants_and_stops_open_sessions() {
     );
     let st = agent.status_json();
     assert!(
-        st["kernel_errors"]["suspended_packets_dropped"]
-            .as_u64()
-            .unwrap()
-            > 0,
-        "{st:#}"
+        st["packet_program"].is_null() && st["sessions_not_ended"].is_null(),
+        "every session was ended: nothing runs per packet: {st:#}"
     );
 }
 

@@ -36,4 +36,6 @@ pub struct Config {
     pub mta_socket: Option<PathBuf>,
     /// The MTA's group, which may use that socket.
     pub mta_group: String,
+    /// Count SMTP packets and bytes (the packet program always attached).
+    pub packet_accounting: bool,
 }

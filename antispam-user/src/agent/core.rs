@@ -50,6 +50,8 @@ pub struct Core {
     pub errors: LogLimit,
     /// When the audit head was last logged as a checkpoint.
     pub checkpoints: super::checkpoint::Checkpoints,
+    /// `--packet-accounting`: the packet program always runs.
+    pub packet_accounting: bool,
 }
 
 /// A reload put off because the policy file was still open for writing.

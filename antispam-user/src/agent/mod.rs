@@ -73,6 +73,9 @@ use crate::{
     },
 };
 
+/// Why the packet program runs with `--packet-accounting`.
+pub const PACKET_ACCOUNTING: &str = "--packet-accounting";
+
 /// How often suspensions and overrides are expired and the pins checked.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -174,6 +177,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         exec_hook: kernel.exec_hook,
         exec_hook_why: kernel.exec_hook_why.clone(),
         sessions_not_ended: Mutex::new(None),
+        packet_program: Mutex::new(kernel.packets),
         syn_check: Mutex::new(crate::control::status::SynCheckView {
             off: kernel.syn.unavailable.clone(),
             ..Default::default()
@@ -262,6 +266,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         deferred: None,
         errors: LogLimit::default(),
         checkpoints: checkpoint::Checkpoints::every(config.audit_checkpoint_every),
+        packet_accounting: config.packet_accounting,
     };
     core.restore();
     core.break_glass_restore();
@@ -366,10 +371,13 @@ fn enforce(
         kernel.rules.discard(staged);
         return Err(Error::StartNotRecorded(e));
     }
-    let in_force = kernel
-        .rules
-        .commit(staged)
-        .and_then(|()| kernel.attach(dir, &pins));
+    let in_force = kernel.rules.commit(staged).and_then(|()| {
+        kernel.attach(
+            dir,
+            &pins,
+            config.packet_accounting.then_some(PACKET_ACCOUNTING),
+        )
+    });
     if let Err(e) = in_force {
         let _ = audit.append(&AuditEvent::AgentStop(AgentStop {
             reason: format!("start-up failed: {e}"),
@@ -602,6 +610,7 @@ impl Core {
         self.sync_local_addrs();
         self.sync_subuids();
         self.sync_syn_check();
+        self.sync_packets();
         let link = pins::link_path(&self.pin_dir, antispam_common::maps::programs::CONNECT4);
         if link.exists() {
             return None;

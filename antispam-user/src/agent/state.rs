@@ -113,6 +113,8 @@ pub struct Shared {
     pub exec_hook_why: Option<String>,
     /// What the last suspension or kill switch could not end of the open sessions, if anything.
     pub sessions_not_ended: Mutex<Option<String>>,
+    /// Why the packet program runs (None: nothing runs per packet).
+    pub packet_program: Mutex<Option<&'static str>>,
     /// The SYN check as the last sync left it.
     pub syn_check: Mutex<crate::control::status::SynCheckView>,
     pub started: SystemTime,

@@ -102,6 +102,11 @@ pub fn build(shared: &Shared) -> Status {
             why: shared.exec_hook_why.clone(),
             programs: super::programs::views(&p.sendmail_programs, &shared.programs()),
         },
+        packet_program: shared
+            .packet_program
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(str::to_string),
         sessions_not_ended: shared
             .sessions_not_ended
             .lock()

@@ -124,7 +124,7 @@ fn summary(v: &Status) -> String {
         a.path, a.head_sequence, a.head_hash
     );
     format!(
-        "antispam {}: mode {}, policy {} (generation {}), attached to cgroup {} ({} programs)\nports {}, default rate {}{own}\nsendmail: hook {}{why}; counting {}\n{audit}\n",
+        "antispam {}: mode {}, policy {} (generation {}), attached to cgroup {} ({} programs)\nports {}, default rate {}{own}\nsendmail: hook {}{why}; counting {}\npacket program: {}\n{audit}\n",
         v.version,
         v.mode,
         v.policy,
@@ -135,6 +135,7 @@ fn summary(v: &Status) -> String {
         v.default_rate,
         s.hook.name(),
         if present.is_empty() { "no program (none present)".to_string() } else { present.join(", ") },
+        v.packet_program.as_deref().map_or("off (nothing runs per packet)".to_string(), |w| format!("on ({w})")),
     )
 }
 

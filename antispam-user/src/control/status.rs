@@ -46,6 +46,10 @@ pub struct Status {
     /// are stopped by dropping their packets instead), if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions_not_ended: Option<String>,
+    /// Why the packet program (`antispam_egress`) runs on every packet of the attach point's
+    /// tasks; None: nothing runs per packet.
+    #[serde(default)]
+    pub packet_program: Option<String>,
     /// The SYN check on containers' host-side veth devices (SMTP SYNs of packet sockets).
     #[serde(default)]
     pub syn_check: SynCheckView,

@@ -110,6 +110,11 @@ impl RuleMaps {
         self.write_config()
     }
 
+    /// Is the kill switch on, or a suspension in force?
+    pub fn stopping(&self) -> bool {
+        self.runtime_flags & (FLAG_KILL_SWITCH | FLAG_SUSPENSIONS) != 0
+    }
+
     /// Sets or clears a runtime flag (kill switch, suspensions present).
     pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<(), Error> {
         let before = self.runtime_flags;

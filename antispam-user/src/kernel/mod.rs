@@ -28,7 +28,7 @@ use antispam_common::{
 use aya::{
     maps::{Array, HashMap, IterableMap as _, MapData, RingBuf},
     programs::{
-        links::FdLink, BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType,
+        links::FdLink, BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
         CgroupSockAddr, LsmCgroup,
     },
     Ebpf, EbpfLoader,
@@ -72,6 +72,8 @@ pub struct Kernel {
     pub exec_hook: crate::control::status::ExecHook,
     pub exec_hook_why: Option<String>,
     pub attached: Vec<&'static str>,
+    /// Why the packet program (`antispam_egress`) runs, if it does: see [`Kernel::packets`].
+    pub packets: Option<&'static str>,
     /// Links taken over from a previous agent (0 on a fresh start).
     pub adopted: usize,
     pub cgroup: PathBuf,
@@ -188,6 +190,9 @@ impl Kernel {
         let name = m::programs::EGRESS;
         let p: &mut CgroupSkb = program(&mut ebpf, name)?;
         p.load().map_err(Error::program(name))?;
+        let name = m::programs::SOCK_CREATE;
+        let p: &mut CgroupSock = program(&mut ebpf, name)?;
+        p.load().map_err(Error::program(name))?;
         let local_addrs = LocalAddrs::new(take(&mut ebpf, m::LOCAL_ADDRS)?);
         let subuids = SubUids::new(take(&mut ebpf, m::SUBUIDS)?);
         let attach_cgroup = take(&mut ebpf, m::ATTACH_CGROUP)?;
@@ -215,27 +220,40 @@ impl Kernel {
             exec_hook,
             exec_hook_why,
             attached: Vec::new(),
+            packets: None,
             adopted: 0,
             cgroup: PathBuf::new(),
             previous,
         })
     }
 
-    /// Makes the three programs run on the cgroup directory `dir`, through links pinned in
+    /// Makes the programs run on the cgroup directory `dir` (the packet program only if
+    /// `packets` says why), through links pinned in
     /// `pins.dir`. Links a previous agent pinned there (or in an older layout's directory) are
     /// taken over with BPF_LINK_UPDATE: the new program replaces the old one atomically. Otherwise
     /// new links are made and pinned. Links always run alongside other programs attached there
     /// (the kernel refuses BPF_F_ALLOW_MULTI in `link_create` with EINVAL: flags must be 0, which
     /// aya's `Single` mode passes). The links stay when the agent exits; `antispam uninstall`
     /// removes them.
-    pub fn attach(&mut self, dir: &Path, pins: &Pins) -> Result<(), Error> {
+    pub fn attach(
+        &mut self,
+        dir: &Path,
+        pins: &Pins,
+        packets: Option<&'static str>,
+    ) -> Result<(), Error> {
         let file =
             File::open(dir).map_err(Error::io(format!("opening cgroup {}", dir.display())))?;
         let mut names = vec![
             m::programs::CONNECT4,
             m::programs::CONNECT6,
-            m::programs::EGRESS,
+            m::programs::SOCK_CREATE,
         ];
+        if packets.is_some() {
+            names.push(m::programs::EGRESS);
+        } else {
+            unpin_link(pins, m::programs::EGRESS);
+        }
+        self.packets = packets;
         if self.exec_hook == ExecHook::Lsm {
             names.push(m::programs::EXEC);
         }
@@ -266,6 +284,31 @@ impl Kernel {
             }
         }
         self.cgroup = dir.to_path_buf();
+        Ok(())
+    }
+
+    /// Runs the packet program (`antispam_egress`) on the attach point while `why` says a
+    /// feature needs it, and detaches it when none does: every packet of the attach point's
+    /// tasks pays for a program there (see antispam-ebpf/src/egress.rs).
+    pub fn packets(&mut self, why: Option<&'static str>, pins: &Pins) -> Result<(), Error> {
+        let name = m::programs::EGRESS;
+        match (self.packets, why) {
+            (None, Some(why)) => {
+                let file = File::open(&self.cgroup).map_err(Error::io(format!(
+                    "opening cgroup {}",
+                    self.cgroup.display()
+                )))?;
+                self.attach_to_cgroup(name, &file, pins)?;
+                self.attached.push(name);
+                log::info!("attached {name}: {why}");
+            }
+            (Some(_), None) => {
+                unpin_link(pins, name);
+                self.attached.retain(|n| *n != name);
+            }
+            _ => {}
+        }
+        self.packets = why;
         Ok(())
     }
 
@@ -302,6 +345,13 @@ impl Kernel {
                         CgroupSkbAttachType::Egress,
                         CgroupAttachMode::Single,
                     )
+                    .map_err(Error::program(name))?;
+                p.take_link(id).map_err(Error::program(name))?.try_into()
+            }
+            m::programs::SOCK_CREATE => {
+                let p: &mut CgroupSock = program.try_into().map_err(Error::program(name))?;
+                let id = p
+                    .attach(cgroup, CgroupAttachMode::Single)
                     .map_err(Error::program(name))?;
                 p.take_link(id).map_err(Error::program(name))?.try_into()
             }

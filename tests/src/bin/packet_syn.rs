@@ -58,7 +58,7 @@ fn main() {
         let eth_p_ip = (libc::ETH_P_IP as u16).to_be();
         let pkt = libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(eth_p_ip));
         // Listen before sending: the answer can be quick.
-        let raw = syn::raw_tcp_socket();
+        let raw = syn::ip_listener();
         if pkt < 0 {
             eprintln!("sockets: {}", std::io::Error::last_os_error());
             std::process::exit(2);

@@ -3,7 +3,8 @@
 //! Sends one TCP SYN to the IPv4 ADDR from a raw socket (IPPROTO_TCP: the kernel adds the IP
 //! header; needs CAP_NET_RAW), the way an SMTP client that makes its own TCP starts, and waits
 //! at most 1 s for the answer. Prints one JSON line:
-//! {"sent":bool,"errno":N,"reply":"synack"|"rst"|"none"}.
+//! {"made":bool,"sent":bool,"errno":N,"reply":"synack"|"rst"|"none"} ("made": the raw socket
+//! could be made; when not, errno says why).
 
 use std::net::{SocketAddrV4, UdpSocket};
 
@@ -29,7 +30,13 @@ fn main() {
     // SAFETY: plain socket syscalls on descriptors this function owns; buffers are ours with
     // their lengths.
     unsafe {
-        let fd = syn::raw_tcp_socket();
+        let fd = match syn::raw_tcp_socket() {
+            Ok(fd) => fd,
+            Err(errno) => {
+                println!("{{\"made\":false,\"sent\":false,\"errno\":{errno},\"reply\":\"none\"}}");
+                return;
+            }
+        };
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
@@ -60,6 +67,6 @@ fn main() {
             "none"
         };
         libc::close(fd);
-        println!("{{\"sent\":{sent},\"errno\":{errno},\"reply\":\"{reply}\"}}");
+        println!("{{\"made\":true,\"sent\":{sent},\"errno\":{errno},\"reply\":\"{reply}\"}}");
     }
 }

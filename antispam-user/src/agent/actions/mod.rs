@@ -129,6 +129,7 @@ impl Core {
                     Err(e) => Response::refused(e.to_string()),
                 };
                 let _ = reply.send(answer);
+                self.sync_packets();
             }
         }
     }

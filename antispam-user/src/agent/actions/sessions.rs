@@ -1,10 +1,17 @@
 //! Ending the open SMTP sessions a suspension or the kill switch now refuses: in the agent's
 //! network namespace and in every other one a process under the attach point is in (a
-//! container's). What cannot be searched is said; the egress program drops those sessions'
-//! packets either way.
+//! container's). What cannot be searched is said, and the packet program (`antispam_egress`)
+//! is attached until then to drop those sessions' packets: nothing else runs per packet.
 
 use super::Core;
-use crate::sys::{netns, sockdiag};
+use crate::{
+    kernel::pins::Pins,
+    sys::{netns, sockdiag},
+};
+
+/// Why the packet program runs when sessions could not be ended.
+const UNENDED: &str =
+    "open SMTP sessions of a suspended key could not be ended: their packets are dropped";
 
 /// At most this many other network namespaces are searched per action.
 const MAX_NAMESPACES: usize = 4096;
@@ -28,6 +35,56 @@ impl Core {
                 .unwrap_or_else(|e| e.into_inner()) = unreached.map(|u| format!("{what}: {u}"));
         }
         (n, note)
+    }
+
+    /// Attaches the packet program while a feature needs it (`--packet-accounting`, or
+    /// sessions that could not be ended while the kill switch or a suspension is in force) and
+    /// detaches it when none does: after every operator's request, and every second (for
+    /// suspensions by strikes). What could not be ended is forgotten once nothing refuses
+    /// it any more.
+    pub fn sync_packets(&mut self) {
+        let stopping = self.kernel.rules.stopping();
+        let unended = {
+            let mut s = self
+                .shared
+                .sessions_not_ended
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !stopping {
+                *s = None;
+            }
+            s.is_some()
+        };
+        let why = if self.packet_accounting {
+            Some(crate::agent::PACKET_ACCOUNTING)
+        } else if unended {
+            Some(UNENDED)
+        } else {
+            None
+        };
+        if why == self.kernel.packets {
+            return;
+        }
+        let pins = Pins {
+            dir: self.pin_dir.clone(),
+            adopting: true,
+            older: Vec::new(),
+        };
+        let done = self.kernel.packets(why, &pins);
+        *self
+            .shared
+            .packet_program
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.kernel.packets;
+        if let Err(e) = done {
+            self.errors.error(
+                "packet program",
+                format!(
+                    "cannot {} the packet program: {e}",
+                    if why.is_some() { "attach" } else { "detach" }
+                ),
+            );
+        }
     }
 
     /// As `sessions`, with what could not be reached, if anything.
