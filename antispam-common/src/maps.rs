@@ -90,7 +90,7 @@ pub mod programs {
     /// `cgroup_skb/egress`, attached only while a feature needs it: SMTP packet accounting,
     /// and the packets of suspended keys' sessions dropped.
     pub const EGRESS: &str = "antispam_egress";
-    /// `cgroup/sock_create`: raw TCP sockets refused.
+    /// `cgroup/sock_create`: raw IP sockets (but ICMP ones) refused.
     pub const SOCK_CREATE: &str = "antispam_sock_create";
     /// `lsm_cgroup/bprm_creds_for_exec`: decides every execution of a submission program.
     pub const EXEC: &str = "antispam_exec";

@@ -15,8 +15,8 @@ pub const EXEC_KILLED: u32 = 5;
 /// An SMTP packet of a suspended UID or cgroup was dropped (a session open before the
 /// suspension).
 pub const SUSPENDED_DROPS: u32 = 6;
-/// A raw TCP socket (IPv4 or IPv6, protocol TCP or `IPPROTO_RAW`) was refused when made: an
-/// SMTP client could make its own TCP on it, past `connect()`.
+/// A raw IPv4 or IPv6 socket (of any protocol but ICMP) was refused when made: an SMTP client
+/// could make its own TCP on it, past `connect()`.
 pub const RAW_SOCKETS_REFUSED: u32 = 7;
 /// A TCP SYN to an SMTP port leaving a container that no socket there is connecting with (a
 /// packet socket's) was dropped.

@@ -5,8 +5,8 @@
 //!   block-listed destination → refuse; otherwise every rate-limit bucket that applies (the UID's,
 //!   and the cgroup's when a cgroup rule names it) must have room. Returning 0 makes `connect()`
 //!   fail with EPERM at once.
-//! * `cgroup/sock_create` refuses raw TCP sockets (whole TCP made without `connect()`): once per
-//!   socket, nothing per packet.
+//! * `cgroup/sock_create` refuses raw IP sockets but ICMP ones (TCP made without `connect()`):
+//!   once per socket, nothing per packet.
 //! * `cgroup_skb/egress`, attached only while a feature needs it (`--packet-accounting`, or
 //!   sessions a suspension could not end), counts SMTP packets and bytes per UID and cgroup and
 //!   drops those of suspended keys.

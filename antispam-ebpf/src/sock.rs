@@ -1,10 +1,12 @@
-//! `cgroup/sock_create`: no raw TCP under the attach point. A process with CAP_NET_RAW (a
-//! container's root, by Docker's default) could make its own TCP on a raw socket and never
-//! call `connect()`, which is where every SMTP connect is decided. Making a raw IPv4 or IPv6
-//! socket of protocol TCP or `IPPROTO_RAW` (whole IP packets) fails with EPERM here, once per
-//! socket: nothing runs per packet. Other raw sockets (ICMP: `ping`, `traceroute -I`) are made
-//! as before. (Packet sockets, AF_PACKET, write whole frames: the SYN check on containers'
-//! veths, `syn.rs`, stops those.)
+//! `cgroup/sock_create`: no raw IP under the attach point. A process with CAP_NET_RAW (a
+//! container's root, by Docker's default; a host-network container) could make its own TCP on
+//! a raw socket and never call `connect()`, which is where every SMTP connect is decided: on a
+//! raw socket of protocol TCP or `IPPROTO_RAW`, or with `IP_HDRINCL` on one of any protocol.
+//! Making a raw IPv4 or IPv6 socket fails with EPERM here, once per socket: nothing runs per
+//! packet. Raw ICMP sockets are the exception (`mtr`, `ping` where ICMP datagram sockets are
+//! not allowed), and their one way to TCP, `IP_HDRINCL`, is named in docs/threat-model.md.
+//! Packet sockets (AF_PACKET) write whole frames: the SYN check on containers' veths (`syn.rs`)
+//! stops those.
 
 use antispam_common::stats;
 use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
@@ -17,8 +19,8 @@ const REFUSE: i32 = 0;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 const SOCK_RAW: u32 = 3;
-const IPPROTO_TCP: u32 = 6;
-const IPPROTO_RAW: u32 = 255;
+const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_ICMPV6: u32 = 58;
 
 #[cgroup_sock(sock_create)]
 pub fn antispam_sock_create(ctx: SockContext) -> i32 {
@@ -28,11 +30,14 @@ pub fn antispam_sock_create(ctx: SockContext) -> i32 {
     if sk.type_ != SOCK_RAW {
         return PASS;
     }
-    if (sk.family == AF_INET || sk.family == AF_INET6)
-        && (sk.protocol == IPPROTO_TCP || sk.protocol == IPPROTO_RAW)
-    {
-        stat(stats::RAW_SOCKETS_REFUSED);
-        return REFUSE;
+    let icmp = match sk.family {
+        AF_INET => sk.protocol == IPPROTO_ICMP,
+        AF_INET6 => sk.protocol == IPPROTO_ICMPV6,
+        _ => return PASS,
+    };
+    if icmp {
+        return PASS;
     }
-    PASS
+    stat(stats::RAW_SOCKETS_REFUSED);
+    REFUSE
 }

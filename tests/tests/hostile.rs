@@ -539,6 +539,17 @@ fn block_list_lines_never_reach_the_logs() {
     }
 }
 
+/// Can root in `cg` make a raw socket of IPv`family` and `protocol`? (made, errno)
+fn raw_socket(cg: &TestCgroup, family: u8, protocol: i32) -> (bool, i64) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_raw_syn"));
+    cmd.args(["--socket", &family.to_string(), &protocol.to_string()]);
+    antispam_tests::client::as_root_in_cgroup(&mut cmd, cg);
+    let (status, out, _) = antispam_tests::client::run_bounded(&mut cmd, Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "raw_syn --socket: {out}");
+    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect(&out);
+    (r["made"].as_bool().unwrap(), r["errno"].as_i64().unwrap())
+}
+
 /// What raw_syn saw: (socket made, sent, errno, reply).
 fn raw_syn(cg: &TestCgroup, to: SocketAddr) -> (bool, bool, i64, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_raw_syn"));
@@ -577,6 +588,23 @@ fn raw_sockets_cannot_speak_smtp() {
         (false, false, i64::from(libc::EPERM), "none"),
         "socket(AF_INET, SOCK_RAW, IPPROTO_TCP) fails with EPERM"
     );
+    // Any other raw IP socket could write whole IP packets (IP_HDRINCL), TCP included; ICMP
+    // ones are made as before (mtr, ping without ICMP datagram sockets).
+    let eperm = (false, i64::from(libc::EPERM));
+    for (family, protocol, want) in [
+        (4, libc::IPPROTO_RAW, eperm),
+        (4, libc::IPPROTO_UDP, eperm),
+        (6, libc::IPPROTO_TCP, eperm),
+        (6, libc::IPPROTO_UDP, eperm),
+        (4, libc::IPPROTO_ICMP, (true, 0)),
+        (6, libc::IPPROTO_ICMPV6, (true, 0)),
+    ] {
+        assert_eq!(
+            raw_socket(&fx.cg, family, protocol),
+            want,
+            "raw IPv{family} socket of protocol {protocol}"
+        );
+    }
     let st = agent.status_json();
     assert!(
         st["packet_program"].is_null(),

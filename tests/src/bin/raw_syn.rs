@@ -1,4 +1,7 @@
-//! raw_syn ADDR
+//! raw_syn ADDR | raw_syn --socket FAMILY PROTOCOL
+//!
+//! With `--socket`: only makes a raw socket of FAMILY (4 or 6) and PROTOCOL, and prints
+//! {"made":bool,"errno":N}.
 //!
 //! Sends one TCP SYN to the IPv4 ADDR from a raw socket (IPPROTO_TCP: the kernel adds the IP
 //! header; needs CAP_NET_RAW), the way an SMTP client that makes its own TCP starts, and waits
@@ -12,6 +15,25 @@ use antispam_tests::syn;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[1] == "--socket" {
+        let family = if args[2] == "6" {
+            libc::AF_INET6
+        } else {
+            libc::AF_INET
+        };
+        let protocol: i32 = args[3].parse().expect("PROTOCOL");
+        // SAFETY: socket(2), and close(2) of what it returned.
+        let (made, errno) = unsafe {
+            let fd = libc::socket(family, libc::SOCK_RAW, protocol);
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            (fd >= 0, if fd >= 0 { 0 } else { errno })
+        };
+        println!("{{\"made\":{made},\"errno\":{errno}}}");
+        return;
+    }
     if args.len() != 2 {
         eprintln!("usage: raw_syn ADDR");
         std::process::exit(2);
