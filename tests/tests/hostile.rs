@@ -545,7 +545,10 @@ fn raw_socket(cg: &TestCgroup, family: u8, protocol: i32) -> (bool, i64) {
     cmd.args(["--socket", &family.to_string(), &protocol.to_string()]);
     antispam_tests::client::as_root_in_cgroup(&mut cmd, cg);
     let (status, out, _) = antispam_tests::client::run_bounded(&mut cmd, Duration::from_secs(10));
-    assert!(status.is_some_and(|s| s.success()), "raw_syn --socket: {out}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "raw_syn --socket: {out}"
+    );
     let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).expect(&out);
     (r["made"].as_bool().unwrap(), r["errno"].as_i64().unwrap())
 }

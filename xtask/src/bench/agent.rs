@@ -48,6 +48,18 @@ pub fn policy_rate(limited: (u32, u32), denied: u32, rate: u64) -> String {
 impl Agent {
     /// Starts `antispam run` without waiting; `events` is `all` or `denied`.
     pub fn spawn(ctx: &mut Ctx, policy_text: &str, events: &str, log: bool) -> Result<Agent> {
+        Agent::spawn_on(ctx, "as", policy_text, events, log, &[])
+    }
+
+    /// As [`Agent::spawn`], enforcing on bench cgroup `cgroup`, with `extra` arguments.
+    pub fn spawn_on(
+        ctx: &mut Ctx,
+        cgroup: &str,
+        policy_text: &str,
+        events: &str,
+        log: bool,
+        extra: &[&str],
+    ) -> Result<Agent> {
         let n = ctx.next_seq();
         let policy = ctx.scratch.dir.join(format!("policy-{n}.toml"));
         fs::write(&policy, policy_text)?;
@@ -60,7 +72,8 @@ impl Agent {
             .arg("--policy")
             .arg(&policy)
             .arg("--cgroup")
-            .arg(ctx.cg.path("as"))
+            .arg(ctx.cg.path(cgroup))
+            .args(extra)
             .args(["--metrics-addr", &addr, "--events", events])
             // The bench's own audit log and control socket, never the system's.
             .arg("--audit-log")
@@ -100,6 +113,18 @@ impl Agent {
 
     pub fn start(ctx: &mut Ctx, policy_text: &str, events: &str, log: bool) -> Result<Agent> {
         let a = Agent::spawn(ctx, policy_text, events, log)?;
+        a.wait_ready(Duration::from_secs(30))?;
+        Ok(a)
+    }
+
+    /// As [`Agent::start`], through [`Agent::spawn_on`].
+    pub fn start_on(
+        ctx: &mut Ctx,
+        cgroup: &str,
+        policy_text: &str,
+        extra: &[&str],
+    ) -> Result<Agent> {
+        let a = Agent::spawn_on(ctx, cgroup, policy_text, "denied", false, extra)?;
         a.wait_ready(Duration::from_secs(30))?;
         Ok(a)
     }

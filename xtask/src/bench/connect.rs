@@ -170,9 +170,9 @@ pub fn storm(ctx: &mut Ctx) -> Result<()> {
         let r_nft = ratio(&samples[1], &samples[2]);
         let r_ipt = ratio(&samples[1], &samples[3]);
         for (what, r, goal) in [
-            ("no filter", r_none, 0.95),
-            ("nftables", r_nft, 1.1),
-            ("iptables", r_ipt, 1.1),
+            ("no filter", r_none, 0.98),
+            ("nftables", r_nft, 1.05),
+            ("iptables", r_ipt, 1.05),
         ] {
             ctx.results.checks.push(Check {
                 target: format!("connect rate antispam / {what}, {threads} thread(s)"),
@@ -328,11 +328,22 @@ pub fn scale(ctx: &mut Ctx) -> Result<()> {
                     "antispam connect rate at {} UIDs / at {} UIDs",
                     counts[last], counts[first]
                 ),
-                goal: "≥ 0.9".into(),
+                goal: "≥ 0.95".into(),
                 measured: format!("{flat:.3}"),
-                met: flat >= 0.9,
+                met: flat >= 0.95,
             });
         }
+    }
+    let nft = VARIANTS.iter().position(|v| *v == Variant::Nft);
+    let ours = VARIANTS.iter().position(|v| *v == Variant::Antispam);
+    if let (Some(n), Some(a)) = (nft, ours) {
+        let r = ratio(&all[last][a], &all[last][n]);
+        ctx.results.checks.push(Check {
+            target: format!("connect rate antispam / nftables at {} UIDs", counts[last]),
+            goal: "≥ 1.1".into(),
+            measured: format!("{r:.3}"),
+            met: r >= 1.1,
+        });
     }
     Ok(())
 }
@@ -391,22 +402,50 @@ fn prog_stats(ctx: &Ctx) -> Result<Vec<(String, f64, f64)>> {
     Ok(v)
 }
 
-/// Nanoseconds per run of each program over `f`, with bpf_stats on.
-fn profile_one(ctx: &Ctx, what: &str, f: impl FnOnce(&Ctx) -> Result<String>) -> Result<String> {
+/// What one profiled load measured.
+struct Profiled {
+    line: String,
+    /// Nanoseconds of every antispam program together per attempt (connect or datagram).
+    per_attempt_ns: f64,
+    /// Nanoseconds per run of the programs, by name.
+    per_run_ns: Vec<(String, f64)>,
+}
+
+/// Nanoseconds per run of each program over `f` (which says what it did and how many attempts
+/// it made), and of all of them together per attempt, with bpf_stats on.
+fn profile_one(
+    ctx: &Ctx,
+    what: &str,
+    f: impl FnOnce(&Ctx) -> Result<(String, f64)>,
+) -> Result<Profiled> {
     let before = prog_stats(ctx)?;
-    let load = f(ctx)?;
+    let (load, attempts) = f(ctx)?;
     let after = prog_stats(ctx)?;
     let mut parts = Vec::new();
+    let mut per_run_ns = Vec::new();
+    let mut total = 0.0;
     for ((name, t0, c0), (_, t1, c1)) in before.iter().zip(&after) {
         let runs = c1 - c0;
+        total += t1 - t0;
         if runs > 0.0 {
-            parts.push(format!(
-                "{name} {:.0} ns/run over {runs:.0} runs",
-                (t1 - t0) / runs
-            ));
+            let ns = (t1 - t0) / runs;
+            parts.push(format!("{name} {ns:.0} ns/run over {runs:.0} runs"));
+            per_run_ns.push((name.clone(), ns));
         }
     }
-    Ok(format!("{what} ({load}): {}", parts.join("; ")))
+    let per_attempt_ns = if attempts > 0.0 {
+        total / attempts
+    } else {
+        f64::NAN
+    };
+    Ok(Profiled {
+        line: format!(
+            "{what} ({load}): **{per_attempt_ns:.0} ns of BPF per attempt, all programs**; {}",
+            parts.join("; ")
+        ),
+        per_attempt_ns,
+        per_run_ns,
+    })
 }
 
 /// Per-program cost (kernel.bpf_stats_enabled, restored afterwards), outside the measured runs.
@@ -416,35 +455,58 @@ pub fn profile(ctx: &mut Ctx) -> Result<()> {
     let agent = Agent::start(ctx, &agent::policy((a, b), DENIED_UID), "denied", false)?;
     let stats = BpfStats::set(true)?;
     let d = ctx.cfg.storm;
-    let mut lines = Vec::new();
     let uid = BASE_UID.to_string();
-    lines.push(profile_one(ctx, "allowed connects, 1 UID", |c| {
-        let s = storm_run(c, "as", 1, &uid, d, max_for(d), None)?;
-        Ok(format!("{:.0} connects/s", s.per_sec))
-    })?);
-    lines.push(profile_one(ctx, "refused connects", |c| {
-        let s = storm_run(c, "as", 1, &DENIED_UID.to_string(), d, max_for(d), None)?;
-        Ok(format!("{:.0} connects/s", s.per_sec))
-    })?);
-    let range = format!("{a}-{b}");
-    lines.push(profile_one(
+    let storm = |uids: String| {
+        move |c: &Ctx| {
+            let s = storm_run(c, "as", 1, &uids, d, max_for(d), None)?;
+            Ok((format!("{:.0} connects/s", s.per_sec), s.attempts))
+        }
+    };
+    let one = profile_one(ctx, "allowed connects, 1 UID", storm(uid))?;
+    let refused = profile_one(ctx, "refused connects", storm(DENIED_UID.to_string()))?;
+    let many = profile_one(
         ctx,
         &format!("allowed connects cycling {n} UIDs"),
-        |c| {
-            let s = storm_run(c, "as", 1, &range, d, max_for(d), None)?;
-            Ok(format!("{:.0} connects/s", s.per_sec))
-        },
-    )?);
-    lines.push(profile_one(
-        ctx,
-        "small UDP datagrams (egress only)",
-        |c| {
-            let p = super::traffic::udp_run(c, "as")?;
-            Ok(format!("{p:.0} packets/s"))
-        },
-    )?);
+        storm(format!("{a}-{b}")),
+    )?;
+    let udp = profile_one(ctx, "small UDP datagrams (non-SMTP)", |c| {
+        let p = super::traffic::udp_run(c, "as")?;
+        Ok((format!("{p:.0} packets/s"), p * c.cfg.udp.as_secs_f64()))
+    })?;
     drop(stats);
     agent.stop();
+    for (what, p, goal) in [
+        ("1 UID", &one, 150.0),
+        (&*format!("{n} UIDs"), &many, 300.0),
+    ] {
+        ctx.results.checks.push(Check {
+            target: format!("BPF per allowed connect, all programs (bpf_stats), {what}"),
+            goal: format!("≤ {goal:.0} ns"),
+            measured: format!("{:.0} ns", p.per_attempt_ns),
+            met: p.per_attempt_ns <= goal,
+        });
+    }
+    ctx.results.checks.push(Check {
+        target: "BPF per non-SMTP UDP datagram (bpf_stats)".into(),
+        goal: "0 ns".into(),
+        measured: format!("{:.0} ns", udp.per_attempt_ns),
+        met: udp.per_attempt_ns < 1.0,
+    });
+    // antispam_sock_create returns after one compare for every socket that is not raw: what
+    // bpf_stats gives it is, to within a few ns, the cost of the measurement itself.
+    if let Some((_, floor)) = one
+        .per_run_ns
+        .iter()
+        .find(|(name, _)| name == "antispam_sock_create")
+    {
+        ctx.results.notes.push(format!(
+            "bpf_stats floor on this machine: antispam_sock_create, which returns after one compare for a socket that is not raw, measures {floor:.0} ns/run: the two clock reads and counter updates bpf_stats adds to every run, which the per-connect figures include once per program"
+        ));
+    }
+    let lines: Vec<String> = [one, refused, many, udp]
+        .into_iter()
+        .map(|p| p.line)
+        .collect();
     for l in &lines {
         eprintln!("profile: {l}");
     }

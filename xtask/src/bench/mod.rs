@@ -247,7 +247,7 @@ pub fn bench(smoke: bool, only: Option<&str>) -> Result<()> {
     env::install_signal_handlers();
     let stats_off = connect::BpfStats::set(false)?;
     let scratch = Scratch::new()?;
-    let cg = Cgroups::new(&["agent", "sink", "as", "plain"])?;
+    let cg = Cgroups::new(&["agent", "sink", "as", "plain", "aspkt"])?;
     let ns = Netns::new()?;
     let mut ctx = Ctx {
         servers: Vec::new(),
