@@ -191,8 +191,17 @@ fn prepare() -> Result<Bins> {
         "antispam-bench",
     ]))?;
     let rel = root().join("target/release");
+    // Another build of the agent (a copy of an earlier target/release/antispam), to measure two
+    // versions of the kernel programs against each other on the same machine.
+    let antispam = match std::env::var_os("ANTISPAM_BENCH_AGENT") {
+        Some(p) => {
+            eprintln!("bench: the agent is {}", std::path::Path::new(&p).display());
+            p.into()
+        }
+        None => rel.join("antispam"),
+    };
     Ok(Bins {
-        antispam: rel.join("antispam"),
+        antispam,
         storm: rel.join("bench-storm"),
         sink: rel.join("bench-sink"),
         udp: rel.join("bench-udp"),
