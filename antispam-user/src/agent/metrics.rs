@@ -435,6 +435,18 @@ fn policy(reg: &Registry, shared: &Shared) {
         "eBPF programs attached to the cgroup.",
         shared.programs_attached as i64,
     );
+    plain_gauge(
+        reg,
+        "antispam_packet_program_attached",
+        "1 while the packet program runs on every packet of the attach point's tasks (--packet-accounting, or sessions a suspension could not end: see antispam status); 0: nothing runs per packet.",
+        i64::from(
+            shared
+                .packet_program
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some(),
+        ),
+    );
     let rules = gauge(
         reg,
         "antispam_policy_rules",

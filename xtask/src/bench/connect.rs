@@ -111,6 +111,17 @@ pub fn storm_run(
     Ok(s)
 }
 
+/// The variants (with their index) in the order round `round` runs them: rotated by one each
+/// round, so that no variant always runs first or always after the same one (on a noisy machine
+/// the position in a round shows in the figures).
+fn in_round(round: usize) -> impl Iterator<Item = (usize, &'static Variant)> {
+    let n = VARIANTS.len();
+    (0..n).map(move |k| {
+        let i = (k + round) % n;
+        (i, &VARIANTS[i])
+    })
+}
+
 /// An upper bound on connects for a measurement: 300k/s is far above this machine.
 fn max_for(d: Duration) -> u64 {
     (d.as_secs_f64() * 300_000.0) as u64 + 1000
@@ -131,7 +142,7 @@ pub fn storm(ctx: &mut Ctx) -> Result<()> {
         let mut refused = 0.0;
         let mut errors = 0.0;
         for round in 0..ctx.cfg.rounds {
-            for (i, v) in VARIANTS.iter().enumerate() {
+            for (i, v) in in_round(round) {
                 let s = with_variant(ctx, *v, |c| {
                     storm_run(c, v.cgroup(), threads, &uid, d, max_for(d), None)
                 })?;
@@ -273,7 +284,7 @@ pub fn scale(ctx: &mut Ctx) -> Result<()> {
         ));
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
         for round in 0..ctx.cfg.rounds {
-            for (i, v) in VARIANTS.iter().enumerate() {
+            for (i, v) in in_round(round) {
                 let s = with_variant(ctx, *v, |c| {
                     storm_run(c, v.cgroup(), 1, &range, d, max_for(d), None)
                 })?;
