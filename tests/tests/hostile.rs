@@ -199,6 +199,53 @@ fn subordinate_uids_are_charged_to_their_owner() {
 }
 
 #[test]
+fn the_key_map_holds_what_max_keys_asks_and_refuses_past_it() {
+    if !require_kernel() {
+        return;
+    }
+    let fx = Fixture::new("hostile-maxkeys");
+    let policy = fx.policy("ports = [25, 2525]\n[default]\nrate = \"1/hour\"\nburst = 1\n");
+    let agent = Agent::start_with(
+        &policy,
+        &fx.cg,
+        &fx.dir,
+        &["--events", "denied", "--max-keys", "2048"],
+    );
+    let server = fx.smtp_v4();
+    let victim = unique_uid();
+    assert_eq!(
+        pattern(&fx.cg, victim, server, 2),
+        "oE",
+        "the victim spends its budget"
+    );
+    // 2,100 more UIDs than fit: the cgroup's key and the victim's are in the map already.
+    let count = 2_100u32;
+    let first = 600_000_000 + (victim % 1000) * 10_000;
+    let target = SocketAddr::new(IpAddr::V4(fx.ns.addr_v4()), 2525);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_uid_storm"));
+    cmd.args([target.to_string(), first.to_string(), count.to_string()]);
+    antispam_tests::client::as_root_in_cgroup(&mut cmd, &fx.cg);
+    let (status, out, _) =
+        antispam_tests::client::run_bounded(&mut cmd, bound(Duration::from_secs(30)));
+    assert!(status.is_some_and(|s| s.success()), "uid_storm: {out}");
+    let r: serde_json::Value =
+        serde_json::from_str(out.lines().last().unwrap_or("{}")).expect(&out);
+    let eperm = r["eperm"].as_u64().unwrap();
+    assert_eq!(
+        eperm,
+        u64::from(count) - (2048 - 2),
+        "each UID that found room got its budget; every one past the 2,048 keys is refused: {r}"
+    );
+    assert_eq!(
+        pattern(&fx.cg, victim, server, 1),
+        "E",
+        "the victim's bucket is still empty"
+    );
+    let m = agent.metrics();
+    assert_eq!(metric_sum(&m, "antispam_tracked_keys", &[]), 2048.0);
+}
+
+#[test]
 fn a_storm_of_uids_neither_refills_a_victim_nor_gets_unlimited_budgets() {
     if !require_kernel() {
         return;

@@ -38,4 +38,6 @@ pub struct Config {
     pub mta_group: String,
     /// Count SMTP packets and bytes (the packet program always attached).
     pub packet_accounting: bool,
+    /// Capacity of the per-key state map.
+    pub max_keys: u32,
 }

@@ -342,8 +342,9 @@ fn enforce(
 ) -> Result<Enforcing, Error> {
     let cgroup_id =
         cgroupfs::cgroup_id(dir).map_err(Error::io(format!("cgroup {}", dir.display())))?;
-    let pins = pins::prepare(&config.pin_dir, cgroup_id)?;
-    let mut kernel = Kernel::load(&pins, config.exec_hook).map_err(or_capabilities)?;
+    let pins = pins::prepare(&config.pin_dir, cgroup_id, config.max_keys)?;
+    let mut kernel =
+        Kernel::load(&pins, config.exec_hook, config.max_keys).map_err(or_capabilities)?;
     // Watch before the first assignment, so no cgroup created meanwhile is missed.
     let watcher = watch_cgroups(mount, dir);
     // An agent taking over from a previous one goes on counting its generations.

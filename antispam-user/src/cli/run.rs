@@ -90,6 +90,13 @@ pub struct Args {
     /// runs per packet.
     #[arg(long)]
     packet_accounting: bool,
+    /// UIDs and cgroups (and their own path budgets) the kernel keeps state for. The map is
+    /// allocated whole when the agent first loads it, ~200 bytes a key (the default: ~50 MiB);
+    /// past it, keys not seen before are refused (fail closed). Changing it starts with empty
+    /// state (new maps).
+    #[arg(long, value_name = "N", default_value_t = antispam_common::maps::KEYS_MAX,
+          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    max_keys: u32,
 }
 
 /// `--exec-hook`.
@@ -132,6 +139,7 @@ impl From<Args> for agent::Config {
             mta_socket: (!a.no_mta_socket).then_some(a.mta_socket),
             mta_group: a.mta_group,
             packet_accounting: a.packet_accounting,
+            max_keys: a.max_keys,
         }
     }
 }

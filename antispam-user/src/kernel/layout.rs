@@ -95,7 +95,14 @@ pub const MAPS: &[MapSpec] = &[
 ];
 
 /// A fingerprint of [`MAPS`]: stable across builds and Rust versions (FNV-1a).
+#[cfg(test)]
 pub fn layout() -> u32 {
+    layout_for(m::KEYS_MAX)
+}
+
+/// The fingerprint of [`MAPS`] with the per-key state map sized for `max_keys` (`antispam run
+/// --max-keys`): the default size gives [`layout`].
+pub fn layout_for(max_keys: u32) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     let mut eat = |bytes: &[u8]| {
         for b in bytes {
@@ -107,13 +114,29 @@ pub fn layout() -> u32 {
         eat(s.name.as_bytes());
         eat(&s.key_size.to_le_bytes());
         eat(&s.value_size.to_le_bytes());
-        eat(&s.max_entries.to_le_bytes());
+        let max_entries = if s.name == m::KEYS {
+            max_keys
+        } else {
+            s.max_entries
+        };
+        eat(&max_entries.to_le_bytes());
     }
     h
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_key_capacity_names_the_layout() {
+        use super::layout_for;
+        assert_eq!(
+            layout_for(m::KEYS_MAX),
+            layout(),
+            "the default keeps the pins"
+        );
+        assert_ne!(layout_for(1 << 20), layout(), "another size, other maps");
+    }
+
     use super::*;
 
     /// The embedded object declares exactly these maps, with these sizes.

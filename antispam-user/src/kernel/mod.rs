@@ -129,11 +129,12 @@ pub fn check_features() -> Result<(), Error> {
 impl Kernel {
     /// Loads the programs, and creates the maps or opens those pinned in `pins.dir`; nothing is
     /// attached yet.
-    pub fn load(pins: &Pins, exec_hook: ExecHookChoice) -> Result<Kernel, Error> {
+    pub fn load(pins: &Pins, exec_hook: ExecHookChoice, max_keys: u32) -> Result<Kernel, Error> {
         let offsets = Offsets::of_running_kernel();
         let zeros = Offsets::default();
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&pins.dir);
+        loader.map_max_entries(m::KEYS, max_keys);
         offsets.as_ref().unwrap_or(&zeros).set(&mut loader);
         let mut ebpf = loader.load(OBJECT)?;
         let active: Array<MapData, u32> = take(&mut ebpf, m::ACTIVE)?;
@@ -178,6 +179,7 @@ impl Kernel {
         .map_err(Error::map(m::CGROUP_RULES))?;
         let view = KernelView {
             keys,
+            keys_max: max_keys as usize,
             cgroup_rules: cgroup_rules_reader,
             decisions: take(&mut ebpf, m::DECISIONS)?,
             stats: take(&mut ebpf, m::STATS)?,

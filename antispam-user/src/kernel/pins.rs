@@ -19,7 +19,9 @@ use std::{
 
 use antispam_common::maps as m;
 
-use super::{layout::layout, Error};
+#[cfg(test)]
+use super::layout::layout;
+use super::{layout::layout_for, Error};
 
 /// The pin directory of one attach point, and what was found there.
 #[derive(Debug)]
@@ -70,7 +72,7 @@ pub fn instances(root: &Path) -> Vec<(PathBuf, u64, u32)> {
 /// agent's directories first; the root and instance directories are therefore created 0700 and
 /// refused if they exist owned by someone else or writable by others, and every ancestor
 /// between the BPF filesystem's mount and the root must be writable only by root or be sticky.
-pub fn prepare(root: &Path, cgroup_id: u64) -> Result<Pins, Error> {
+pub fn prepare(root: &Path, cgroup_id: u64, max_keys: u32) -> Result<Pins, Error> {
     let parent = root
         .ancestors()
         .find(|p| p.exists())
@@ -86,7 +88,7 @@ pub fn prepare(root: &Path, cgroup_id: u64) -> Result<Pins, Error> {
         check_ancestor(a)?;
     }
     private_dir(root)?;
-    let dir = root.join(format!("cg{cgroup_id}-{:08x}", layout()));
+    let dir = root.join(format!("cg{cgroup_id}-{:08x}", layout_for(max_keys)));
     private_dir(&dir)?;
     let adopting = link_path(&dir, m::programs::CONNECT4).exists();
     let older = instances(root)

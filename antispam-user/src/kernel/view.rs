@@ -18,6 +18,8 @@ use aya::{
 /// several tasks needs no lock.
 pub struct KernelView {
     pub keys: HashMap<MapData, KeyId, KeyState>,
+    /// The capacity of the per-key state map (`antispam run --max-keys`).
+    pub keys_max: usize,
     pub cgroup_rules: HashMap<MapData, CgroupKey, Rule>,
     pub decisions: PerCpuArray<MapData, u64>,
     pub stats: PerCpuArray<MapData, u64>,
@@ -33,7 +35,7 @@ impl KernelView {
     /// syscall (262,144 keys: 1.0 s one key at a time, two syscalls each), else one at a time.
     pub fn keys(&self) -> Vec<(KeyId, KeyState)> {
         let fd = self.keys.map().fd().as_fd();
-        match lookup_batch::<KeyId, KeyState>(fd, antispam_common::maps::KEYS_MAX as usize) {
+        match lookup_batch::<KeyId, KeyState>(fd, self.keys_max) {
             Ok(all) => all,
             Err(e) => {
                 log::debug!("BPF_MAP_LOOKUP_BATCH on the key map: {e}; one key at a time");

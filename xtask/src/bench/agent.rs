@@ -33,6 +33,17 @@ pub fn policy(limited: (u32, u32), denied: u32) -> String {
     policy_rate(limited, denied, super::netfilter::HUGE_RATE)
 }
 
+/// Every UID under the default rate (no rule of its own), `denied` refused after its first
+/// connect.
+pub fn policy_default_only(denied: u32) -> String {
+    let rate = super::netfilter::HUGE_RATE;
+    format!(
+        "mode = \"enforce\"\nports = [{port}]\n\n[default]\nrate = \"{rate}/second\"\nburst = {rate}\n\n\
+         [[limit]]\nusers = [\"{denied}\"]\nrate = \"1/day\"\nburst = 1\n",
+        port = super::SMTP_PORT,
+    )
+}
+
 /// [`policy`] with another rate per second for every UID.
 pub fn policy_rate(limited: (u32, u32), denied: u32, rate: u64) -> String {
     format!(

@@ -83,7 +83,7 @@ impl Config {
                 storm: Duration::from_secs(2),
                 iperf_secs: 2,
                 udp: Duration::from_secs(2),
-                scale_counts: vec![10, 1000, 100_000],
+                scale_counts: vec![10, 1000, 100_000, 1_000_000],
                 populate_limit: Duration::from_secs(25),
                 events: Duration::from_secs(3),
                 big_policy: 100_000,

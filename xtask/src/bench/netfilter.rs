@@ -19,7 +19,7 @@ pub const IPT_DISTINCT_NAMES_MAX: u32 = 1000;
 pub fn nft_load(ns: &Netns, dir: &std::path::Path) -> Result<()> {
     let rules = format!(
         "table inet asbench {{
-  set uids {{ typeof meta skuid; size 262144; flags dynamic; }}
+  set uids {{ typeof meta skuid; size 2097152; flags dynamic; }}
   chain uidlimit {{ update @uids {{ meta skuid counter limit rate over {HUGE_RATE}/second burst {HUGE_RATE} packets }} drop; }}
 }}
 "
