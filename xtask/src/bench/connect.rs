@@ -303,11 +303,15 @@ pub fn scale(ctx: &mut Ctx) -> Result<()> {
             populated.push(format!("{} {:.0} in {:.1} s", v.name(), s.attempts, s.secs));
         }
         let keys = agent.metric("antispam_tracked_keys").unwrap_or(f64::NAN);
-        let nft_elems = ctx
-            .ns
-            .exec("nft", &["list", "set", "inet", "asbench", "uids"])
-            .map(|s| s.matches("limit rate").count())
-            .unwrap_or(0);
+        // Listing a set of a million elements takes nft minutes of CPU: counted up to 100,000.
+        let nft_elems = if n <= IPT_UIDS_MAX {
+            ctx.ns
+                .exec("nft", &["list", "set", "inet", "asbench", "uids"])
+                .map(|s| s.matches("limit rate").count().to_string())
+                .unwrap_or_else(|_| "?".into())
+        } else {
+            "not listed".into()
+        };
         ctx.results.notes.push(format!(
             "scale {n} UIDs: live state given by one connect per UID ({}); antispam tracked keys {keys} (--max-keys {max_keys}{}), \
              nftables meter entries {nft_elems}; {}",
@@ -580,17 +584,6 @@ pub fn profile(ctx: &mut Ctx) -> Result<()> {
         goals.push((format!("{m} live keys"), p, 300.0));
     }
     for (what, p, goal) in goals {
-        ctx.results.checks.push(Check {
-            target: format!("BPF per allowed connect, all programs (bpf_stats), {what}"),
-            goal: format!("≤ {goal:.0} ns"),
-            measured: format!("{:.0} ns", p.per_attempt_ns),
-            met: p.per_attempt_ns <= goal,
-        });
-    }
-    for (what, p, goal) in [
-        ("1 UID", &one, 150.0),
-        (&*format!("{n} UIDs"), &many, 300.0),
-    ] {
         ctx.results.checks.push(Check {
             target: format!("BPF per allowed connect, all programs (bpf_stats), {what}"),
             goal: format!("≤ {goal:.0} ns"),
