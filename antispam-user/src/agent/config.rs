@@ -40,4 +40,6 @@ pub struct Config {
     pub packet_accounting: bool,
     /// Capacity of the per-key state map.
     pub max_keys: u32,
+    /// The allowed signers file policies must be signed by (None: no signature required).
+    pub policy_signers: Option<PathBuf>,
 }

@@ -52,6 +52,8 @@ pub struct Core {
     pub checkpoints: super::checkpoint::Checkpoints,
     /// `--packet-accounting`: the packet program always runs.
     pub packet_accounting: bool,
+    /// `--policy-signers`: the allowed signers file every policy load is checked against.
+    pub policy_signers: Option<PathBuf>,
 }
 
 /// A reload put off because the policy file was still open for writing.

@@ -61,7 +61,10 @@ impl DirWatch {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?
             .to_os_string();
         let mask = WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::CREATE;
-        DirWatch::new(&[dir], vec![name, "..data".into()], mask)
+        // Its detached signature too (`--policy-signers`): often written after the policy.
+        let mut sig = name.clone();
+        sig.push(".sig");
+        DirWatch::new(&[dir], vec![name, sig, "..data".into()], mask)
     }
 
     fn relevant(&self, ev: &Event<OsString>) -> bool {

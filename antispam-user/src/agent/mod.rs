@@ -23,6 +23,7 @@ mod log_limit;
 mod metrics;
 mod operations;
 mod policy_service;
+pub mod policy_signers;
 mod programs;
 mod reload;
 mod restore;
@@ -89,7 +90,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     crate::sys::signals::unblock();
     // Watched before it is read, so that no change made meanwhile is missed.
     let mut policy_watch = watch_policy(&config);
-    let policy = load_policy(config.policy.as_deref())?;
+    let policy = load_policy(config.policy.as_deref(), config.policy_signers.as_deref())?;
     let mount = cgroupfs::cgroup2_mount()?;
     let dir = attach_dir(&mount, config.cgroup.as_deref())?;
     // The kernel floor first (probes only: nothing is attached or pinned), so that a kernel
@@ -267,6 +268,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         errors: LogLimit::default(),
         checkpoints: checkpoint::Checkpoints::every(config.audit_checkpoint_every),
         packet_accounting: config.packet_accounting,
+        policy_signers: config.policy_signers.clone(),
     };
     core.restore();
     core.break_glass_restore();
@@ -681,9 +683,12 @@ fn watch_cgroups(mount: &Path, dir: &Path) -> Option<CgroupWatcher> {
 
 /// The policy file (read whole, waiting for a writer to finish), or the built-in policy; its
 /// warnings are logged.
-pub(crate) fn load_policy(path: Option<&Path>) -> Result<Policy, crate::policy::Problems> {
+pub(crate) fn load_policy(
+    path: Option<&Path>,
+    signers: Option<&Path>,
+) -> Result<Policy, crate::policy::Problems> {
     let policy = match path {
-        Some(p) => reload::load_file(p, reload::WAIT_FOR_WRITER)?,
+        Some(p) => reload::load_file(p, reload::WAIT_FOR_WRITER, signers)?,
         None => Policy::builtin(),
     };
     for w in &policy.warnings {

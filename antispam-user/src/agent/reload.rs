@@ -59,10 +59,32 @@ fn unreadable(path: &Path, e: &ReadError) -> Problems {
     }])
 }
 
-/// The policy in a file, checked, read whole (waiting up to `wait` for a writer).
-pub fn load_file(path: &Path, wait: Duration) -> Result<Policy, Problems> {
+/// The policy in a file, checked, read whole (waiting up to `wait` for a writer); with
+/// `signers`, every file it is read from must be signed by one of them.
+pub fn load_file(path: &Path, wait: Duration, signers: Option<&Path>) -> Result<Policy, Problems> {
     let text = read_whole(path, wait).map_err(|e| unreadable(path, &e))?;
-    Policy::from_file(path, &text)
+    checked(path, &text, signers)
+}
+
+/// [`Policy::from_file`], the signatures checked first when `signers` requires them.
+fn checked(path: &Path, text: &[u8], signers: Option<&Path>) -> Result<Policy, Problems> {
+    let signers = super::policy_signers::for_load(signers).map_err(|why| {
+        Problems(vec![Problem {
+            file: path.display().to_string(),
+            line: 1,
+            column: 1,
+            message: format!("refused: {why}"),
+        }])
+    })?;
+    let policy = Policy::from_file_checked(
+        path,
+        text,
+        signers.as_ref().map(|s| s as &dyn crate::policy::FileCheck),
+    )?;
+    if let Some(by) = &policy.signed_by {
+        log::info!("{}: signed by {by}", path.display());
+    }
+    Ok(policy)
 }
 
 impl Core {
@@ -91,12 +113,22 @@ impl Core {
         };
         self.deferred = None;
         let sha = sha256_hex(&text);
+        // With signatures required, what was refused is the text with its signature: a
+        // signature written after the policy (config management writes two files) is new.
+        let refused_key = match &self.policy_signers {
+            Some(_) => {
+                let sig =
+                    std::fs::read(super::policy_signers::signature_path(&path)).unwrap_or_default();
+                sha256_hex(&[text.as_slice(), b"\0", sig.as_slice()].concat())
+            }
+            None => sha.clone(),
+        };
         // A change event for content already in force, or already refused, changes nothing.
-        let seen = sha == previous || self.last_refused.as_deref() == Some(sha.as_str());
+        let seen = sha == previous || self.last_refused.as_deref() == Some(refused_key.as_str());
         if trigger != "SIGHUP" && seen {
             return false;
         }
-        match Policy::from_file(&path, &text) {
+        match checked(&path, &text, self.policy_signers.as_deref()) {
             Ok(policy) => {
                 for w in &policy.warnings {
                     log::warn!("{w}");
@@ -104,7 +136,7 @@ impl Core {
                 self.put_in_force(policy, &path, &previous, trigger)
             }
             Err(problems) => {
-                self.last_refused = Some(sha.clone());
+                self.last_refused = Some(refused_key);
                 self.refuse(&path, &sha, &previous, problems, trigger);
                 false
             }
@@ -206,6 +238,7 @@ impl Core {
             mode: policy.mode.name().to_string(),
             generation,
             trigger: trigger.to_string(),
+            policy_signed_by: policy.signed_by.clone(),
         });
         if let Err(e) = self.audit(record) {
             self.kernel.rules.discard(staged);

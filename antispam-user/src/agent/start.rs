@@ -92,5 +92,6 @@ pub fn start_record(
             .log
             .as_deref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+        policy_signed_by: policy.signed_by.clone(),
     })
 }

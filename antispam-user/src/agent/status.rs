@@ -45,6 +45,7 @@ pub fn build(shared: &Shared) -> Status {
         version: env!("CARGO_PKG_VERSION").to_string(),
         mode: p.mode.name().to_string(),
         policy: p.origin.clone(),
+        policy_signed_by: p.signed_by.clone(),
         generation: shared.generation.load(Ordering::Relaxed),
         cgroup: shared.attach_cgroup.clone(),
         programs_attached: shared.programs_attached,

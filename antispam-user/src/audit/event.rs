@@ -73,6 +73,9 @@ pub struct AgentStart {
     pub took_over: bool,
     /// Where the connection trail goes, for `antispam report` (null: standard output).
     pub event_log: Option<PathBuf>,
+    /// Who signed the policy (`--policy-signers`: principal and key fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_signed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +93,9 @@ pub struct PolicyReload {
     pub generation: u32,
     /// `SIGHUP` or `file change`.
     pub trigger: String,
+    /// Who signed the policy (`--policy-signers`: principal and key fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_signed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -528,6 +534,7 @@ pub(crate) mod samples {
                 pin_dir: "/sys/fs/bpf/antispam/x".into(),
                 took_over: false,
                 event_log: None,
+                policy_signed_by: None,
             }),
             AuditEvent::AgentStop(AgentStop {
                 reason: "SIGTERM".into(),
@@ -540,6 +547,7 @@ pub(crate) mod samples {
                 mode: "enforce".into(),
                 generation: 2,
                 trigger: "SIGHUP".into(),
+                policy_signed_by: Some("ops@example.org (SHA256:x)".into()),
             }),
             AuditEvent::PolicyReloadRefused(PolicyReloadRefused {
                 policy: "p".into(),

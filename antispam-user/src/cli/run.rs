@@ -97,6 +97,12 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = antispam_common::maps::KEYS_MAX,
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     max_keys: u32,
+    /// Load only policies signed by a key of this allowed signers file (ssh-keygen(1) ALLOWED
+    /// SIGNERS, namespace antispam-policy): the policy and every block list it names need a
+    /// detached signature beside them, FILE.sig (`ssh-keygen -Y sign -f KEY -n antispam-policy
+    /// FILE`). An unsigned or wrongly signed policy is refused like a syntax error.
+    #[arg(long, value_name = "FILE")]
+    policy_signers: Option<PathBuf>,
 }
 
 /// `--exec-hook`.
@@ -140,6 +146,7 @@ impl From<Args> for agent::Config {
             mta_group: a.mta_group,
             packet_accounting: a.packet_accounting,
             max_keys: a.max_keys,
+            policy_signers: a.policy_signers,
         }
     }
 }

@@ -124,10 +124,13 @@ fn summary(v: &Status) -> String {
         a.path, a.head_sequence, a.head_hash
     );
     format!(
-        "antispam {}: mode {}, policy {} (generation {}), attached to cgroup {} ({} programs)\nports {}, default rate {}{own}\nsendmail: hook {}{why}; counting {}\npacket program: {}\n{audit}\n",
+        "antispam {}: mode {}, policy {}{} (generation {}), attached to cgroup {} ({} programs)\nports {}, default rate {}{own}\nsendmail: hook {}{why}; counting {}\npacket program: {}\n{audit}\n",
         v.version,
         v.mode,
         v.policy,
+        v.policy_signed_by
+            .as_deref()
+            .map_or(String::new(), |by| format!(" signed by {by}")),
         v.generation,
         v.cgroup,
         v.programs_attached,

@@ -3,7 +3,8 @@
 //! `ssh-key` crate; only the file's lines are split here.
 //!
 //! A line is `principals [options] keytype base64 [comment]`. Options understood:
-//! `namespaces="…"` (the key signs only in these; it must include `antispam`). Lines with
+//! `namespaces="…"` (the key signs only in these; it must include the namespace checked:
+//! `antispam` for operators' requests, `antispam-policy` for policy files). Lines with
 //! `cert-authority`, `valid-after` or `valid-before` are refused (not supported), so no key is
 //! trusted more widely than its line says.
 
@@ -29,13 +30,13 @@ pub enum SignersError {
     },
     #[error("not an SSH signature: {0}")]
     BadSignature(String),
-    #[error("the signature is in namespace {0:?}, not \"antispam\" (sign with ssh-keygen -Y sign -n antispam)")]
-    Namespace(String),
+    #[error("the signature is in namespace {got:?}, not {want:?} (sign with ssh-keygen -Y sign -n {want})")]
+    Namespace { got: String, want: &'static str },
     #[error("the key {fingerprint} is not in the allowed signers file {}", path.display())]
     Unlisted { fingerprint: String, path: PathBuf },
     #[error("the FIDO key {fingerprint} signed without a touch (user presence not asserted)")]
     NoTouch { fingerprint: String },
-    #[error("the signature by {fingerprint} does not verify over this request ({why})")]
+    #[error("the signature by {fingerprint} does not verify ({why}): it was made over other text")]
     Invalid { fingerprint: String, why: String },
 }
 
@@ -72,6 +73,8 @@ pub fn fingerprint_of(sshsig: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct AllowedSigners {
     path: PathBuf,
+    /// The SSHSIG namespace signatures are checked in.
+    namespace: &'static str,
     entries: Vec<Entry>,
 }
 
@@ -112,15 +115,30 @@ fn is_key_type(s: &str) -> bool {
 }
 
 impl AllowedSigners {
+    /// The keys of `path` that sign operators' requests (namespace `antispam`).
     pub fn load(path: &Path) -> Result<AllowedSigners, SignersError> {
+        Self::load_for(path, NAMESPACE)
+    }
+
+    /// The keys of `path` that sign in `namespace`.
+    pub fn load_for(path: &Path, namespace: &'static str) -> Result<AllowedSigners, SignersError> {
         let text = std::fs::read_to_string(path).map_err(|source| SignersError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(path, &text)
+        Self::parse_for(path, &text, namespace)
     }
 
+    #[cfg(test)]
     pub fn parse(path: &Path, text: &str) -> Result<AllowedSigners, SignersError> {
+        Self::parse_for(path, text, NAMESPACE)
+    }
+
+    pub fn parse_for(
+        path: &Path,
+        text: &str,
+        namespace: &'static str,
+    ) -> Result<AllowedSigners, SignersError> {
         let mut entries = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -153,7 +171,7 @@ impl AllowedSigners {
                             ours = value
                                 .trim_matches('"')
                                 .split(',')
-                                .any(|n| n.trim() == NAMESPACE);
+                                .any(|n| n.trim() == namespace);
                         }
                         other => {
                             return Err(bad(format!(
@@ -174,18 +192,27 @@ impl AllowedSigners {
         }
         Ok(AllowedSigners {
             path: path.to_path_buf(),
+            namespace,
             entries,
         })
     }
 
-    /// Checks `sshsig` (armored) over `text`: signed in the `antispam` namespace, by a listed
-    /// key. Returns who signed.
+    /// Checks `sshsig` (armored) over `text`: signed in this file's namespace, by a listed key.
+    /// Returns who signed.
     pub fn verify(&self, text: &str, sshsig: &str) -> Result<Signer, SignersError> {
+        self.verify_bytes(text.as_bytes(), sshsig)
+    }
+
+    /// [`AllowedSigners::verify`] over bytes (a file as read).
+    pub fn verify_bytes(&self, data: &[u8], sshsig: &str) -> Result<Signer, SignersError> {
         let sig = SshSig::from_pem(sshsig.trim().as_bytes())
             .map_err(|e| SignersError::BadSignature(e.to_string()))?;
         let fingerprint = sig.public_key().fingerprint(HashAlg::Sha256).to_string();
-        if sig.namespace() != NAMESPACE {
-            return Err(SignersError::Namespace(sig.namespace().to_string()));
+        if sig.namespace() != self.namespace {
+            return Err(SignersError::Namespace {
+                got: sig.namespace().to_string(),
+                want: self.namespace,
+            });
         }
         let listed: Vec<&Entry> = self
             .entries
@@ -200,7 +227,7 @@ impl AllowedSigners {
         };
         first
             .key
-            .verify(NAMESPACE, text.as_bytes(), &sig)
+            .verify(self.namespace, data, &sig)
             .map_err(|e| SignersError::Invalid {
                 fingerprint: fingerprint.clone(),
                 why: e.to_string(),
@@ -292,7 +319,7 @@ mod tests {
         let e = signers
             .verify("the text", &sign("git", "the text"))
             .unwrap_err();
-        assert!(matches!(e, SignersError::Namespace(_)), "{e}");
+        assert!(matches!(e, SignersError::Namespace { .. }), "{e}");
         let nobody = AllowedSigners::parse(&dir, &format!("bob {ALICE}\n")).unwrap();
         let e = nobody.verify("the text", &sig).unwrap_err();
         assert!(matches!(e, SignersError::Unlisted { .. }), "{e}");

@@ -13,6 +13,9 @@ pub struct Status {
     pub mode: String,
     /// The policy file, or `<built-in policy>`.
     pub policy: String,
+    /// Who signed the policy in force (`--policy-signers`), if signatures are required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_signed_by: Option<String>,
     pub generation: u32,
     /// The attach point, relative to the cgroup2 mount.
     pub cgroup: String,

@@ -164,6 +164,17 @@ pub struct Policy {
     pub default_recipients: Option<RateSpec>,
     /// `[mta]`.
     pub mta: MtaPolicy,
+    /// Who vouched for the files it was read from (a signature checked by the [`FileCheck`] it
+    /// was loaded with), None when nothing was checked.
+    pub signed_by: Option<String>,
+}
+
+/// A check of every file a policy is read from, before its content is used: the policy file and
+/// each block list it names. The agent's (`antispam run --policy-signers`) wants an SSH
+/// signature beside each file.
+pub trait FileCheck {
+    /// Who vouches for `data`, the content of the file `path` as read, or why it is refused.
+    fn check(&self, path: &Path, data: &[u8]) -> Result<String, Box<dyn std::error::Error>>;
 }
 
 /// `[mta]`: how the policy service answers the MTA and what it records.
@@ -214,8 +225,8 @@ impl Policy {
         parse(BUILTIN_NAME, BUILTIN, None).expect("the built-in policy is valid (unit-tested)")
     }
 
-    /// Reads and checks a policy file.
-    pub fn load(path: &Path) -> Result<Policy, Problems> {
+    /// Reads and checks a policy file, every file read passing `check` first.
+    pub fn load_checked(path: &Path, check: Option<&dyn FileCheck>) -> Result<Policy, Problems> {
         let text = std::fs::read(path).map_err(|e| {
             Problems(vec![Problem {
                 file: path.display().to_string(),
@@ -224,14 +235,25 @@ impl Policy {
                 message: format!("cannot read policy: {e}"),
             }])
         })?;
-        Policy::from_file(path, &text)
+        Policy::from_file_checked(path, &text, check)
     }
 
-    /// Checks the content of the policy file `path`, read whole. A file with no setting at all
-    /// (empty, blank, only comments) is refused: it would mean the built-in defaults without the
-    /// operator's allow lists, and is what an editor's save leaves for an instant (truncate,
-    /// then write).
+    /// [`Policy::from_file_checked`] without a check.
+    #[cfg(test)]
     pub fn from_file(path: &Path, text: &[u8]) -> Result<Policy, Problems> {
+        Self::from_file_checked(path, text, None)
+    }
+
+    /// Checks the content of the policy file `path`, read whole, every file read passing
+    /// `check` first (the policy file's refusal is a problem at its first line, a block list's
+    /// at its entry). A file with no setting at all (empty, blank, only comments) is refused: it
+    /// would mean the built-in defaults without the operator's allow lists, and is what an
+    /// editor's save leaves for an instant (truncate, then write).
+    pub fn from_file_checked(
+        path: &Path,
+        text: &[u8],
+        check: Option<&dyn FileCheck>,
+    ) -> Result<Policy, Problems> {
         let name = path.display().to_string();
         let at_start = |message: String| {
             Problems(vec![Problem {
@@ -253,7 +275,16 @@ impl Policy {
                 text.len()
             )));
         }
-        parse(&name, text, path.parent())
+        let signed_by = match check {
+            Some(c) => Some(
+                c.check(path, text.as_bytes())
+                    .map_err(|why| at_start(format!("refused: {why}")))?,
+            ),
+            None => None,
+        };
+        let mut policy = parse_checked(&name, text, path.parent(), check)?;
+        policy.signed_by = signed_by;
+        Ok(policy)
     }
 
     /// The name of a rule id as reported in events and metrics.
@@ -292,6 +323,16 @@ impl fmt::Display for Policy {
 
 /// Checks a policy text. `base` is the directory relative `files` paths are resolved against.
 pub fn parse(name: &str, text: &str, base: Option<&Path>) -> Result<Policy, Problems> {
+    parse_checked(name, text, base, None)
+}
+
+/// [`parse`], every block list read passing `check` first.
+fn parse_checked(
+    name: &str,
+    text: &str,
+    base: Option<&Path>,
+    check: Option<&dyn FileCheck>,
+) -> Result<Policy, Problems> {
     let checked = structure::check(text);
     let plain = Source {
         name: name.to_string(),
@@ -320,6 +361,7 @@ pub fn parse(name: &str, text: &str, base: Option<&Path>) -> Result<Policy, Prob
         warnings: Vec::new(),
         base,
         skip: edited.then_some(&checked.edits),
+        check,
     };
     let policy = c.policy(raw);
     problems.append(&mut c.problems);
@@ -347,6 +389,8 @@ struct Checker<'a> {
     base: Option<&'a Path>,
     /// Spans in text the structural pass wrote: no problem is reported there.
     skip: Option<&'a structure::Edits>,
+    /// What every block list read must pass.
+    check: Option<&'a dyn FileCheck>,
 }
 
 impl Checker<'_> {
@@ -394,6 +438,7 @@ impl Checker<'_> {
             default_messages,
             default_recipients,
             mta,
+            signed_by: None,
         }
     }
 
@@ -909,6 +954,15 @@ impl Checker<'_> {
                 return Vec::new();
             }
         };
+        if let Some(c) = self.check {
+            if let Err(why) = c.check(&path, text.as_bytes()) {
+                self.error(
+                    entry,
+                    format!("block list {} refused: {why}", path.display()),
+                );
+                return Vec::new();
+            }
+        }
         let file = Source::new(&path, &text);
         let mut out = Vec::new();
         let mut offset = 0;

@@ -453,3 +453,40 @@ fn signed_requests_are_configured_under_break_glass() {
     let e = errors("[break_glass]\nrequire_signature = true\n");
     assert!(e.iter().any(|e| e.contains("unknown field")), "{e:?}");
 }
+
+/// Vouches for files whose content starts with "ok".
+struct StartsOk;
+
+impl FileCheck for StartsOk {
+    fn check(&self, path: &Path, data: &[u8]) -> Result<String, Box<dyn std::error::Error>> {
+        if data.starts_with(b"ok") || data.starts_with(b"# ok") {
+            Ok("tester".into())
+        } else {
+            Err(format!("{} not vouched for", path.display()).into())
+        }
+    }
+}
+
+#[test]
+fn every_file_read_passes_the_check() {
+    let dir = std::env::temp_dir().join(format!("antispam-policy-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("p.toml");
+    let check: Option<&dyn FileCheck> = Some(&StartsOk);
+    // The policy itself: refused at its first line.
+    let e = Policy::from_file_checked(&policy, b"ports = [25]\n", check).unwrap_err();
+    assert_eq!((e.0[0].line, e.0[0].column), (1, 1));
+    assert!(e.0[0].message.starts_with("refused: "), "{}", e.0[0]);
+    // A block list it names: refused at the entry.
+    std::fs::write(dir.join("bl.txt"), "192.0.2.0/24\n").unwrap();
+    let text = b"# ok\n[[block]]\nfiles = [\"bl.txt\"]\n";
+    let e = Policy::from_file_checked(&policy, text, check).unwrap_err();
+    assert_eq!((e.0[0].line, e.0[0].column), (3, 10), "{}", e.0[0]);
+    assert!(e.0[0].message.contains("block list"), "{}", e.0[0]);
+    std::fs::write(dir.join("bl.txt"), "# ok\n192.0.2.0/24\n").unwrap();
+    let p = Policy::from_file_checked(&policy, text, check).unwrap();
+    assert_eq!(p.signed_by.as_deref(), Some("tester"));
+    // Without a check nothing is vouched for.
+    assert_eq!(Policy::from_file(&policy, text).unwrap().signed_by, None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
