@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod netns;
 pub mod postfix;
 pub mod sink;
+pub mod ssh;
 pub mod syn;
 pub mod tmp;
 pub mod tmpfs;

@@ -198,6 +198,25 @@ fn subordinate_uids_are_charged_to_their_owner() {
     }
 }
 
+/// `uid_storm`: one connect from each of `count` UIDs from `first`, as root in the fixture's
+/// cgroup, to port 2525 of its namespace (no listener: a SYN and an RST each), within `limit`.
+/// Its summary, and how long it took.
+fn uid_storm(
+    fx: &Fixture,
+    first: u32,
+    count: u32,
+    limit: Duration,
+) -> (serde_json::Value, Duration) {
+    let target = SocketAddr::new(IpAddr::V4(fx.ns.addr_v4()), 2525);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_uid_storm"));
+    cmd.args([target.to_string(), first.to_string(), count.to_string()]);
+    antispam_tests::client::as_root_in_cgroup(&mut cmd, &fx.cg);
+    let (status, out, took) = antispam_tests::client::run_bounded(&mut cmd, limit);
+    assert!(status.is_some_and(|s| s.success()), "uid_storm: {out}");
+    let line = out.lines().last().unwrap_or("{}");
+    (serde_json::from_str(line).expect(line), took)
+}
+
 #[test]
 fn the_key_map_holds_what_max_keys_asks_and_refuses_past_it() {
     if !require_kernel() {
@@ -221,15 +240,7 @@ fn the_key_map_holds_what_max_keys_asks_and_refuses_past_it() {
     // 2,100 more UIDs than fit: the cgroup's key and the victim's are in the map already.
     let count = 2_100u32;
     let first = 600_000_000 + (victim % 1000) * 10_000;
-    let target = SocketAddr::new(IpAddr::V4(fx.ns.addr_v4()), 2525);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_uid_storm"));
-    cmd.args([target.to_string(), first.to_string(), count.to_string()]);
-    antispam_tests::client::as_root_in_cgroup(&mut cmd, &fx.cg);
-    let (status, out, _) =
-        antispam_tests::client::run_bounded(&mut cmd, bound(Duration::from_secs(30)));
-    assert!(status.is_some_and(|s| s.success()), "uid_storm: {out}");
-    let r: serde_json::Value =
-        serde_json::from_str(out.lines().last().unwrap_or("{}")).expect(&out);
+    let (r, _) = uid_storm(&fx, first, count, bound(Duration::from_secs(30)));
     let eperm = r["eperm"].as_u64().unwrap();
     assert_eq!(
         eperm,
@@ -267,15 +278,7 @@ fn a_storm_of_uids_neither_refills_a_victim_nor_gets_unlimited_budgets() {
     // full subuid range can bring 65,536 UIDs per range; this stands in for several.
     let count = 270_000u32;
     let first = 500_000_000 + (victim % 1000) * 1_000_000;
-    let target = SocketAddr::new(IpAddr::V4(fx.ns.addr_v4()), 2525);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_uid_storm"));
-    cmd.args([target.to_string(), first.to_string(), count.to_string()]);
-    antispam_tests::client::as_root_in_cgroup(&mut cmd, &fx.cg);
-    let (status, out, took) =
-        antispam_tests::client::run_bounded(&mut cmd, Duration::from_secs(120));
-    assert!(status.is_some_and(|s| s.success()), "uid_storm: {out}");
-    let line = out.lines().last().unwrap_or("{}");
-    let r: serde_json::Value = serde_json::from_str(line).expect(line);
+    let (r, took) = uid_storm(&fx, first, count, Duration::from_secs(120));
     eprintln!("{count} UIDs, one connect each, in {took:?}: {r}");
     let eperm = r["eperm"].as_u64().unwrap();
     assert_eq!(r["other"], 0, "{r}");

@@ -8,27 +8,9 @@
 //! hardware authenticator, which this machine does not have; its signatures go through the same
 //! verification (the `ssh-key` crate's SSHSIG check).
 
-use std::{path::Path, process::Command};
+use std::process::Command;
 
 use antispam_tests::*;
-
-/// Makes an ed25519 key `name` in `dir`; returns (private key path, public key line,
-/// fingerprint as `ssh-keygen -l` prints it).
-fn key(dir: &Path, name: &str) -> (String, String, String) {
-    let path = dir.join(name);
-    let p = path.display().to_string();
-    run_ok(
-        "ssh-keygen",
-        &["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", &p],
-    );
-    let public = std::fs::read_to_string(format!("{p}.pub")).expect("public key");
-    let fp = run_ok("ssh-keygen", &["-l", "-f", &format!("{p}.pub")])
-        .split_whitespace()
-        .nth(1)
-        .expect("fingerprint")
-        .to_string();
-    (p, public.trim().to_string(), fp)
-}
 
 fn request_id(out: &str) -> String {
     out.split_whitespace()
@@ -43,18 +25,13 @@ fn approvals_need_a_second_principals_signature_and_every_refusal_is_audited() {
     if !require_kernel() {
         return;
     }
-    if Command::new("ssh-keygen").arg("-?").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "ssh-keygen is missing (openssh-client)"
-        );
-        eprintln!("SKIPPED: ssh-keygen is not installed (openssh-client)");
+    if !ssh::available() {
         return;
     }
     let fx = Fixture::new("signed");
-    let (alice_key, alice_pub, alice_fp) = key(fx.dir.path(), "alice");
-    let (bob_key, bob_pub, bob_fp) = key(fx.dir.path(), "bob");
-    let (eve_key, _, eve_fp) = key(fx.dir.path(), "eve");
+    let (alice_key, alice_pub, alice_fp) = ssh::key(fx.dir.path(), "alice");
+    let (bob_key, bob_pub, bob_fp) = ssh::key(fx.dir.path(), "bob");
+    let (eve_key, _, eve_fp) = ssh::key(fx.dir.path(), "eve");
     let signers = fx.dir.write(
         "allowed_signers",
         &format!(

@@ -8,36 +8,23 @@ use std::{path::Path, process::Command, time::Duration};
 
 use antispam_tests::*;
 
-/// Makes an ed25519 key `name` in `dir`; returns (private key path, public key line).
-fn key(dir: &Path, name: &str) -> (String, String) {
-    let p = dir.join(name).display().to_string();
-    run_ok(
-        "ssh-keygen",
-        &["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", &p],
-    );
-    let public = std::fs::read_to_string(format!("{p}.pub")).expect("public key");
-    (p, public.trim().to_string())
-}
-
 /// Signs `file` with `key` as an operator would: FILE.sig, namespace antispam-policy.
 fn sign(key: &str, file: &Path) {
-    let _ = std::fs::remove_file(format!("{}.sig", file.display()));
-    run_ok(
-        "ssh-keygen",
-        &[
-            "-Y",
-            "sign",
-            "-f",
-            key,
-            "-n",
-            "antispam-policy",
-            &file.display().to_string(),
-        ],
-    );
+    ssh::sign_file(key, "antispam-policy", file);
 }
 
 fn generation(agent: &Agent) -> Option<f64> {
     metric_value(&agent.metrics(), "antispam_policy_generation", &[])
+}
+
+/// Waits until the policy generation is `g`, at most 5 s.
+fn wait_generation(agent: &Agent, g: f64) -> bool {
+    poll_until(
+        bound(Duration::from_secs(5)),
+        Duration::from_millis(50),
+        || (generation(agent) == Some(g)).then_some(()),
+    )
+    .is_some()
 }
 
 /// Waits until the agent's stderr has `what`, at most 5 s.
@@ -55,17 +42,12 @@ fn only_a_policy_a_listed_key_signed_is_loaded() {
     if !require_kernel() {
         return;
     }
-    if Command::new("ssh-keygen").arg("-?").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "ssh-keygen is missing (openssh-client)"
-        );
-        eprintln!("SKIPPED: ssh-keygen is not installed (openssh-client)");
+    if !ssh::available() {
         return;
     }
     let fx = Fixture::new("signed-policy");
-    let (ops_key, ops_pub) = key(fx.dir.path(), "ops");
-    let (eve_key, _) = key(fx.dir.path(), "eve");
+    let (ops_key, ops_pub, _) = ssh::key(fx.dir.path(), "ops");
+    let (eve_key, _, _) = ssh::key(fx.dir.path(), "eve");
     let signers = fx.dir.write(
         "allowed_signers",
         &format!("ops@example.org namespaces=\"antispam-policy\" {ops_pub}\n"),
@@ -154,13 +136,8 @@ fn only_a_policy_a_listed_key_signed_is_loaded() {
     // Its signature arrives a moment later (config management writes two files): the change of
     // the .sig alone brings it in, without a SIGHUP.
     sign(&ops_key, &policy);
-    let moved = poll_until(
-        bound(Duration::from_secs(5)),
-        Duration::from_millis(50),
-        || (generation(&agent) == Some(g + 1.0)).then_some(()),
-    );
     assert!(
-        moved.is_some(),
+        wait_generation(&agent, g + 1.0),
         "the signed policy is in force:\n{}",
         agent.stderr()
     );
@@ -191,13 +168,8 @@ fn only_a_policy_a_listed_key_signed_is_loaded() {
     );
     sign(&ops_key, &list);
     agent.reload();
-    let moved = poll_until(
-        bound(Duration::from_secs(5)),
-        Duration::from_millis(50),
-        || (generation(&agent) == Some(g + 2.0)).then_some(()),
-    );
     assert!(
-        moved.is_some(),
+        wait_generation(&agent, g + 2.0),
         "policy and block list signed:\n{}",
         agent.stderr()
     );
@@ -213,16 +185,11 @@ fn only_a_policy_a_listed_key_signed_is_loaded() {
 
 #[test]
 fn check_verifies_signatures_as_the_agent_will() {
-    if Command::new("ssh-keygen").arg("-?").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "ssh-keygen is missing (openssh-client)"
-        );
-        eprintln!("SKIPPED: ssh-keygen is not installed (openssh-client)");
+    if !ssh::available() {
         return;
     }
     let dir = TestDir::new();
-    let (ops_key, ops_pub) = key(dir.path(), "ops");
+    let (ops_key, ops_pub, _) = ssh::key(dir.path(), "ops");
     let signers = dir.write("allowed_signers", &format!("ops@example.org {ops_pub}\n"));
     let policy = dir.write("policy.toml", "ports = [25]\n");
     let check = |expect_ok: bool| {
