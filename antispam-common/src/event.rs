@@ -62,6 +62,9 @@ pub const REASON_BREAK_GLASS: u32 = 11;
 /// The MTA's submission program run again by a privileged instance of itself (Exim re-executing
 /// itself to deliver): not a new submission, not charged.
 pub const REASON_MTA_PROGRAM: u32 = 12;
+/// The tenant's fleet budget was spent on this host: its lease (or, with no lease in force, its
+/// `local_rate`) had no token left.
+pub const REASON_RATE_TENANT: u32 = 13;
 /// One past the largest reason code.
 pub const REASON_LIMIT: u32 = 16;
 
@@ -97,6 +100,7 @@ pub const fn reason_name(reason: u32) -> &'static str {
         REASON_KILL_SWITCH => "kill_switch",
         REASON_BREAK_GLASS => "break_glass",
         REASON_MTA_PROGRAM => "mta_program",
+        REASON_RATE_TENANT => "rate_limit_tenant",
         _ => "unknown",
     }
 }

@@ -15,6 +15,7 @@ pub mod net;
 pub mod rate;
 pub mod rule;
 pub mod stats;
+pub mod tenant;
 
 /// Implements `aya::Pod` for the listed types when the `user` feature is on.
 macro_rules! user_pod {

@@ -37,6 +37,14 @@ pub const DEST_MAX: u32 = 262_144;
 pub const KEYS: &str = "AS_KEYS";
 /// Capacity of [`KEYS`].
 pub const KEYS_MAX: u32 = 262_144;
+/// `HashMap<u64, Lease>` (preallocated): the fleet lease of each tenant of the policy, keyed
+/// by [`crate::tenant::tenant_key`]; written by the agent only.
+pub const LEASES: &str = "AS_LEASES";
+/// `HashMap<u64, TenantUse>` (preallocated): what the kernel spent of each tenant's budget;
+/// entries made by the agent, updated by the kernel only.
+pub const TENANT_USE: &str = "AS_TENANT_USE";
+/// Tenants one policy may name.
+pub const TENANTS_MAX: u32 = 1024;
 /// `HashMap<KeyId, Suspension>`: suspended UIDs and cgroups.
 pub const SUSPENDED: &str = "AS_SUSPENDED";
 /// Capacity of [`SUSPENDED`].

@@ -54,8 +54,11 @@ pub struct Rule {
     pub bucket: u64,
     /// Paths with a budget of their own.
     pub budgets: Budgets,
+    /// For `ACTION_LIMIT`: the [`crate::tenant::tenant_key`] of the tenant whose fleet budget
+    /// the rule also spends, 0 for none.
+    pub tenant: u64,
 }
-const _: () = assert!(core::mem::size_of::<Rule>() == 104);
+const _: () = assert!(core::mem::size_of::<Rule>() == 112);
 
 impl Rule {
     /// The entry of a cgroup the agent knows and no rule covers.
@@ -76,6 +79,7 @@ impl Rule {
                     tolerance_ns: 0,
                 }; crate::event::PATHS as usize],
             },
+            tenant: 0,
         }
     }
 }

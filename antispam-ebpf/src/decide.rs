@@ -4,7 +4,7 @@
 //! allow rule, the kill switch, the cgroup's allow rule, the destination lists (for connects;
 //! a submission to the local MTA is never an allow-listed destination), then the buckets (the
 //! UID's, and the cgroup's when a cgroup rule limits it; a path with a budget of its own draws
-//! on that instead of the common one).
+//! on that instead of the common one), then the tenant's fleet budget when the rule names one.
 
 use antispam_common::{
     config::{
@@ -29,7 +29,7 @@ use aya_ebpf::{
 
 use crate::{
     events::{emit, Submission},
-    maps::{self, KeyEntry, Take, DEST_V4, DEST_V6},
+    maps::{self, KeyEntry, Take, TenantBudget, DEST_V4, DEST_V6},
 };
 
 /// Who is asking, as the kernel knows it.
@@ -184,13 +184,15 @@ fn evaluate(a: &Attempt<'_>) -> Decision {
     charge(a, uid_rule, cgroup_rule)
 }
 
-/// Takes a token from the UID's bucket, then from the cgroup's when a cgroup rule limits it; a
-/// refusal by the cgroup gives the UID's token back.
+/// Takes a token from the UID's bucket, then from the cgroup's when a cgroup rule limits it,
+/// then from the tenant's fleet budget when the limiting rule names a tenant (the cgroup rule's,
+/// else the UID rule's); a refusal by a later bucket gives the earlier ones their tokens back.
 #[inline(always)]
 fn charge(a: &Attempt<'_>, uid_rule: Option<&Rule>, cgroup_rule: Option<&Rule>) -> Decision {
-    let ((uid_rate, uid_own), uid_rule_id) = match uid_rule {
-        Some(r) if r.action == ACTION_LIMIT => (r.budgets.for_path(r.rate, a.path), r.rule_id),
-        _ => (
+    let uid_limit = uid_rule.filter(|r| r.action == ACTION_LIMIT);
+    let ((uid_rate, uid_own), uid_rule_id) = match uid_limit {
+        Some(r) => (r.budgets.for_path(r.rate, a.path), r.rule_id),
+        None => (
             a.cfg.default_budgets.for_path(a.cfg.default_rate, a.path),
             a.cfg.default_rule_id,
         ),
@@ -210,9 +212,17 @@ fn charge(a: &Attempt<'_>, uid_rule: Option<&Rule>, cgroup_rule: Option<&Rule>) 
         Take::Empty => return Decision::deny(REASON_RATE_UID, uid_rule_id),
         Take::Contended => return Decision::deny(REASON_STATE_ERROR, uid_rule_id),
     }
-    let r = match cgroup_rule {
-        Some(r) if r.action == ACTION_LIMIT => r,
-        _ => return Decision::allow(REASON_WITHIN_LIMIT, uid_rule_id),
+    let Some(r) = cgroup_rule.filter(|r| r.action == ACTION_LIMIT) else {
+        return match uid_limit {
+            Some(u) if u.tenant != 0 => match charge_tenant(a, u) {
+                Some(refused) => {
+                    uid_bucket.give_back(&uid_rate);
+                    refused
+                }
+                None => Decision::allow(REASON_WITHIN_LIMIT, uid_rule_id),
+            },
+            _ => Decision::allow(REASON_WITHIN_LIMIT, uid_rule_id),
+        };
     };
     // Cgroups below a matched one draw on the matched cgroup's bucket; the cgroups of a shared
     // rule on the rule's bucket.
@@ -230,13 +240,45 @@ fn charge(a: &Attempt<'_>, uid_rule: Option<&Rule>, cgroup_rule: Option<&Rule>) 
     } else {
         KeyEntry::get(&key)
     };
-    let refused = match state.map(|s| s.bucket().take(a.now, &rate)) {
-        Some(Take::Taken) => return Decision::allow(REASON_WITHIN_LIMIT, r.rule_id),
-        Some(Take::Empty) => Decision::deny(REASON_RATE_CGROUP, r.rule_id),
-        Some(Take::Contended) | None => Decision::deny(REASON_STATE_ERROR, r.rule_id),
+    let cgroup_bucket = match state {
+        Some(s) => s.bucket(),
+        None => {
+            uid_bucket.give_back(&uid_rate);
+            return Decision::deny(REASON_STATE_ERROR, r.rule_id);
+        }
+    };
+    let refused = match cgroup_bucket.take(a.now, &rate) {
+        Take::Taken => {
+            let tenant_rule = match uid_limit {
+                Some(u) if r.tenant == 0 => u,
+                _ => r,
+            };
+            if tenant_rule.tenant == 0 {
+                return Decision::allow(REASON_WITHIN_LIMIT, r.rule_id);
+            }
+            match charge_tenant(a, tenant_rule) {
+                None => return Decision::allow(REASON_WITHIN_LIMIT, r.rule_id),
+                Some(refused) => {
+                    cgroup_bucket.give_back(&rate);
+                    refused
+                }
+            }
+        }
+        Take::Empty => Decision::deny(REASON_RATE_CGROUP, r.rule_id),
+        Take::Contended => Decision::deny(REASON_STATE_ERROR, r.rule_id),
     };
     uid_bucket.give_back(&uid_rate);
     refused
+}
+
+/// Takes a token from the fleet budget of `rule`'s tenant: None when taken, else the refusal.
+#[inline(always)]
+fn charge_tenant(a: &Attempt<'_>, rule: &Rule) -> Option<Decision> {
+    match TenantBudget::get(rule.tenant).map(|t| t.take(a.now)) {
+        Some(Ok(_)) => None,
+        Some(Err(Take::Empty)) => Some(Decision::deny(REASON_RATE_TENANT, rule.rule_id)),
+        _ => Some(Decision::deny(REASON_STATE_ERROR, rule.rule_id)),
+    }
 }
 
 /// The longest destination prefix rule matching the attempt's destination (none for a

@@ -15,6 +15,7 @@ use antispam_common::{
     rate::{gcra, Rate},
     rule::{CgroupKey, DestRule, Program, ProgramKey, Rule, UidKey},
     stats,
+    tenant::{Lease, TenantUse},
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
@@ -60,6 +61,12 @@ static LOCAL_ADDRS: HashMap<[u8; 16], u32> = HashMap::pinned(m::LOCAL_ADDRS_MAX,
 
 #[map(name = "AS_KEYS")]
 static KEYS: HashMap<KeyId, KeyState> = HashMap::pinned(m::KEYS_MAX, 0);
+
+#[map(name = "AS_LEASES")]
+static LEASES: HashMap<u64, Lease> = HashMap::pinned(m::TENANTS_MAX, 0);
+
+#[map(name = "AS_TENANT_USE")]
+static TENANT_USE: HashMap<u64, TenantUse> = HashMap::pinned(m::TENANTS_MAX, 0);
 
 #[map(name = "AS_SUBUIDS")]
 static SUBUIDS: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(m::SUBUIDS_MAX, BPF_F_NO_PREALLOC);
@@ -411,5 +418,77 @@ impl KeyEntry {
             add(&raw mut (*self.0).packets, 1);
             add(&raw mut (*self.0).bytes, len);
         }
+    }
+}
+
+/// A tenant's fleet budget on this host (see `antispam_common::tenant`).
+#[derive(Clone, Copy)]
+pub struct TenantBudget {
+    lease: Lease,
+    used: *mut TenantUse,
+}
+
+/// Which part of a tenant's budget a token came from.
+#[derive(Clone, Copy)]
+pub enum TenantToken {
+    Leased,
+    Local,
+}
+
+impl TenantBudget {
+    /// The budget of the tenant with key `key`. None when the agent made no entries for it
+    /// (the attempt is then refused: fail closed).
+    #[inline(always)]
+    pub fn get(key: u64) -> Option<TenantBudget> {
+        // SAFETY: a copy of plain data the agent replaces whole (a hash map update swaps in a
+        // new element).
+        let lease = unsafe { *LEASES.get(&key)? };
+        let used = TENANT_USE.get_ptr_mut(&key)?;
+        Some(TenantBudget { lease, used })
+    }
+
+    /// Takes one token: from the lease while it is in force (none left: refused), else from
+    /// the `local_rate` bucket. Race-free across CPUs.
+    #[inline(always)]
+    pub fn take(self, now: u64) -> Result<TenantToken, Take> {
+        let taken = if self.lease.active(now) {
+            self.take_leased().map(|()| TenantToken::Leased)
+        } else {
+            // SAFETY: a field of a live map value, 8-byte aligned.
+            let bucket = Bucket(unsafe { &raw mut (*self.used).tat });
+            match bucket.take(now, &self.lease.local) {
+                Take::Taken => {
+                    // SAFETY: as above.
+                    unsafe { add(&raw mut (*self.used).fallback, 1) };
+                    Ok(TenantToken::Local)
+                }
+                other => Err(other),
+            }
+        };
+        if taken.is_err() {
+            // SAFETY: as above.
+            unsafe { add(&raw mut (*self.used).refused, 1) };
+        }
+        taken
+    }
+
+    #[inline(always)]
+    fn take_leased(self) -> Result<(), Take> {
+        // SAFETY: a field of a live map value, 8-byte aligned.
+        let p = unsafe { &raw mut (*self.used).taken };
+        // SAFETY: as above; a plain 8-byte load is single-copy atomic.
+        let mut current = unsafe { core::ptr::read_volatile(p) };
+        for _ in 0..CAS_TRIES {
+            if current >= self.lease.granted {
+                return Err(Take::Empty);
+            }
+            // SAFETY: as above.
+            match unsafe { cas(p, current, current + 1) } {
+                Ok(()) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+        stat(stats::CAS_CONTENDED);
+        Err(Take::Contended)
     }
 }

@@ -17,6 +17,7 @@ mod clock;
 mod control;
 mod defaults;
 mod digest;
+mod fleet;
 mod kernel;
 mod mta;
 mod policy;

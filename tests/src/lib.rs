@@ -15,6 +15,7 @@ pub mod fixture;
 pub mod metrics;
 pub mod netns;
 pub mod postfix;
+pub mod redis;
 pub mod sink;
 pub mod ssh;
 pub mod syn;

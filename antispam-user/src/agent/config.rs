@@ -42,4 +42,6 @@ pub struct Config {
     pub max_keys: u32,
     /// The allowed signers file policies must be signed by (None: no signature required).
     pub policy_signers: Option<PathBuf>,
+    /// `--fleet-store` and the rest: tenant budgets shared through a fleet store.
+    pub fleet: Option<super::fleet::FleetConfig>,
 }

@@ -21,6 +21,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Book(#[from] super::book::BookError),
+    #[error("{0}; nothing was started")]
+    Fleet(#[source] crate::fleet::Error),
     #[error(transparent)]
     Sys(#[from] crate::sys::Error),
     #[error("{path} is not a directory of the cgroup v2 hierarchy mounted at {mount}")]

@@ -59,6 +59,7 @@ pub fn render(shared: &Shared) -> String {
     operations(&reg, shared);
     policy(&reg, shared);
     per_key(&reg, shared);
+    fleet(&reg, shared);
     super::policy_service::record::metrics(&reg, &shared.mta);
     // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
     if let Err(e) = reg.register(Box::new(
@@ -100,6 +101,7 @@ fn possible(path: u32, verdict: u32, reason: u32) -> bool {
             ev::REASON_BLOCK_DESTINATION
                 | ev::REASON_RATE_UID
                 | ev::REASON_RATE_CGROUP
+                | ev::REASON_RATE_TENANT
                 | ev::REASON_STATE_ERROR
         ),
     }
@@ -627,5 +629,103 @@ fn per_key(reg: &Registry, shared: &Shared) {
             };
             series.emit(&labels, &other);
         }
+    }
+}
+
+/// Tenants' fleet budgets (one series per tenant of the policy: bounded by it, at most
+/// `TENANTS_MAX`), and the fleet store.
+fn fleet(reg: &Registry, shared: &Shared) {
+    let policy = shared.enforced().policy.clone();
+    let status = super::status::fleet(shared, &policy);
+    let view = shared.fleet();
+    let leased = gauge(
+        reg,
+        "antispam_fleet_lease_active",
+        "1 while a lease of the tenant's fleet budget is in force on this host, 0 while it spends the tenant's local_rate.",
+        &["tenant"],
+    );
+    let tokens = gauge(
+        reg,
+        "antispam_fleet_lease_tokens",
+        "Tokens the lease in force has left.",
+        &["tenant"],
+    );
+    let granted = counter(
+        reg,
+        "antispam_fleet_lease_granted_tokens_total",
+        "Tokens the fleet store granted this host, all leases together.",
+        &["tenant"],
+    );
+    let leases = counter(
+        reg,
+        "antispam_fleet_leases_total",
+        "Leases the fleet store granted this host.",
+        &["tenant"],
+    );
+    let expired = counter(
+        reg,
+        "antispam_fleet_leases_expired_total",
+        "Leases that ended unrenewed: the host fell back to local_rate.",
+        &["tenant"],
+    );
+    let used = counter(
+        reg,
+        "antispam_fleet_tokens_used_total",
+        "Attempts allowed by the tenant's budget on this host, by source: lease, or local_rate (no lease in force).",
+        &["tenant", "source"],
+    );
+    let refused = counter(
+        reg,
+        "antispam_fleet_refused_total",
+        "Attempts the tenant's budget refused on this host (its lease spent, or its local_rate).",
+        &["tenant"],
+    );
+    for t in &status.tenants {
+        let l = view.tenants.get(&t.name).cloned().unwrap_or_default();
+        let name = t.name.as_str();
+        leased
+            .with_label_values(&[name])
+            .set(i64::from(t.state == "leased"));
+        tokens
+            .with_label_values(&[name])
+            .set(t.lease_tokens.min(i64::MAX as u64) as i64);
+        granted.with_label_values(&[name]).inc_by(l.granted);
+        leases.with_label_values(&[name]).inc_by(l.leases);
+        expired.with_label_values(&[name]).inc_by(l.expired);
+        used.with_label_values(&[name, "lease"])
+            .inc_by(t.leased_used);
+        used.with_label_values(&[name, "local_rate"])
+            .inc_by(t.local_used);
+        refused.with_label_values(&[name]).inc_by(t.refused);
+    }
+    if view.config.is_none() {
+        return;
+    }
+    plain_gauge(
+        reg,
+        "antispam_fleet_store_up",
+        "1 when the last renewal reached the fleet store.",
+        i64::from(view.connected),
+    );
+    plain_counter(
+        reg,
+        "antispam_fleet_store_requests_total",
+        "Round trips to the fleet store that were answered (lease scripts, checkpoints).",
+        view.round_trips,
+    );
+    plain_counter(
+        reg,
+        "antispam_fleet_store_errors_total",
+        "Calls to the fleet store that failed or timed out.",
+        view.errors,
+    );
+    plain_counter(
+        reg,
+        "antispam_fleet_checkpoints_total",
+        "Audit heads appended to the fleet store.",
+        view.checkpoints_written,
+    );
+    if let Err(e) = reg.register(Box::new(view.rtt.clone())) {
+        log::debug!("fleet rtt histogram: {e}");
     }
 }

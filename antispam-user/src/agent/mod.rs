@@ -15,6 +15,7 @@ mod dir_watch;
 mod error;
 mod event_log;
 mod events;
+pub mod fleet;
 mod gc;
 mod host;
 mod http;
@@ -104,6 +105,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
         Err(e) => log::warn!("raising the open-file limit: {e}"),
     }
     let metrics_listener = http::bind(config.metrics_addr)?;
+    // A fleet store URL or file that cannot be used is said before anything is in force.
+    let fleet_store = match &config.fleet {
+        Some(f) => {
+            Some(crate::fleet::Store::new(f.store.clone(), f.timeout()).map_err(Error::Fleet)?)
+        }
+        None => None,
+    };
     let (event_log, event_log_opened) =
         event_log::EventLog::open(config.log.as_deref(), config.log_max_bytes).map_err(
             Error::io(format!(
@@ -186,6 +194,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
         started: SystemTime::now(),
         mta: policy_service::Counters::default(),
         reopen_log: false.into(),
+        tenants: Mutex::new(kernel.tenants.take().expect("tenant maps taken once")),
+        fleet: Mutex::default(),
     });
     shared.follow(&tree, watcher.as_ref());
     shared.counters.policy_in_force_now();
@@ -242,6 +252,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
         lines_rx,
         stop_rx.clone(),
     ));
+    let fleet_task = config.fleet.clone().zip(fleet_store).map(|(f, store)| {
+        shared.fleet().config = Some(f.clone());
+        tokio::spawn(fleet::run(f, store, shared.clone(), stop_rx.clone()))
+    });
+    if config.fleet.is_none() && !shared.enforced().policy.tenants.is_empty() {
+        log::warn!("the policy names tenants but no --fleet-store is given: every tenant spends its local_rate on this host");
+    }
     let (addr, http_task) =
         http::serve(metrics_listener, shared.clone(), stop_rx.clone()).map_err(Error::io(
             format!("serving metrics on {}", config.metrics_addr),
@@ -296,6 +313,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let _ = control_task.await;
     let _ = events_task.await;
     let _ = gc_task.await;
+    if let Some(t) = fleet_task {
+        let _ = t.await;
+    }
     let _ = http_task.await;
     core.stop(stop_reason);
     Ok(())
@@ -366,6 +386,11 @@ fn enforce(
     );
     kernel.rules.set_host(host_facts(mount, dir))?;
     let known: Vec<u64> = tree.iter().map(|(_, id)| *id).collect();
+    let tenants = kernel
+        .tenants
+        .as_mut()
+        .expect("tenant maps taken after start");
+    tenants.add(&policy.tenant_locals())?;
     let staged = kernel
         .rules
         .stage(&compiled, &assignments, &programs, &known)?;
@@ -387,6 +412,11 @@ fn enforce(
             generation,
         }));
         return Err(e.into());
+    }
+    if let Some(t) = kernel.tenants.as_mut() {
+        if let Err(e) = t.retain(&policy.tenant_keys()) {
+            log::warn!("removing the entries of tenants no longer named: {e}");
+        }
     }
     Ok(Enforcing {
         kernel,
@@ -607,6 +637,7 @@ impl Core {
     fn every_second(&mut self) -> Option<&'static str> {
         self.expire();
         self.break_glass_expire();
+        self.fleet_records();
         self.audit_tick();
         self.save_book();
         self.errors.flush();

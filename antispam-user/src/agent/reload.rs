@@ -223,6 +223,10 @@ impl Core {
             this.refused(path, &policy.sha256, previous, problems, trigger);
             false
         };
+        // The new tenants' entries before any rule names them.
+        if let Err(e) = shared.tenants().add(&policy.tenant_locals()) {
+            return kernel_refused(self, e);
+        }
         let staged = match self
             .kernel
             .rules
@@ -255,6 +259,9 @@ impl Core {
         }
         if let Err(e) = self.kernel.rules.commit(staged) {
             return kernel_refused(self, e);
+        }
+        if let Err(e) = shared.tenants().retain(&policy.tenant_keys()) {
+            log::warn!("{trigger}: removing the entries of tenants no longer named: {e}");
         }
         *shared.programs() = programs;
         shared.generation.store(generation, Ordering::Relaxed);

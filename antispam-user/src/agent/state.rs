@@ -112,6 +112,10 @@ pub struct Shared {
     pub exec_hook: crate::control::status::ExecHook,
     pub exec_hook_why: Option<String>,
     /// What the last suspension or kill switch could not end of the open sessions, if anything.
+    /// The tenants' fleet leases in the kernel.
+    pub tenants: Mutex<crate::kernel::tenants::TenantMaps>,
+    /// What the fleet task last did, for status and metrics.
+    pub fleet: Mutex<super::fleet::FleetView>,
     pub sessions_not_ended: Mutex<Option<String>>,
     /// Why the packet program runs (None: nothing runs per packet).
     pub packet_program: Mutex<Option<&'static str>>,
@@ -138,6 +142,14 @@ impl Shared {
 
     pub fn assignments(&self) -> std::sync::MutexGuard<'_, Assignments> {
         self.assignments.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn tenants(&self) -> std::sync::MutexGuard<'_, crate::kernel::tenants::TenantMaps> {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn fleet(&self) -> std::sync::MutexGuard<'_, super::fleet::FleetView> {
+        self.fleet.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn programs(&self) -> std::sync::MutexGuard<'_, Vec<crate::sys::programs::Resolved>> {

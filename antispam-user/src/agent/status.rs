@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::atomic::Ordering};
 use antispam_common::{
     key::{KeyId, KeyState, BUCKET_SHARED, KIND_CGROUP, KIND_SHARED, KIND_UID},
     rate::{available, Rate},
-    rule::{Rule as MapRule, ACTION_ALLOW, ACTION_LIMIT},
+    rule::{Rule as MapRule, ACTION_ALLOW},
     stats,
 };
 
@@ -118,6 +118,49 @@ pub fn build(shared: &Shared) -> Status {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
+        fleet: fleet(shared, p),
+    }
+}
+
+/// The fleet store and each tenant's lease, from the kernel's entries.
+pub fn fleet(shared: &Shared, p: &Policy) -> crate::control::status::FleetStatus {
+    use crate::control::status::{FleetStatus, TenantStatus};
+    let now = crate::clock::mono_now_ns();
+    let view = shared.fleet();
+    let maps = shared.tenants();
+    let tenants = p
+        .tenants
+        .values()
+        .map(|t| {
+            let (lease, used) = maps.read(t.key).unwrap_or_default();
+            let leased = lease.active(now);
+            TenantStatus {
+                name: t.name.clone(),
+                rate: t.rate.to_string(),
+                local_rate: t.local.to_string(),
+                state: if leased { "leased" } else { "local_rate" }.to_string(),
+                lease_tokens: if leased {
+                    lease.granted.saturating_sub(used.taken)
+                } else {
+                    0
+                },
+                lease_ends_in_ms: lease.until_ns.saturating_sub(now) / 1_000_000,
+                leased_used: used.taken,
+                local_used: used.fallback,
+                refused: used.refused,
+            }
+        })
+        .collect();
+    FleetStatus {
+        store: view.config.as_ref().map(|c| c.store.redacted()),
+        host: view.config.as_ref().map(|c| c.host.clone()),
+        lease_ms: view
+            .config
+            .as_ref()
+            .map_or(0, |c| c.lease.as_millis() as u64),
+        connected: view.connected,
+        last_error: view.last_error.clone(),
+        tenants,
     }
 }
 
@@ -239,18 +282,11 @@ impl Usage<'_> {
             }
             KIND_SHARED => {
                 let id = k.id as u32;
-                let rule = p
-                    .rules
-                    .iter()
-                    .find(|r| r.id == id)
-                    .and_then(|r| r.rate)
-                    .map(|r| MapRule {
-                        action: ACTION_LIMIT,
-                        rule_id: id,
-                        rate: r.gcra,
-                        bucket: BUCKET_SHARED | k.id,
-                        budgets: Default::default(),
-                    });
+                let rule = p.rules.iter().find(|r| r.id == id).map(|r| MapRule {
+                    bucket: BUCKET_SHARED | k.id,
+                    budgets: Default::default(),
+                    ..crate::policy::compile::map_rule(r)
+                });
                 ("shared", format!("{} (shared)", p.rule_name(id)), rule, *k)
             }
             _ => {

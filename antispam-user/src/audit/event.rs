@@ -416,6 +416,20 @@ pub enum AuditEvent {
     SealingStarted(SealingStarted),
     SealingUnavailable(SealingUnavailable),
     SignatureRefused(SignatureRefused),
+    FleetLease(FleetLease),
+}
+
+/// A tenant's budget on this host changed hands: a fleet lease in force (`state = "leased"`),
+/// or none, so the host spends the tenant's `local_rate` (`state = "local_rate"`: the store
+/// could not be reached or answered late, and the last lease ended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetLease {
+    pub tenant: String,
+    pub state: String,
+    /// The fleet store (its URL, no password).
+    pub store: String,
+    /// Why, in words: the store's last error when it fell back.
+    pub why: String,
 }
 
 /// The name of each kind of record, without its details: what `antispam report` sorts by.
@@ -448,6 +462,7 @@ pub enum AuditKind {
     SealingStarted,
     SealingUnavailable,
     SignatureRefused,
+    FleetLease,
 }
 
 impl AuditKind {
@@ -497,6 +512,7 @@ impl AuditEvent {
             AuditEvent::SealingStarted(_) => AuditKind::SealingStarted,
             AuditEvent::SealingUnavailable(_) => AuditKind::SealingUnavailable,
             AuditEvent::SignatureRefused(_) => AuditKind::SignatureRefused,
+            AuditEvent::FleetLease(_) => AuditKind::FleetLease,
         }
     }
 }
@@ -697,6 +713,12 @@ pub(crate) mod samples {
                 by: Actor::named("root", Some(0)),
                 key_fingerprint: Some("SHA256:x".into()),
                 why: "w".into(),
+            }),
+            AuditEvent::FleetLease(FleetLease {
+                tenant: "acme".into(),
+                state: "local_rate".into(),
+                store: "redis://fleet.example:6379".into(),
+                why: "no answer within 1000ms".into(),
             }),
         ]
     }

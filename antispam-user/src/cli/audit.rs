@@ -33,6 +33,18 @@ pub enum Command {
         /// with this hash. May be given several times.
         #[arg(long = "expect-head", value_name = "SEQ:HASH")]
         heads: Vec<Head>,
+        /// The fleet store the agent appended its heads to (`antispam run --fleet-store`):
+        /// every checkpoint there must be held (a log cut or rewritten after one fails).
+        #[arg(long, value_name = "URL")]
+        checkpoints: Option<String>,
+        /// The host whose checkpoints to check (its --fleet-host). Default: this host's name.
+        #[arg(long, value_name = "NAME", requires = "checkpoints")]
+        fleet_host: Option<String>,
+        /// As for `antispam run`.
+        #[arg(long, value_name = "FILE", requires = "checkpoints")]
+        fleet_password_file: Option<PathBuf>,
+        #[arg(long, value_name = "FILE", requires = "checkpoints")]
+        fleet_ca: Option<PathBuf>,
     },
     /// Make the sealing key: write the first epoch's key beside the audit log (0600) and print
     /// the verification key, once. Keep it off this host: whoever holds it can check the log,
@@ -52,7 +64,29 @@ pub enum Command {
 
 pub fn main(cmd: Command) -> ExitCode {
     match cmd {
-        Command::Verify { file, keys, heads } => verify(&file, &keys, &heads),
+        Command::Verify {
+            file,
+            keys,
+            mut heads,
+            checkpoints,
+            fleet_host,
+            fleet_password_file,
+            fleet_ca,
+        } => {
+            if let Some(url) = checkpoints {
+                let store = crate::fleet::StoreConfig {
+                    url,
+                    ca: fleet_ca,
+                    password_file: fleet_password_file,
+                };
+                let host = fleet_host.unwrap_or_else(crate::control::signed::host_name);
+                match stored_heads(store, &host) {
+                    Ok(h) => heads.extend(h),
+                    Err(code) => return code,
+                }
+            }
+            verify(&file, &keys, &heads)
+        }
         Command::SetupKeys {
             audit_log,
             epoch,
@@ -96,6 +130,49 @@ fn setup_keys(log: &std::path::Path, epoch: Duration, force: bool) -> ExitCode {
         log.display()
     );
     ExitCode::SUCCESS
+}
+
+/// The heads `host` appended to the fleet store, as `--expect-head`s.
+fn stored_heads(store: crate::fleet::StoreConfig, host: &str) -> Result<Vec<Head>, ExitCode> {
+    let url = store.redacted();
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("antispam audit verify: {e}");
+            ExitCode::from(2)
+        })?
+        .block_on(async {
+            let mut s = crate::fleet::Store::new(store, Duration::from_secs(10))?;
+            s.checkpoints(host).await
+        });
+    match fetched {
+        Ok(c) if c.is_empty() => {
+            eprintln!(
+                "antispam audit verify: {url} holds no checkpoint of host {host:?} (stream {}): nothing to hold the log to",
+                crate::fleet::checkpoint_key(host)
+            );
+            Err(ExitCode::FAILURE)
+        }
+        Ok(c) => {
+            println!(
+                "{} checkpoints of host {host:?} in {url}, {} to {}",
+                c.len(),
+                c.first().map_or("-", |c| c.time.as_str()),
+                c.last().map_or("-", |c| c.time.as_str())
+            );
+            Ok(c.into_iter()
+                .map(|c| Head {
+                    seq: c.seq,
+                    hash: c.hash,
+                })
+                .collect())
+        }
+        Err(e) => {
+            eprintln!("antispam audit verify: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
 }
 
 fn when(secs: u64) -> String {

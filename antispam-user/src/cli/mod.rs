@@ -35,6 +35,10 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only move it to the heap"
+)]
 enum Command {
     /// Run the agent in the foreground: load the policy, attach to the cgroup, enforce.
     Run(run::Args),

@@ -103,6 +103,41 @@ pub struct Args {
     /// FILE`). An unsigned or wrongly signed policy is refused like a syntax error.
     #[arg(long, value_name = "FILE")]
     policy_signers: Option<PathBuf>,
+    /// The fleet store (Redis or Valkey) the policy's [tenant.NAME] budgets are shared through:
+    /// redis://[USER@]HOST[:PORT][/DB], or rediss://… for TLS. Without it every tenant spends its
+    /// local_rate. Every host of a fleet names the same store.
+    #[arg(long, value_name = "URL", env = "ANTISPAM_FLEET_STORE")]
+    fleet_store: Option<String>,
+    /// The store's AUTH password: the first line of this file (keeps it out of the URL, ps and
+    /// unit files).
+    #[arg(long, value_name = "FILE", requires = "fleet_store")]
+    fleet_password_file: Option<PathBuf>,
+    /// The CA (PEM) that signed the store's TLS certificate (rediss://); default: the system's
+    /// roots.
+    #[arg(long, value_name = "FILE", requires = "fleet_store")]
+    fleet_ca: Option<PathBuf>,
+    /// This host's name in the fleet store (its demand, its audit checkpoints): unique in the
+    /// fleet. Default: the host name.
+    #[arg(long, value_name = "NAME", requires = "fleet_store")]
+    fleet_host: Option<String>,
+    /// How long a lease of a tenant's fleet budget lasts; it is renewed three times as often.
+    /// A host whose lease ends unrenewed spends the tenant's local_rate. Longer: fewer round
+    /// trips, more slack (docs/fleet.md).
+    #[arg(long, value_name = "DURATION", value_parser = lease_length, default_value = "6s", requires = "fleet_store")]
+    fleet_lease: std::time::Duration,
+    /// How often the audit log's head is appended to the store's stream antispam:audit:HOST,
+    /// for `antispam audit verify --checkpoints`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1m", requires = "fleet_store")]
+    fleet_checkpoint_every: std::time::Duration,
+}
+
+/// `--fleet-lease`: 300 ms to 10 minutes.
+fn lease_length(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_millis(300) || d > std::time::Duration::from_secs(600) {
+        return Err("a lease lasts from 300ms to 10m".to_string());
+    }
+    Ok(d)
 }
 
 /// `--exec-hook`.
@@ -147,6 +182,18 @@ impl From<Args> for agent::Config {
             packet_accounting: a.packet_accounting,
             max_keys: a.max_keys,
             policy_signers: a.policy_signers,
+            fleet: a.fleet_store.map(|url| agent::fleet::FleetConfig {
+                store: crate::fleet::StoreConfig {
+                    url,
+                    ca: a.fleet_ca,
+                    password_file: a.fleet_password_file,
+                },
+                host: a
+                    .fleet_host
+                    .unwrap_or_else(crate::control::signed::host_name),
+                lease: a.fleet_lease,
+                checkpoint_every: a.fleet_checkpoint_every,
+            }),
         }
     }
 }

@@ -56,6 +56,47 @@ pub struct Status {
     /// The SYN check on containers' host-side veth devices (SMTP SYNs of packet sockets).
     #[serde(default)]
     pub syn_check: SynCheckView,
+    /// Tenants' fleet budgets: the store and each tenant's lease on this host.
+    #[serde(default)]
+    pub fleet: FleetStatus,
+}
+
+/// `[tenant.NAME]` budgets and the fleet store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// The store's URL (no password); None: no `--fleet-store`, every tenant on local_rate.
+    #[serde(default)]
+    pub store: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub lease_ms: u64,
+    /// Did the last renewal reach the store?
+    #[serde(default)]
+    pub connected: bool,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub tenants: Vec<TenantStatus>,
+}
+
+/// One tenant on this host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TenantStatus {
+    pub name: String,
+    /// The fleet's budget, as written.
+    pub rate: String,
+    pub local_rate: String,
+    /// `leased` (a lease in force) or `local_rate` (none: the host spends local_rate).
+    pub state: String,
+    /// Tokens the lease in force has left.
+    pub lease_tokens: u64,
+    /// Milliseconds until the lease ends (0: none in force).
+    pub lease_ends_in_ms: u64,
+    /// Spent from leases, allowed on local_rate, refused: since the entry was made.
+    pub leased_used: u64,
+    pub local_used: u64,
+    pub refused: u64,
 }
 
 /// How executions of the MTA's submission programs are decided.

@@ -67,6 +67,18 @@ pub const MAPS: &[MapSpec] = &[
         m::KEYS_MAX,
     ),
     spec(
+        m::LEASES,
+        8,
+        size_of::<antispam_common::tenant::Lease>(),
+        m::TENANTS_MAX,
+    ),
+    spec(
+        m::TENANT_USE,
+        8,
+        size_of::<antispam_common::tenant::TenantUse>(),
+        m::TENANTS_MAX,
+    ),
+    spec(
         m::SUSPENDED,
         size_of::<key::KeyId>(),
         size_of::<key::Suspension>(),

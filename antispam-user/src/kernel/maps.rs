@@ -453,7 +453,7 @@ where
 }
 
 /// Removes `key` from a hash map; a key that is not there is not an error.
-fn remove<K: aya::Pod, V: aya::Pod>(
+pub(super) fn remove<K: aya::Pod, V: aya::Pod>(
     map: &mut HashMap<MapData, K, V>,
     key: &K,
     name: &'static str,

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod maps;
 pub mod pins;
 pub mod syn;
+pub mod tenants;
 mod view;
 
 use std::{
@@ -66,6 +67,8 @@ pub struct Kernel {
     pub subuids: SubUids,
     /// The SYN check on containers' veth devices.
     pub syn: syn::SynCheck,
+    /// The tenants' fleet leases; taken by the agent's shared state.
+    pub tenants: Option<tenants::TenantMaps>,
     /// The attach point, for the exec fallback (a tracepoint is not attached to a cgroup).
     attach_cgroup: aya::maps::CgroupArray<MapData>,
     /// Which exec program decides mail through sendmail, and why it is not BPF LSM.
@@ -208,6 +211,10 @@ impl Kernel {
             why
         });
         let syn = syn::SynCheck::new(take(&mut ebpf, m::VETHS)?, syn_unavailable);
+        let tenants = tenants::TenantMaps {
+            leases: take(&mut ebpf, m::LEASES)?,
+            used: take(&mut ebpf, m::TENANT_USE)?,
+        };
         Ok(Kernel {
             ebpf,
             rules,
@@ -218,6 +225,7 @@ impl Kernel {
             local_addrs,
             subuids,
             syn,
+            tenants: Some(tenants),
             attach_cgroup,
             exec_hook,
             exec_hook_why,

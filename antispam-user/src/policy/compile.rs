@@ -156,6 +156,10 @@ pub fn map_rule(rule: &crate::policy::Rule) -> MapRule {
             rate: rule.rate.map(|r| r.gcra).unwrap_or_default(),
             bucket: 0,
             budgets: budgets(&rule.paths),
+            tenant: rule
+                .tenant
+                .as_deref()
+                .map_or(0, |n| antispam_common::tenant::tenant_key(n.as_bytes())),
         },
     }
 }

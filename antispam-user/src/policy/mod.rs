@@ -117,6 +117,8 @@ pub struct Rule {
     /// `messages`, `recipients`: budgets of the MTA policy service.
     pub messages: Option<RateSpec>,
     pub recipients: Option<RateSpec>,
+    /// `[[limit]] tenant`: the `[tenant.NAME]` whose fleet budget it also spends.
+    pub tenant: Option<String>,
 }
 
 impl Rule {
@@ -124,6 +126,21 @@ impl Rule {
         format!("{}[{}]", self.kind.name(), self.index)
     }
 }
+
+/// `[tenant.NAME]`: a budget shared by every host of a fleet (see `crate::fleet`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub name: String,
+    /// The fleet's budget, every host together.
+    pub rate: RateSpec,
+    /// This host's budget while it holds no lease.
+    pub local: RateSpec,
+    /// `antispam_common::tenant::tenant_key` of the name.
+    pub key: u64,
+}
+
+/// Longest tenant name (it is a metric label and part of a fleet store key).
+pub const TENANT_NAME_MAX: usize = 64;
 
 /// `[break_glass] require_signatures`, `allowed_signers`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -167,6 +184,23 @@ pub struct Policy {
     /// Who vouched for the files it was read from (a signature checked by the [`FileCheck`] it
     /// was loaded with), None when nothing was checked.
     pub signed_by: Option<String>,
+    /// `[tenant.NAME]`, by name.
+    pub tenants: std::collections::BTreeMap<String, Tenant>,
+}
+
+impl Policy {
+    /// Each tenant's kernel key and `local_rate`.
+    pub fn tenant_locals(&self) -> Vec<(u64, antispam_common::rate::Rate)> {
+        self.tenants
+            .values()
+            .map(|t| (t.key, t.local.gcra))
+            .collect()
+    }
+
+    /// Each tenant's kernel key.
+    pub fn tenant_keys(&self) -> Vec<u64> {
+        self.tenants.values().map(|t| t.key).collect()
+    }
 }
 
 /// A check of every file a policy is read from, before its content is used: the policy file and
@@ -412,7 +446,9 @@ impl Checker<'_> {
             .and_then(|d| d.get_ref().path.as_ref())
             .map(|p| self.paths(p))
             .unwrap_or_default();
+        let tenants = self.tenants(&raw.tenant);
         let rules = self.rules(&raw);
+        self.tenant_refs(&raw, &rules, &tenants);
         self.uid_capacity(&rules);
         self.shadowed_blocks(&rules);
         self.local_allows(&rules);
@@ -439,6 +475,109 @@ impl Checker<'_> {
             default_recipients,
             mta,
             signed_by: None,
+            tenants,
+        }
+    }
+
+    /// `[tenant.NAME]` tables: a name fit for a metric label and a store key, a fleet rate and
+    /// a local one.
+    fn tenants(
+        &mut self,
+        raw: &std::collections::BTreeMap<String, Spanned<raw::RawTenant>>,
+    ) -> std::collections::BTreeMap<String, Tenant> {
+        use antispam_common::{maps::TENANTS_MAX, tenant::tenant_key};
+        let mut out = std::collections::BTreeMap::new();
+        if raw.len() > TENANTS_MAX as usize {
+            self.problems.push(self.src.problem(
+                0..0,
+                format!(
+                    "{} tenants; at most {TENANTS_MAX} can be enforced",
+                    raw.len()
+                ),
+            ));
+        }
+        let mut keys = std::collections::BTreeMap::new();
+        for (name, table) in raw {
+            let t = table.get_ref();
+            let good = !name.is_empty()
+                && name.len() <= TENANT_NAME_MAX
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !good {
+                self.error(
+                    table,
+                    format!("tenant name {name:?}: use 1 to {TENANT_NAME_MAX} letters, digits, '-', '_' or '.' (it is a metric label and a fleet store key)"),
+                );
+                continue;
+            }
+            let key = tenant_key(name.as_bytes());
+            if let Some(other) = keys.insert(key, name.clone()) {
+                self.error(
+                    table,
+                    format!("tenants {other:?} and {name:?} hash to one key: rename one"),
+                );
+            }
+            let rate = self.rate(&t.rate, t.burst.as_ref());
+            let local = self.rate(&t.local_rate, t.local_burst.as_ref());
+            if let (Some(rate), Some(local)) = (rate, local) {
+                if local.gcra.interval_ns < rate.gcra.interval_ns {
+                    self.error(
+                        &t.local_rate,
+                        "local_rate is more than the whole fleet's rate: one host alone would get more than the fleet",
+                    );
+                }
+                out.insert(
+                    name.clone(),
+                    Tenant {
+                        name: name.clone(),
+                        rate,
+                        local,
+                        key,
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    /// Every `[[limit]] tenant` names a `[tenant.NAME]`; a tenant no rule names is a warning.
+    fn tenant_refs(
+        &mut self,
+        raw: &RawPolicy,
+        rules: &[Rule],
+        tenants: &std::collections::BTreeMap<String, Tenant>,
+    ) {
+        let mut used = BTreeSet::new();
+        for r in rules.iter().filter(|r| r.kind == RuleKind::Limit) {
+            let Some(name) = raw.limit[r.index].get_ref().tenant.as_ref() else {
+                continue;
+            };
+            if tenants.contains_key(name.get_ref()) {
+                used.insert(name.get_ref().clone());
+            } else if !raw.tenant.contains_key(name.get_ref()) {
+                let known: Vec<&str> = raw.tenant.keys().map(String::as_str).collect();
+                self.error(
+                    name,
+                    format!(
+                        "no [tenant.{}] table; tenants: {}",
+                        name.get_ref(),
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+        for (name, table) in &raw.tenant {
+            if tenants.contains_key(name) && !used.contains(name) {
+                self.warnings.push(self.src.problem(
+                    table.span(),
+                    format!("no [[limit]] names tenant {name:?}: its budget is not spent"),
+                ));
+            }
         }
     }
 
@@ -692,6 +831,7 @@ impl Checker<'_> {
                     sasl_users: Vec::new(),
                     messages: None,
                     recipients: None,
+                    tenant: None,
                 };
                 match kind {
                     RuleKind::Allow => self.allow(&raw.allow[index], &mut rule),
@@ -724,8 +864,17 @@ impl Checker<'_> {
         rule.messages = self.budget(t.messages.as_ref());
         rule.recipients = self.budget(t.recipients.as_ref());
         let kernel_keys = !t.users.is_empty() || !t.cgroups.is_empty();
+        rule.tenant = t.tenant.as_ref().map(|n| n.get_ref().clone());
+        if let (Some(tenant), false) = (&t.tenant, kernel_keys) {
+            self.error(
+                tenant,
+                "tenant budgets are spent by users and cgroups, and this rule names none",
+            );
+        }
         match (&t.rate, kernel_keys) {
             (Some(rate), true) => rule.rate = self.rate(rate, t.burst.as_ref()),
+            // A tenant's budget alone limits the rule's keys.
+            (None, true) if t.tenant.is_some() => {}
             (None, true) => self.error(
                 table,
                 "[[limit]] names users or cgroups but no rate: give rate = \"N/unit\" (connections and submissions)",

@@ -39,6 +39,23 @@ pub struct RawPolicy {
     /// How the MTA policy service answers and what it records; defaults when absent.
     #[serde(default)]
     pub mta: Option<Spanned<RawMta>>,
+    /// `[tenant.NAME]`: budgets shared by every host of a fleet.
+    #[serde(default)]
+    pub tenant: std::collections::BTreeMap<String, Spanned<RawTenant>>,
+}
+
+/// `[tenant.NAME]`: a budget for the whole fleet, leased to each host from the fleet store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    /// The fleet's budget: every host together.
+    pub rate: Spanned<String>,
+    #[serde(default)]
+    pub burst: Option<Spanned<i64>>,
+    /// This host's budget while it holds no lease (the store cannot be reached).
+    pub local_rate: Spanned<String>,
+    #[serde(default)]
+    pub local_burst: Option<Spanned<i64>>,
 }
 
 /// `[mta]`: the policy service the local MTA consults for every message.
@@ -187,6 +204,9 @@ pub struct RawLimit {
     /// Paths with a budget of their own under this rule instead of `rate`.
     #[serde(default)]
     pub path: Option<Spanned<RawPaths>>,
+    /// A `[tenant.NAME]` whose fleet budget the rule's users or cgroups also spend.
+    #[serde(default)]
+    pub tenant: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
