@@ -23,6 +23,89 @@ pub struct RedisServer {
     pub port: u16,
     pub password: String,
     dir: PathBuf,
+    /// TLS only (`--port 0 --tls-port PORT`): the CA, certificate and key files.
+    pub tls: Option<Tls>,
+}
+
+/// A CA and a server certificate for 127.0.0.1 made with openssl(1).
+#[derive(Clone)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Tls {
+    /// Makes a CA named `name` and a certificate it signs for IP 127.0.0.1, in `dir`.
+    pub fn make(dir: &Path, name: &str) -> Tls {
+        let at = |f: &str| dir.join(format!("{name}-{f}"));
+        let (ca_key, ca, key, csr, cert, ext) = (
+            at("ca.key"),
+            at("ca.pem"),
+            at("server.key"),
+            at("server.csr"),
+            at("server.pem"),
+            at("ext.cnf"),
+        );
+        std::fs::write(&ext, "subjectAltName = IP:127.0.0.1\n").expect("write ext");
+        let openssl = |args: &[&std::ffi::OsStr]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        openssl(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("2"),
+            os("-subj"),
+            std::ffi::OsStr::new(&format!("/CN={name} test CA")),
+            os("-keyout"),
+            ca_key.as_os_str(),
+            os("-out"),
+            ca.as_os_str(),
+        ]);
+        openssl(&[
+            os("req"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-subj"),
+            os("/CN=127.0.0.1"),
+            os("-keyout"),
+            key.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ]);
+        openssl(&[
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("2"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            cert.as_os_str(),
+        ]);
+        Tls { ca, cert, key }
+    }
 }
 
 /// Is Debian's `redis-server` installed? (With `CI=true` its absence fails the test.)
@@ -40,11 +123,21 @@ pub fn available() -> bool {
 
 impl RedisServer {
     pub fn start(dir: &Path) -> RedisServer {
+        Self::start_with(dir, None)
+    }
+
+    /// TLS only, with this certificate.
+    pub fn start_tls(dir: &Path, tls: Tls) -> RedisServer {
+        Self::start_with(dir, Some(tls))
+    }
+
+    fn start_with(dir: &Path, tls: Option<Tls>) -> RedisServer {
         let mut r = RedisServer {
             child: None,
             port: free_loopback_port(),
             password: format!("test-{}", crate::nanos()),
             dir: dir.to_path_buf(),
+            tls,
         };
         r.spawn();
         r
@@ -52,9 +145,22 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let log = self.dir.join(format!("redis-{}.log", crate::next_seq()));
-        let child = Command::new("/usr/bin/redis-server")
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
+        let mut cmd = Command::new("/usr/bin/redis-server");
+        cmd.args(["--bind", "127.0.0.1"]);
+        match &self.tls {
+            None => cmd.arg("--port").arg(self.port.to_string()),
+            Some(t) => cmd
+                .args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&t.cert)
+                .arg("--tls-key-file")
+                .arg(&t.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&t.ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = cmd
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--requirepass", &self.password])
             .arg("--dir")
@@ -113,9 +219,13 @@ impl RedisServer {
 
     /// `redis-cli` with the password, its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("/usr/bin/redis-cli")
-            .args(["-h", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
+        let mut cmd = Command::new("/usr/bin/redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string());
+        if let Some(t) = &self.tls {
+            cmd.arg("--tls").arg("--cacert").arg(&t.ca);
+        }
+        let out = cmd
             .env("REDISCLI_AUTH", &self.password)
             .args(args)
             .output()

@@ -400,3 +400,122 @@ fn three_hosts_hold_one_tenant_budget_through_redis() {
     assert_eq!(out.status.code(), Some(1), "a cut log passed: {said}");
     assert!(said.contains("not held"), "{said}");
 }
+
+/// The lease script alone, run by redis-cli against a real Redis: a bucket that is not there
+/// starts empty (a store restart mints no burst); a host gets what it wants while the bucket
+/// covers every live host's demand, else its share; never more than the bucket holds; demand
+/// older than a lease stops counting.
+#[test]
+fn the_lease_script_never_grants_more_than_the_bucket_holds() {
+    if !redis::available() {
+        return;
+    }
+    let dir = TestDir::new();
+    let redis = RedisServer::start(dir.path());
+    let script = workspace_root().join("antispam-user/src/fleet/lease.lua");
+    let script = script.to_str().unwrap();
+    let (bucket, demand) = ("antispam:{t}:bucket", "antispam:{t}:demand");
+    // rate 0.001 tokens/ms (1/s), burst 10, lease 500 ms.
+    let lease = |host: &str, want: u64| -> (u64, u64) {
+        let out = redis.cli(&[
+            "--eval",
+            script,
+            bucket,
+            demand,
+            ",",
+            host,
+            &want.to_string(),
+            "0.001",
+            "10",
+            "500",
+        ]);
+        let n: Vec<u64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        assert_eq!(n.len(), 3, "lease script answered {out:?}");
+        (n[0], n[1])
+    };
+    let (granted, _) = lease("a", 5);
+    assert_eq!(granted, 0, "a new (or lost) bucket starts empty");
+    let now_ms = {
+        let t = redis.cli(&["TIME"]);
+        let v: Vec<u64> = t.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        v[0] * 1000 + v[1] / 1000
+    };
+    redis.cli(&["HSET", bucket, "tokens", "9", "ts", &now_ms.to_string()]);
+    redis.cli(&["DEL", demand]);
+    let (a, left) = lease("a", 6);
+    assert_eq!(a, 6, "enough for the only host asking");
+    assert!(left <= 3);
+    // b asks for 6 with a's 6 still counted: a share of what is left, not more.
+    let (b, left_b) = lease("b", 6);
+    assert!(b <= left && b >= 1, "b got {b} of {left}");
+    assert!(
+        left_b + b <= left + 1,
+        "tokens made from nothing: {b} + {left_b} > {left}"
+    );
+    // Once a's demand is older than a lease it stops counting: b gets all it wants.
+    thread::sleep(Duration::from_millis(2600));
+    let (b, _) = lease("b", 2);
+    assert_eq!(b, 2, "a's stale demand still counted");
+    let entries = redis.cli(&["HKEYS", demand]);
+    assert!(
+        !entries.lines().any(|l| l.trim() == "a"),
+        "a's stale demand kept: {entries}"
+    );
+}
+
+/// TLS (rediss://) with the CA given by --fleet-ca and AUTH from a file; a store whose
+/// certificate does not verify is an error the agent reports while it spends local_rate.
+#[test]
+fn the_fleet_store_over_tls() {
+    if !require_kernel() || !redis::available() {
+        return;
+    }
+    let fx = Fixture::new("fleet-tls");
+    let tls = redis::Tls::make(fx.dir.path(), "good");
+    let other = redis::Tls::make(fx.dir.path(), "other");
+    let redis = RedisServer::start_tls(fx.dir.path(), tls.clone());
+    let uid = unique_uid();
+    let policy = fx.policy(&policy(uid));
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let password = redis.password_file();
+    let start = |ca: &std::path::Path, dir: &TestDir, cg: &TestCgroup| {
+        Agent::start_with(
+            &policy,
+            cg,
+            dir,
+            &[
+                "--fleet-store",
+                &url,
+                "--fleet-ca",
+                ca.to_str().unwrap(),
+                "--fleet-password-file",
+                password.to_str().unwrap(),
+                "--fleet-lease",
+                "3s",
+            ],
+        )
+    };
+    let agent = start(&tls.ca, &fx.dir, &fx.cg);
+    assert!(
+        wait_state(&agent, "leased", Duration::from_secs(10)).is_some(),
+        "no lease over TLS: {}\n{}",
+        agent.status_json()["fleet"],
+        agent.stderr()
+    );
+    drop(agent);
+    let dir = TestDir::new();
+    let cg = fx.cg.child("wrong-ca");
+    let agent = start(&other.ca, &dir, &cg);
+    let said = poll_until(
+        bound(Duration::from_secs(10)),
+        Duration::from_millis(100),
+        || {
+            let f = agent.status_json()["fleet"].clone();
+            f["last_error"].as_str().map(str::to_string)
+        },
+    )
+    .expect("no store error with the wrong CA");
+    eprintln!("wrong CA: {said}");
+    assert_eq!(state(&agent), "local_rate");
+    assert!(said.contains("rediss://127.0.0.1"), "{said}");
+}

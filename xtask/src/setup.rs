@@ -42,7 +42,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
         "redis-server",
         "the fleet store of the fleet-budget tests (each test runs its own on a free port)",
     ),
-    ("openssl", "a CA and a certificate for the fleet store's TLS test"),
+    (
+        "openssl",
+        "a CA and a certificate for the fleet store's TLS test",
+    ),
 ];
 
 /// bpf-linker release line known to build against the nightly toolchain's LLVM here.

@@ -148,6 +148,9 @@ pub struct Store {
 
 impl Store {
     pub fn new(config: StoreConfig, timeout: Duration) -> Result<Store, Error> {
+        // rustls needs its crypto provider chosen once per process (an error only means one
+        // is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = config.client()?;
         Ok(Store {
             url: config.redacted(),

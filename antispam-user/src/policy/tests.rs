@@ -490,3 +490,65 @@ fn every_file_read_passes_the_check() {
     assert_eq!(Policy::from_file(&policy, text).unwrap().signed_by, None);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tenants_are_checked_and_named_by_limits() {
+    let p = parse(
+        "p.toml",
+        r#"
+[tenant.acme]
+rate = "500/hour"
+burst = 50
+local_rate = "20/hour"
+
+[tenant.idle]
+rate = "10/hour"
+local_rate = "1/hour"
+
+[[limit]]
+users = [1000]
+tenant = "acme"
+
+[[limit]]
+cgroups = ["/acme.slice/**"]
+rate = "100/hour"
+tenant = "acme"
+"#,
+        None,
+    )
+    .expect("valid");
+    let acme = &p.tenants["acme"];
+    assert_eq!((acme.rate.count, acme.rate.burst), (500, 50));
+    assert_eq!(acme.local.count, 20);
+    assert_eq!(acme.key, antispam_common::tenant::tenant_key(b"acme"));
+    assert_eq!(p.rules[0].tenant.as_deref(), Some("acme"));
+    assert!(p.rules[0].rate.is_none(), "a tenant alone may limit a rule");
+    let compiled = super::compile::map_rule(&p.rules[1]);
+    assert_eq!(compiled.tenant, acme.key);
+    assert!(
+        p.warnings.iter().any(|w| w.message.contains("\"idle\"")),
+        "{:?}",
+        p.warnings
+    );
+
+    let e = errors("[[limit]]\nusers = [1000]\ntenant = \"acme\"\n");
+    assert!(
+        e[0].contains("p.toml:3:10") && e[0].contains("no [tenant.acme] table; tenants: none"),
+        "{e:?}"
+    );
+    let e = errors("[tenant.\"a b\"]\nrate = \"1/hour\"\nlocal_rate = \"1/hour\"\n");
+    assert!(e[0].contains("tenant name \"a b\""), "{e:?}");
+    let e = errors("[tenant.x]\nrate = \"1/hour\"\nlocal_rate = \"2/hour\"\n");
+    assert!(
+        e[0].contains("p.toml:3:14") && e[0].contains("more than the whole fleet"),
+        "{e:?}"
+    );
+    let e = errors("[tenant.x]\nrate = \"1/hour\"\n");
+    assert!(e[0].contains("local_rate"), "{e:?}");
+    let e = errors("[tenant.x]\nrate = \"1/hour\"\nlocal_rate = \"1/hour\"\n[[limit]]\nsasl_users = [\"a\"]\nmessages = \"1/hour\"\ntenant = \"x\"\n");
+    assert!(
+        e.iter()
+            .any(|e| e.contains("tenant budgets are spent by users and cgroups")),
+        "{e:?}"
+    );
+}

@@ -123,7 +123,7 @@ fn in_round(round: usize) -> impl Iterator<Item = (usize, &'static Variant)> {
 }
 
 /// An upper bound on connects for a measurement: 300k/s is far above this machine.
-fn max_for(d: Duration) -> u64 {
+pub(super) fn max_for(d: Duration) -> u64 {
     (d.as_secs_f64() * 300_000.0) as u64 + 1000
 }
 
@@ -472,17 +472,17 @@ fn prog_stats(ctx: &Ctx) -> Result<Vec<(String, f64, f64)>> {
 }
 
 /// What one profiled load measured.
-struct Profiled {
-    line: String,
+pub(super) struct Profiled {
+    pub(super) line: String,
     /// Nanoseconds of every antispam program together per attempt (connect or datagram).
-    per_attempt_ns: f64,
+    pub(super) per_attempt_ns: f64,
     /// Nanoseconds per run of the programs, by name.
     per_run_ns: Vec<(String, f64)>,
 }
 
 /// Nanoseconds per run of each program over `f` (which says what it did and how many attempts
 /// it made), and of all of them together per attempt, with bpf_stats on.
-fn profile_one(
+pub(super) fn profile_one(
     ctx: &Ctx,
     what: &str,
     f: impl FnOnce(&Ctx) -> Result<(String, f64)>,
@@ -550,6 +550,18 @@ pub fn profile(ctx: &mut Ctx) -> Result<()> {
     })?;
     drop(stats);
     agent.stop();
+    let (leased, local) = super::fleet::tenant_profiles(ctx)?;
+    for (what, p) in [
+        ("a tenant's fleet lease", &leased),
+        ("a tenant's local_rate", &local),
+    ] {
+        ctx.results.checks.push(Check {
+            target: format!("BPF added per allowed connect spending {what} (bpf_stats, vs. 1 UID)"),
+            goal: "≤ 100 ns".into(),
+            measured: format!("{:.0} ns", p.per_attempt_ns - one.per_attempt_ns),
+            met: p.per_attempt_ns - one.per_attempt_ns <= 100.0,
+        });
+    }
     // The most keys: every UID under the default rate, its state made by one connect first.
     let mut most = None;
     if let Some(&m) = counts.iter().filter(|&&c| c > RULED_UIDS_MAX).max() {
@@ -608,7 +620,7 @@ pub fn profile(ctx: &mut Ctx) -> Result<()> {
             "bpf_stats floor on this machine: antispam_sock_create, which returns after one compare for a socket that is not raw, measures {floor:.0} ns/run: the two clock reads and counter updates bpf_stats adds to every run, which the per-connect figures include once per program"
         ));
     }
-    let lines: Vec<String> = [one, refused, many, udp]
+    let lines: Vec<String> = [one, refused, many, udp, leased, local]
         .into_iter()
         .chain(most.map(|(_, p)| p))
         .map(|p| p.line)

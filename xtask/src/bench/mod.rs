@@ -11,6 +11,7 @@ mod agent;
 mod connect;
 mod env;
 mod exec;
+mod fleet;
 mod netfilter;
 mod pipeline;
 mod report;
@@ -41,6 +42,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("iptables", "iptables"),
     ("iperf3", "iperf3"),
+    ("redis-server", "the fleet store of the tenant profile"),
 ];
 
 #[derive(Clone)]
