@@ -181,7 +181,10 @@ async fn renew_all(config: &FleetConfig, store: &mut Store, shared: &Shared) {
         let answer = store.lease(&req).await;
         let rtt = asked.elapsed();
         match answer {
-            Ok(grant) => {
+            Ok(mut grant) => {
+                // Never more than asked for, whatever the answer says (a store or a path that
+                // lies gets at most what this host would have spent anyway).
+                grant.tokens = grant.tokens.min(want);
                 let until = mono_now_ns().saturating_add(config.lease.as_nanos() as u64);
                 let written = shared.tenants().renew(t.key, grant.tokens, until);
                 let mut fleet = shared.fleet();

@@ -86,8 +86,69 @@ pub fn render(v: &Status) -> String {
         ],
         &keys,
     ));
+    out.push_str(&fleet(v));
     out.push_str(&kernel_errors(v));
     out
+}
+
+/// Tenants' fleet budgets, when the policy names any.
+fn fleet(v: &Status) -> String {
+    let f = &v.fleet;
+    if f.tenants.is_empty() {
+        return String::new();
+    }
+    let store = match (&f.store, &f.host) {
+        (Some(s), Some(h)) => format!(
+            "{s} as {h}, leases of {} ms, {}{}",
+            f.lease_ms,
+            if f.connected {
+                "reached"
+            } else {
+                "NOT reached"
+            },
+            f.last_error
+                .as_deref()
+                .filter(|_| !f.connected)
+                .map_or(String::new(), |e| format!(" ({e})"))
+        ),
+        _ => "none (--fleet-store not given): every tenant on local_rate".to_string(),
+    };
+    let rows: Vec<Vec<String>> = f
+        .tenants
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.rate.clone(),
+                t.local_rate.clone(),
+                t.state.clone(),
+                if t.state == "leased" {
+                    format!("{} for {} ms", t.lease_tokens, t.lease_ends_in_ms)
+                } else {
+                    "-".to_string()
+                },
+                t.leased_used.to_string(),
+                t.local_used.to_string(),
+                t.refused.to_string(),
+            ]
+        })
+        .collect();
+    format!(
+        "\nFLEET store {store}\n{}",
+        table(
+            &[
+                "TENANT",
+                "FLEET RATE",
+                "LOCAL RATE",
+                "STATE",
+                "LEASE",
+                "LEASED",
+                "LOCAL",
+                "REFUSED"
+            ],
+            &rows
+        )
+    )
 }
 
 fn summary(v: &Status) -> String {

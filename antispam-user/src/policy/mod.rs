@@ -351,7 +351,12 @@ impl fmt::Display for Policy {
             self.count(RuleKind::Allow),
             self.count(RuleKind::Limit),
             self.count(RuleKind::Block),
-        )
+        )?;
+        if !self.tenants.is_empty() {
+            let names: Vec<&str> = self.tenants.keys().map(String::as_str).collect();
+            write!(f, ", tenants {}", names.join(","))?;
+        }
+        Ok(())
     }
 }
 
