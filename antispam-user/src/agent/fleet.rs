@@ -145,85 +145,79 @@ pub async fn run(
     }
 }
 
-/// One renewal of every tenant's lease; then what changed is noted.
+/// One renewal of every tenant's lease (one round trip for all of them); then what changed is
+/// noted.
 async fn renew_all(config: &FleetConfig, store: &mut Store, shared: &Shared) {
     let tenants: Vec<Tenant> = shared.enforced().policy.tenants.values().cloned().collect();
-    let mut failed: Option<String> = None;
+    // What each tenant spent or was refused since the last renewal, and so what to ask for:
+    // twice that (room to grow), at least one token, never more than the fleet's burst.
+    let mut asks: Vec<(&Tenant, u64, u64)> = Vec::with_capacity(tenants.len());
     for t in &tenants {
         let Some((_, used)) = shared.tenants().read(t.key) else {
             continue;
         };
         let spent = used.taken + used.fallback + used.refused;
-        let (demand, first) = {
-            let fleet = shared.fleet();
-            match fleet.tenants.get(&t.name).and_then(|l| l.spent) {
-                Some(before) => (spent.saturating_sub(before), false),
-                None => (0, true),
-            }
-        };
-        // What it spent or was refused in the last period, twice over (room to grow), at least
-        // one token; never more than the fleet's burst.
+        let before = shared.fleet().tenants.get(&t.name).and_then(|l| l.spent);
+        let demand = before.map_or(0, |b| spent.saturating_sub(b));
         let want = demand.saturating_mul(2).clamp(1, t.rate.burst.max(1));
-        if failed.is_some() {
-            // The store is not answering: no point in waiting for it once per tenant.
-            note_spent(shared, &t.name, spent, want);
-            continue;
-        }
-        let req = LeaseRequest {
+        asks.push((t, spent, want));
+    }
+    let reqs: Vec<LeaseRequest<'_>> = asks
+        .iter()
+        .map(|(t, _, want)| LeaseRequest {
             tenant: &t.name,
             host: &config.host,
-            want,
+            want: *want,
             rate_per_sec: t.rate.count as f64 / t.rate.period.seconds() as f64,
             burst: t.rate.burst,
             lease: config.lease,
-        };
-        let asked = Instant::now();
-        let answer = store.lease(&req).await;
-        let rtt = asked.elapsed();
-        match answer {
-            Ok(mut grant) => {
-                // Never more than asked for, whatever the answer says (a store or a path that
-                // lies gets at most what this host would have spent anyway).
-                grant.tokens = grant.tokens.min(want);
-                let until = mono_now_ns().saturating_add(config.lease.as_nanos() as u64);
-                let written = shared.tenants().renew(t.key, grant.tokens, until);
-                let mut fleet = shared.fleet();
+        })
+        .collect();
+    let asked = Instant::now();
+    let answer = store.lease_all(&reqs).await;
+    let rtt = asked.elapsed();
+    let failed = match answer {
+        Ok(grants) => {
+            let until = mono_now_ns().saturating_add(config.lease.as_nanos() as u64);
+            let mut fleet = shared.fleet();
+            if !reqs.is_empty() {
                 fleet.round_trips += 1;
                 fleet.rtt.observe(rtt.as_secs_f64());
+            }
+            for ((t, spent, want), grant) in asks.iter().zip(grants) {
+                // Never more than asked for, whatever the answer says (a store or a path that
+                // lies gets at most what this host would have spent anyway).
+                let tokens = grant.tokens.min(*want);
+                let written = shared.tenants().renew(t.key, tokens, until);
                 let l = fleet.tenants.entry(t.name.clone()).or_default();
-                l.spent = Some(spent);
-                l.want = want;
-                if let Err(e) = written {
-                    log::error!("writing the lease of tenant {}: {e}", t.name);
-                    continue;
-                }
-                l.granted += grant.tokens;
-                l.leases += 1;
-                l.last_grant = grant.tokens;
-                l.fleet_left = grant.left;
-                if first {
-                    log::debug!("tenant {}: first lease, {} tokens", t.name, grant.tokens);
+                l.spent = Some(*spent);
+                l.want = *want;
+                match written {
+                    Ok(_) => {
+                        l.granted += tokens;
+                        l.leases += 1;
+                        l.last_grant = tokens;
+                        l.fleet_left = grant.left;
+                    }
+                    Err(e) => log::error!("writing the lease of tenant {}: {e}", t.name),
                 }
             }
-            Err(e) => {
-                let mut fleet = shared.fleet();
-                fleet.errors += 1;
-                fleet.last_error = Some(e.to_string());
-                drop(fleet);
-                note_spent(shared, &t.name, spent, want);
-                failed = Some(e.to_string());
-            }
+            None
         }
-    }
+        Err(e) => {
+            let mut fleet = shared.fleet();
+            fleet.errors += 1;
+            fleet.last_error = Some(e.to_string());
+            for (t, spent, want) in &asks {
+                let l = fleet.tenants.entry(t.name.clone()).or_default();
+                l.spent = Some(*spent);
+                l.want = *want;
+            }
+            Some(e.to_string())
+        }
+    };
     shared.fleet().connected = store.connected() && failed.is_none();
     note_changes(config, shared, &tenants, failed.as_deref());
-}
-
-fn note_spent(shared: &Shared, tenant: &str, spent: u64, want: u64) {
-    let mut fleet = shared.fleet();
-    let l = fleet.tenants.entry(tenant.to_string()).or_default();
-    l.spent = Some(spent);
-    l.want = want;
 }
 
 /// Logs and queues an audit record for every tenant whose lease came or went, and forgets the
