@@ -442,8 +442,8 @@ impl TenantBudget {
     pub fn get(key: u64) -> Option<TenantBudget> {
         // SAFETY: a copy of plain data the agent replaces whole (a hash map update swaps in a
         // new element).
-        let lease = unsafe { *LEASES.get(&key)? };
-        let used = TENANT_USE.get_ptr_mut(&key)?;
+        let lease = unsafe { *LEASES.get(key)? };
+        let used = TENANT_USE.get_ptr_mut(key)?;
         Some(TenantBudget { lease, used })
     }
 

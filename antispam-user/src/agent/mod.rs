@@ -254,7 +254,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
     ));
     let fleet_task = config.fleet.clone().zip(fleet_store).map(|(f, store)| {
         shared.fleet().config = Some(f.clone());
-        tokio::spawn(fleet::run(f, store, shared.clone(), stop_rx.clone()))
+        let task = tokio::spawn(fleet::run(f, store, shared.clone(), stop_rx.clone()));
+        // A fleet task that dies (a panic) leaves every tenant on local_rate once its lease
+        // ends: say so, rather than show the last state for ever.
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                log::error!("the fleet task stopped ({e}): no lease is renewed; every tenant spends its local_rate once its lease ends");
+                let mut fleet = shared.fleet();
+                fleet.connected = false;
+                fleet.last_error = Some(format!("the fleet task stopped: {e}"));
+            }
+        })
     });
     if config.fleet.is_none() && !shared.enforced().policy.tenants.is_empty() {
         log::warn!("the policy names tenants but no --fleet-store is given: every tenant spends its local_rate on this host");
