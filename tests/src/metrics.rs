@@ -108,6 +108,23 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// `promtool check metrics` (Prometheus' own linter) on a scrape: panics with what it says
+/// unless it accepts it.
+pub fn promtool_check(text: &str) {
+    let mut cmd = std::process::Command::new("promtool");
+    cmd.args(["check", "metrics"]);
+    let (status, said, _) = crate::client::run_bounded_input(
+        &mut cmd,
+        text.as_bytes(),
+        crate::bound(std::time::Duration::from_secs(30)),
+    );
+    eprintln!("promtool check metrics: {status:?} {said}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "promtool check metrics failed: {said}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,30 +122,6 @@ fn load(hosts: &[&Host], uid: u32, sink: SocketAddr, secs: u32) -> Vec<u64> {
     })
 }
 
-fn promtool_accepts(metrics: &str) {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn three_hosts_hold_one_tenant_budget_through_redis() {
     if !require_kernel() || !redis::available() {
@@ -244,7 +220,12 @@ fn three_hosts_hold_one_tenant_budget_through_redis() {
         "host-a: {trips} store round trips, mean rtt {:.3} ms",
         rtt_sum / rtt_n * 1000.0
     );
-    promtool_accepts(&m);
+    metrics::promtool_check(&m);
+    let t = tenant(&agents[0]);
+    assert!(
+        t["last_want"].as_u64().unwrap_or(0) > 1 && t["last_grant"].as_u64().is_some(),
+        "status shows no renewal: {t}"
+    );
     let st = ctl(&agents[1], &["status"]);
     assert!(
         st.1.contains("FLEET store redis://:***@127.0.0.1")

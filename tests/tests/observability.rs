@@ -1,8 +1,5 @@
 //! Metrics, the JSON event log and what the client saw agree exactly; /metrics passes promtool.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use antispam_tests::*;
 
 #[test]
@@ -169,31 +166,7 @@ burst = 3
         "event generation == metric"
     );
 
-    // promtool check metrics.
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(m.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("promtool check metrics: {} {text}", out.status);
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed: {text}"
-    );
+    metrics::promtool_check(&m);
 }
 
 /// `antispam status` finds the agent on its control socket, whatever its --metrics-addr (the

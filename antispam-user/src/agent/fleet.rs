@@ -193,7 +193,7 @@ async fn renew_all(config: &FleetConfig, store: &mut Store, shared: &Shared) {
                 l.spent = Some(*spent);
                 l.want = *want;
                 match written {
-                    Ok(_) => {
+                    Ok(()) => {
                         l.granted += tokens;
                         l.leases += 1;
                         l.last_grant = tokens;

@@ -134,6 +134,7 @@ pub fn fleet(shared: &Shared, p: &Policy) -> crate::control::status::FleetStatus
         .map(|t| {
             let (lease, used) = maps.read(t.key).unwrap_or_default();
             let leased = lease.active(now);
+            let last = view.tenants.get(&t.name).cloned().unwrap_or_default();
             TenantStatus {
                 name: t.name.clone(),
                 rate: t.rate.to_string(),
@@ -148,6 +149,9 @@ pub fn fleet(shared: &Shared, p: &Policy) -> crate::control::status::FleetStatus
                 leased_used: used.taken,
                 local_used: used.fallback,
                 refused: used.refused,
+                last_want: last.want,
+                last_grant: last.last_grant,
+                fleet_left: last.fleet_left,
             }
         })
         .collect();

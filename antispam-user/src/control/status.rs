@@ -97,6 +97,14 @@ pub struct TenantStatus {
     pub leased_used: u64,
     pub local_used: u64,
     pub refused: u64,
+    /// The last renewal: tokens asked for (twice the last period's demand), granted, and left in
+    /// the fleet's bucket after the grant.
+    #[serde(default)]
+    pub last_want: u64,
+    #[serde(default)]
+    pub last_grant: u64,
+    #[serde(default)]
+    pub fleet_left: u64,
 }
 
 /// How executions of the MTA's submission programs are decided.

@@ -60,7 +60,7 @@ impl TenantMaps {
 
     /// Writes a new lease of `tokens` until `until_ns` (CLOCK_MONOTONIC): the tokens the old one
     /// left are dropped (the kernel spends `granted - taken`, and `taken` is read just before).
-    pub fn renew(&mut self, key: u64, tokens: u64, until_ns: u64) -> Result<Lease, Error> {
+    pub fn renew(&mut self, key: u64, tokens: u64, until_ns: u64) -> Result<(), Error> {
         let (old, used) = self.read(key).ok_or(Error::Missing {
             kind: "tenant entry",
             name: m::LEASES,
@@ -72,7 +72,6 @@ impl TenantMaps {
         };
         self.leases
             .insert(key, lease, 0)
-            .map_err(Error::map(m::LEASES))?;
-        Ok(lease)
+            .map_err(Error::map(m::LEASES))
     }
 }
